@@ -1,0 +1,218 @@
+"""Run settings: one dataclass per concern, the single source of every default.
+
+The CLI flags, the YAML config file and the desktop app all read and write these
+dataclasses; nothing else holds a default. Importing this module loads no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xgblora_engine.errors import UserError
+
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+QUANTIZE = ("none", "4bit", "8bit")
+SAMPLING = ("uniform", "stratified", "top-biased", "explicit")
+TRAIN_ON = ("response", "all")
+FORMATS = ("auto", "alpaca", "chat", "prompt_completion", "text")
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2-135M-Instruct), a local folder, a .gguf file or a Hub id"})
+    dtype: str = field(default="auto", metadata={"help": "compute dtype of the frozen base: auto picks bf16 where the device supports it, else fp32"})
+    quantize: str = field(default="none", metadata={"help": "load the frozen base in 4-bit (nf4) or 8-bit through bitsandbytes to save memory"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (non-reentrant): less memory, ~30% slower"})
+    target_modules: list[str] | None = field(default=None, metadata={"help": "names of the linears inside a layer that get boosters; default: all of them"})
+
+
+@dataclass
+class DataConfig:
+    path: str = field(default="sample", metadata={"help": "'sample' (bundled), a .jsonl/.json/.csv/.parquet/.txt file or a Hub dataset id"})
+    eval_path: str | None = field(default=None, metadata={"help": "held-out file; default: a fraction split off the training data"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "fraction of the data held out for evaluation when no eval file is given"})
+    max_eval_examples: int = field(default=64, metadata={"help": "cap on held-out examples scored at each evaluation"})
+    format: str = field(default="auto", metadata={"help": "auto, alpaca, chat, prompt_completion or text"})
+    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "column mapping, e.g. {instruction: question, output: answer}"})
+    seq_len: int = field(default=256, metadata={"help": "tokens per example; longer ones are truncated and counted"})
+    train_on: str = field(default="response", metadata={"help": "'response': loss on the assistant's tokens only; 'all': every token"})
+
+
+@dataclass
+class BoostConfig:
+    rank: int = field(default=1, metadata={"help": "rank r of each booster; the paper finds r=1 suffices"})
+    alpha: float | None = field(default=None, metadata={"help": "booster scale is alpha/r; default 2r (scale 2)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the booster's input"})
+    layers_per_round: int | None = field(default=None, metadata={"help": "k, layers boosted per round; default about a third of the layers"})
+    layers: list[int] | None = field(default=None, metadata={"help": "explicit layer list used every round instead of sampling"})
+    merge_every: int = field(default=10, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
+    sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, stratified (spread over depth) or top-biased (cheaper backward)"})
+
+    @property
+    def scaling(self) -> float:
+        return (self.alpha if self.alpha is not None else 2.0 * self.rank) / self.rank
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = field(default=200, metadata={"help": "optimizer steps in all; rounds T = max_steps / merge_every"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the boosters"})
+    batch_size: int = field(default=4, metadata={"help": "examples per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    round_warmup: int = field(default=2, metadata={"help": "warmup steps at the start of every round (fresh Adam state)"})
+    schedule: str = field(default="cosine", metadata={"help": "global LR decay over the run: cosine or constant"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on booster factors"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
+    eval_every: int = field(default=50, metadata={"help": "evaluate every N steps (0 = only at the end)"})
+    seed: int = field(default=0, metadata={"help": "seed for data order, layer sampling and booster init"})
+    nan_retry_lr_factor: float = field(default=0.5, metadata={"help": "LR factor for the retry of a round rolled back for NaN/inf"})
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    boost: BoostConfig = field(default_factory=BoostConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        cfg = cls()
+        update(cfg, raw)
+        return cfg
+
+    def validate(self) -> RunConfig:
+        validate(self)
+        return self
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "boost": BoostConfig, "train": TrainConfig}
+
+
+def update(cfg: RunConfig, raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Apply a nested mapping ``{section: {key: value}}`` onto cfg, rejecting unknown keys."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of sections, got {type(raw).__name__}",
+                        "write sections model:, data:, boost:, train: with their settings")
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise UserError(f"{source}: unknown section '{section}'",
+                            f"sections are: {', '.join(SECTIONS)}")
+        if values is None:
+            continue
+        target = getattr(cfg, section)
+        known = {f.name: f for f in dataclasses.fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise UserError(f"{source}: unknown setting '{section}.{key}'",
+                                f"settings of '{section}' are: {', '.join(known)}")
+            setattr(target, key, _coerce(value, known[key], f"{section}.{key}", source))
+    return cfg
+
+
+def _coerce(value: Any, f: dataclasses.Field, name: str, source: str) -> Any:
+    """Turn YAML/flag values into the field's type, with a clear message when impossible."""
+    if value is None:
+        return None
+    kind = str(f.type)
+    try:
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if kind.startswith("list[int]"):
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return [int(v) for v in value]
+        if kind.startswith("list[str]"):
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return [str(v) for v in value]
+        if kind.startswith("dict"):
+            if isinstance(value, str):
+                value = dict(p.split("=", 1) for p in value.split(",") if p)
+            return {str(k): str(v) for k, v in dict(value).items()}
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: '{name}' has an invalid value {value!r}",
+                        f"expected {kind.replace(' | None', '')}") from None
+
+
+def _choice(value: str, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise UserError(f"invalid {name} '{value}'", f"choose one of: {', '.join(allowed)}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Checks that need no model. Layer counts are checked once the model is known."""
+    m, d, b, t = cfg.model, cfg.data, cfg.boost, cfg.train
+    _choice(m.dtype, DTYPES, "dtype")
+    _choice(m.quantize, QUANTIZE, "quantization")
+    _choice(b.sampling, SAMPLING, "layer sampling")
+    _choice(d.train_on, TRAIN_ON, "train_on")
+    _choice(d.format, FORMATS, "data format")
+    _choice(t.schedule, ("cosine", "constant"), "schedule")
+    checks = [
+        (b.rank >= 1, f"invalid rank {b.rank}: the rank of a booster must be at least 1", "use --rank 1 (the paper's setting) or higher"),
+        (b.layers_per_round is None or b.layers_per_round >= 1, f"invalid layers per round {b.layers_per_round}: must be at least 1", "use --layers-per-round 1 or more"),
+        (b.merge_every >= 1, f"invalid merge interval {b.merge_every}: must be at least 1 step", "use --merge-every 10, for example"),
+        (0.0 <= b.dropout < 1.0, f"invalid dropout {b.dropout}", "use a value in [0, 1)"),
+        (t.max_steps >= 1, f"invalid max steps {t.max_steps}", "use --max-steps 1 or more"),
+        (t.lr > 0 and math.isfinite(t.lr), f"invalid learning rate {t.lr}", "use a positive value such as 2e-3"),
+        (t.batch_size >= 1, f"invalid batch size {t.batch_size}", "use --batch-size 1 or more"),
+        (t.grad_accum >= 1, f"invalid gradient accumulation {t.grad_accum}", "use --grad-accum 1 or more"),
+        (t.round_warmup >= 0, f"invalid round warmup {t.round_warmup}", "use 0 or more steps"),
+        (d.seq_len >= 8, f"invalid sequence length {d.seq_len}", "use --seq-len 8 or more (256 is typical)"),
+        (0.0 <= d.eval_fraction < 1.0, f"invalid eval fraction {d.eval_fraction}", "use a value in [0, 1), e.g. 0.1"),
+    ]
+    for ok, message, hint in checks:
+        if not ok:
+            raise UserError(message, hint)
+    if b.layers is not None and b.sampling not in ("uniform", "explicit"):
+        raise UserError("an explicit layer list and a sampling strategy were both given",
+                        "drop --layers or the sampling setting")
+    if b.layers is not None:
+        b.sampling = "explicit"
+        if not b.layers:
+            raise UserError("the explicit layer list is empty", "give layer indices, e.g. --layers 20,25,29")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}", "check the path given to --config")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {p} is not valid YAML{where}", "fix the syntax and try again") from None
+    return raw
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    import yaml
+
+    from xgblora_engine.fileio import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
