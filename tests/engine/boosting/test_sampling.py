@@ -1,0 +1,46 @@
+import statistics
+
+import pytest
+
+from xgblora_engine.boosting.sampling import default_k, sample_layers
+from xgblora_engine.errors import UserError
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "stratified", "top-biased"])
+def test_sampling_is_reproducible_and_valid(strategy):
+    for r in range(1, 50):
+        first = sample_layers(30, 10, seed=3, round_index=r, strategy=strategy)
+        assert first == sample_layers(30, 10, seed=3, round_index=r, strategy=strategy)
+        assert len(set(first)) == 10 and all(0 <= i < 30 for i in first) and first == sorted(first)
+
+
+def test_rounds_and_seeds_draw_different_sets():
+    draws = {tuple(sample_layers(30, 10, 0, r)) for r in range(1, 30)}
+    assert len(draws) > 25
+    assert sample_layers(30, 10, 0, 1) != sample_layers(30, 10, 1, 1)
+
+
+def test_top_biased_draws_higher_layers_than_uniform():
+    def mean_lowest(strategy):
+        return statistics.mean(min(sample_layers(30, 10, 0, r, strategy)) for r in range(1, 400))
+
+    assert mean_lowest("top-biased") > mean_lowest("uniform") + 2
+
+
+def test_stratified_covers_every_stratum():
+    layers = sample_layers(30, 10, 0, 1, "stratified")
+    assert [i // 3 for i in layers] == list(range(10))
+
+
+def test_k_out_of_range_and_explicit_layers():
+    with pytest.raises(UserError, match="k=31 is out of range: the model has 30 layers"):
+        sample_layers(30, 31, 0, 1)
+    with pytest.raises(UserError, match="k=0"):
+        sample_layers(30, 0, 0, 1)
+    assert sample_layers(30, 0, 0, 1, "explicit", [29, 20, 20]) == [20, 29]
+    with pytest.raises(UserError, match=r"\[30\] do not exist"):
+        sample_layers(30, 0, 0, 1, "explicit", [30])
+
+
+def test_default_k_is_a_third():
+    assert default_k(30) == 10 and default_k(32) == 11 and default_k(2) == 1

@@ -1,0 +1,22 @@
+import pytest
+
+from xgblora_engine.boosting.schedule import Schedule
+
+
+def test_rounds_partition_the_steps():
+    s = Schedule(1e-3, total_steps=25, steps_per_round=10)
+    assert s.total_rounds == 3
+    assert [list(s.round_steps(r)) for r in (1, 2, 3)] == [list(range(10)), list(range(10, 20)), list(range(20, 25))]
+    assert s.round_of(0) == 1 and s.round_of(19) == 2 and s.round_of(20) == 3
+
+
+def test_every_round_restarts_with_a_warmup():
+    s = Schedule(1.0, total_steps=40, steps_per_round=10, round_warmup=2, decay="constant")
+    assert [s.lr(i) for i in range(12)] == pytest.approx([1 / 3, 2 / 3] + [1.0] * 8 + [1 / 3, 2 / 3])
+
+
+def test_global_cosine_decays_to_the_floor():
+    s = Schedule(1.0, total_steps=100, steps_per_round=100, round_warmup=0, min_ratio=0.1)
+    assert s.lr(0) == pytest.approx(1.0)
+    assert s.lr(99) == pytest.approx(0.1)
+    assert all(s.lr(i) >= s.lr(i + 1) for i in range(99))

@@ -1,0 +1,77 @@
+"""Which layers train in a round: drawn from (seed, round) alone, so any process that
+knows those two numbers (a resumed run, another data-parallel rank) draws the same set.
+
+Strategies trade quality against cost. Autograd stops at the lowest layer that has a
+trainable parameter, so a round whose layers are all high is cheaper; uniform draws of
+k of L layers almost always include a low one and forfeit that saving.
+"""
+
+from __future__ import annotations
+
+import random
+
+from xgblora_engine.errors import UserError
+
+
+def round_rng(seed: int, round_index: int) -> random.Random:
+    # An explicit integer mix: Python's hash of a tuple is not stable across processes.
+    return random.Random(seed * 1_000_003 + round_index * 7_919 + 17)
+
+
+def sample_layers(n_layers: int, k: int, seed: int, round_index: int,
+                  strategy: str = "uniform", explicit: list[int] | None = None) -> list[int]:
+    """Sorted layer indices boosted in ``round_index`` (1-based)."""
+    if strategy == "explicit":
+        return check_explicit(explicit or [], n_layers)
+    check_k(k, n_layers)
+    rng = round_rng(seed, round_index)
+    if strategy == "uniform":
+        return sorted(rng.sample(range(n_layers), k))
+    if strategy == "stratified":
+        return _stratified(n_layers, k, rng)
+    if strategy == "top-biased":
+        return _top_biased(n_layers, k, rng)
+    raise UserError(f"unknown layer sampling strategy '{strategy}'",
+                    "choose uniform, stratified, top-biased or give --layers")
+
+
+def check_k(k: int, n_layers: int) -> None:
+    if not 1 <= k <= n_layers:
+        raise UserError(f"layers per round k={k} is out of range: the model has {n_layers} layers",
+                        f"use --layers-per-round between 1 and {n_layers}")
+
+
+def check_explicit(layers: list[int], n_layers: int) -> list[int]:
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad:
+        raise UserError(f"layer indices {bad} do not exist: the model has layers 0..{n_layers - 1}",
+                        "fix the --layers list")
+    if not layers:
+        raise UserError("the explicit layer list is empty", "give layer indices, e.g. --layers 20,25,29")
+    return sorted(set(layers))
+
+
+def _stratified(n_layers: int, k: int, rng: random.Random) -> list[int]:
+    """One layer from each of k contiguous strata: every depth gets its share."""
+    bounds = [round(i * n_layers / k) for i in range(k + 1)]
+    return [rng.randrange(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def _top_biased(n_layers: int, k: int, rng: random.Random) -> list[int]:
+    """Draw without replacement with weight growing linearly with depth.
+
+    Every layer can still be drawn (weight ≥ 1), but deep rounds are more common, so
+    the average backward pass is shorter.
+    """
+    pool = list(range(n_layers))
+    chosen = []
+    for _ in range(k):
+        weights = [i + 1 for i in pool]
+        pick = rng.choices(range(len(pool)), weights=weights)[0]
+        chosen.append(pool.pop(pick))
+    return sorted(chosen)
+
+
+def default_k(n_layers: int) -> int:
+    """About a third of the layers: the setting reported best for LLaMA3-8B (11 of 32)."""
+    return max(1, round(n_layers / 3))

@@ -1,0 +1,49 @@
+"""Learning rate: a global decay over the whole run times a short warmup in every round.
+
+Each round starts a fresh booster with zeroed Adam moments, whose first steps are
+over-large; ramping the LR over ``round_warmup`` steps (ReLoRA's jagged schedule) tames
+them. With one round (T = 1) this is the usual warmup + cosine of plain LoRA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Schedule:
+    peak_lr: float
+    total_steps: int
+    steps_per_round: int
+    round_warmup: int = 2
+    decay: str = "cosine"
+    min_ratio: float = 0.1
+
+    def round_of(self, step: int) -> int:
+        """1-based round that optimizer step ``step`` (0-based) belongs to."""
+        return step // self.steps_per_round + 1
+
+    @property
+    def total_rounds(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_round)
+
+    def round_steps(self, round_index: int) -> range:
+        start = (round_index - 1) * self.steps_per_round
+        return range(start, min(start + self.steps_per_round, self.total_steps))
+
+    def global_factor(self, step: int) -> float:
+        if self.decay == "constant" or self.total_steps <= 1:
+            return 1.0
+        progress = step / (self.total_steps - 1)
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.min_ratio + (1 - self.min_ratio) * cosine
+
+    def warmup_factor(self, step: int) -> float:
+        in_round = step % self.steps_per_round
+        if in_round >= self.round_warmup:
+            return 1.0
+        return (in_round + 1) / (self.round_warmup + 1)
+
+    def lr(self, step: int) -> float:
+        return self.peak_lr * self.global_factor(step) * self.warmup_factor(step)

@@ -1,0 +1,220 @@
+"""The XGBLoRA round loop.
+
+    for each round:  sample layers → attach boosters → κ optimizer steps → merge → record → report
+
+Each phase is one short method below. The trainer knows nothing of files or
+processes: it reads batches, changes the model, and hands events to ``emit``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from xgblora_engine import protocol as P
+from xgblora_engine.boosting.booster import (
+    BoosterLinear,
+    attach_boosters,
+    booster_parameters,
+    detach_boosters,
+)
+from xgblora_engine.boosting.ledger import BoosterLedger, RoundRecord
+from xgblora_engine.boosting.loss import batch_to, count_targets, mean_loss, summed_loss
+from xgblora_engine.boosting.merge import Merger
+from xgblora_engine.boosting.sampling import sample_layers
+from xgblora_engine.boosting.schedule import Schedule
+from xgblora_engine.config import RunConfig
+from xgblora_engine.errors import UserError
+
+
+class RunControl:
+    """How the outside world steers a run between optimizer steps (no-op by default)."""
+
+    def should_stop(self) -> bool:
+        return False
+
+    def wait_if_paused(self) -> None:
+        return None
+
+    def take_checkpoint_request(self) -> bool:
+        return False
+
+
+class RoundDiverged(Exception):
+    """The round's loss, gradients or booster weights stopped being finite."""
+
+
+@dataclass
+class TrainerState:
+    """Everything that, with the frozen base model and the data, determines the run."""
+
+    step: int = 0  # optimizer steps completed
+    ledger: BoosterLedger = field(default_factory=BoosterLedger)
+    last_loss: float | None = None
+    last_eval_loss: float | None = None
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int
+    seconds: float
+
+
+class BoostingTrainer:
+    def __init__(self, model: nn.Module, targets_by_layer: dict[int, list[str]], stream,
+                 eval_batches: Callable[[], object], cfg: RunConfig, k: int,
+                 emit: Callable[[object], None], control: RunControl | None = None,
+                 state: TrainerState | None = None) -> None:
+        self.model = model.requires_grad_(False)  # only boosters ever train
+        self.targets_by_layer = targets_by_layer
+        self.n_layers = len(targets_by_layer)
+        self.stream = stream
+        self.eval_batches = eval_batches
+        self.cfg = cfg
+        self.k = k
+        self.emit = emit
+        self.control = control or RunControl()
+        self.state = state or TrainerState()
+        self.device = next(model.parameters()).device
+        self.schedule = Schedule(cfg.train.lr, cfg.train.max_steps, cfg.boost.merge_every,
+                                 cfg.train.round_warmup, cfg.train.schedule)
+        self.merger = Merger(model)
+        self.stopped = False
+        if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
+            self.merger.apply_ledger(self.state.ledger)
+
+    # --- the run -------------------------------------------------------------
+    def fit(self) -> TrainerState:
+        if self.state.step == 0:
+            self.evaluate()
+        while self.state.step < self.schedule.total_steps and not self.stopped:
+            self.run_round(self.schedule.round_of(self.state.step))
+        if not self.stopped:
+            self.evaluate()
+        return self.state
+
+    def run_round(self, round_index: int) -> None:
+        layers = self.sample(round_index)
+        lr_factor = 1.0
+        for attempt in (1, 2):
+            stream_state, start_step = self.stream.state(), self.state.step
+            boosters = self.attach(round_index, layers)
+            try:
+                round_seconds = self.train_round(boosters, round_index, lr_factor)
+            except RoundDiverged as exc:
+                detach_boosters(self.model, boosters)
+                self.stream.load_state(stream_state)
+                self.state.step = start_step
+                retry = self.cfg.train.nan_retry_lr_factor if attempt == 1 else None
+                self.emit(P.RoundRolledBack(round=round_index, step=start_step, reason=str(exc),
+                                            retry_lr_factor=retry))
+                if retry is None:
+                    raise UserError(
+                        f"round {round_index} diverged twice ({exc}); nothing from it was merged",
+                        f"lower the learning rate (now {self.cfg.train.lr:g}) or the booster scale (alpha), "
+                        "then resume from the last checkpoint") from None
+                lr_factor *= retry
+                continue
+            if self.stopped:  # stopped mid-round: the booster is not merged
+                detach_boosters(self.model, boosters)
+                self.stream.load_state(stream_state)
+                self.state.step = start_step
+                return
+            self.merge(boosters, round_index, layers, lr_factor, round_seconds)
+            return
+
+    # --- phases --------------------------------------------------------------
+    def sample(self, round_index: int) -> list[int]:
+        b = self.cfg.boost
+        return sample_layers(self.n_layers, self.k, self.cfg.train.seed, round_index,
+                             b.sampling, b.layers)
+
+    def attach(self, round_index: int, layers: list[int]) -> dict[str, BoosterLinear]:
+        b = self.cfg.boost
+        targets = [name for layer in layers for name in self.targets_by_layer[layer]]
+        return attach_boosters(self.model, targets, b.rank, b.scaling, b.dropout,
+                               self.cfg.train.seed, round_index)
+
+    def train_round(self, boosters: dict[str, BoosterLinear], round_index: int, lr_factor: float) -> float:
+        params = booster_parameters(boosters)
+        optimizer = torch.optim.AdamW(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+        layers = sorted({_layer_of(name, self.targets_by_layer) for name in boosters})
+        started = time.perf_counter()
+        for step in self.schedule.round_steps(round_index):
+            if step < self.state.step:
+                continue
+            self.control.wait_if_paused()
+            if self.control.should_stop():
+                self.stopped = True
+                break
+            lr = self.schedule.lr(step) * lr_factor
+            result = self.optimizer_step(optimizer, params, lr)
+            self.state.step = step + 1
+            self.state.last_loss = result.loss
+            self.emit(P.StepMetrics(step=step + 1, round=round_index, loss=result.loss, lr=lr,
+                                    grad_norm=result.grad_norm, layers=layers, seconds=result.seconds,
+                                    tokens=result.tokens, tokens_per_s=result.tokens / max(result.seconds, 1e-9)))
+            if self.cfg.train.eval_every and self.state.step % self.cfg.train.eval_every == 0 \
+                    and self.state.step < self.schedule.total_steps:
+                self.evaluate(round_index)
+        if not all(b.is_finite() for b in boosters.values()):
+            raise RoundDiverged("booster weights became NaN/inf")
+        return time.perf_counter() - started
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float) -> StepResult:
+        """One optimizer step over grad_accum micro-batches, loss normalised per target token."""
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro = [batch_to(self.stream.next_batch(), self.device) for _ in range(self.cfg.train.grad_accum)]
+        n_targets = max(1, sum(count_targets(b["labels"]) for b in micro))
+        self.model.train()
+        loss_sum = 0.0
+        for batch in micro:
+            loss = summed_loss(self.model, batch) / n_targets
+            loss.backward()
+            loss_sum += float(loss.detach())
+        max_norm = self.cfg.train.max_grad_norm or float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            raise RoundDiverged(f"loss {loss_sum:.4g}, gradient norm {grad_norm:.4g}")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens = int(sum(int(b["attention_mask"].sum()) for b in micro))
+        return StepResult(loss_sum, grad_norm, tokens, time.perf_counter() - started)
+
+    def merge(self, boosters: dict[str, BoosterLinear], round_index: int, layers: list[int],
+              lr_factor: float, round_seconds: float) -> None:
+        started = time.perf_counter()
+        factors = {name: (*b.factors(), b.scaling) for name, b in boosters.items()}
+        norm = math.sqrt(sum(float(b.delta_weight().square().sum()) for b in boosters.values()))
+        detach_boosters(self.model, boosters)
+        self.state.ledger.record_round(RoundRecord(round_index, self.state.step, layers, lr_factor, norm), factors)
+        self.merger.merge_modules(self.state.ledger, list(boosters))
+        self.emit(P.RoundMerged(round=round_index, step=self.state.step, layers=layers, modules=len(boosters),
+                                booster_norm=norm, merge_seconds=time.perf_counter() - started,
+                                round_seconds=round_seconds))
+
+    def evaluate(self, round_index: int = 0) -> float | None:
+        self.model.eval()
+        loss, count = mean_loss(self.model, self.eval_batches(), self.device)
+        if count == 0:
+            return None
+        self.state.last_eval_loss = loss
+        self.emit(P.EvalResult(step=self.state.step, round=round_index, eval_loss=loss, n_examples=count))
+        return loss
+
+
+def _layer_of(name: str, targets_by_layer: dict[int, list[str]]) -> int:
+    for layer, names in targets_by_layer.items():
+        if name in names:
+            return layer
+    raise KeyError(name)

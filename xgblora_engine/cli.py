@@ -1,0 +1,138 @@
+"""`xgblora` — the engine's command line.
+
+    xgblora train  [--config run.yaml] [--model M] [--data D] ... [--out RUN_DIR]
+    xgblora export RUN_DIR --out DIR
+
+A config file and flags are the same settings; flags win. Every user error exits
+with status 2 and one message (plus a hint), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from xgblora_engine.config import SECTIONS, RunConfig, load_config_file, update
+from xgblora_engine.errors import UserError
+
+# flag -> (section, setting). Help texts come from the config dataclasses.
+TRAIN_FLAGS: dict[str, tuple[str, str]] = {
+    "--model": ("model", "name"),
+    "--dtype": ("model", "dtype"),
+    "--quantize": ("model", "quantize"),
+    "--device": ("model", "device"),
+    "--gradient-checkpointing": ("model", "gradient_checkpointing"),
+    "--target-modules": ("model", "target_modules"),
+    "--data": ("data", "path"),
+    "--eval-data": ("data", "eval_path"),
+    "--eval-fraction": ("data", "eval_fraction"),
+    "--format": ("data", "format"),
+    "--columns": ("data", "columns"),
+    "--seq-len": ("data", "seq_len"),
+    "--train-on": ("data", "train_on"),
+    "--rank": ("boost", "rank"),
+    "--alpha": ("boost", "alpha"),
+    "--dropout": ("boost", "dropout"),
+    "--layers-per-round": ("boost", "layers_per_round"),
+    "--layers": ("boost", "layers"),
+    "--merge-every": ("boost", "merge_every"),
+    "--sampling": ("boost", "sampling"),
+    "--max-steps": ("train", "max_steps"),
+    "--lr": ("train", "lr"),
+    "--batch-size": ("train", "batch_size"),
+    "--grad-accum": ("train", "grad_accum"),
+    "--round-warmup": ("train", "round_warmup"),
+    "--eval-every": ("train", "eval_every"),
+    "--seed": ("train", "seed"),
+}
+
+
+def _help_of(section: str, key: str) -> str:
+    f = {f.name: f for f in dataclasses.fields(SECTIONS[section])}[key]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return f"{f.metadata.get('help', '')} (default: {default})"
+
+
+def _is_switch(section: str, key: str) -> bool:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}[key].type == "bool"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: same one-line style, exit 2
+        raise UserError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xgblora", description="Fine-tune language models with XGBLoRA.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="fine-tune a model", description="Fine-tune a model with XGBLoRA.")
+    train.add_argument("--config", help="YAML file with sections model/data/boost/train")
+    train.add_argument("--out", help="run folder to create (default: a new folder in the app's data dir)")
+    for flag, (section, key) in TRAIN_FLAGS.items():
+        if _is_switch(section, key):
+            train.add_argument(flag, dest=f"{section}.{key}", action="store_const", const=True,
+                               default=None, help=_help_of(section, key))
+        else:
+            train.add_argument(flag, dest=f"{section}.{key}", default=None, help=_help_of(section, key))
+
+    export = sub.add_parser("export", help="write a merged model from a run")
+    export.add_argument("run_dir", help="the run folder")
+    export.add_argument("--out", required=True, help="folder to create with the merged model")
+    export.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="dtype of the saved weights (auto: the base checkpoint's)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    cfg = RunConfig()
+    if args.config:
+        update(cfg, load_config_file(args.config), source=args.config)
+    flags: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, key = dest.split(".", 1)
+            flags.setdefault(section, {})[key] = value
+    return update(cfg, flags, source="command line").validate()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from xgblora_engine.progress import ConsoleReporter
+    from xgblora_engine.session import run_training
+
+    cfg = config_from_args(args)
+    with ConsoleReporter() as reporter:
+        run = run_training(cfg, args.out, reporter)
+    print(f"run folder: {run.path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from xgblora_engine.export import export_hf
+
+    path = export_hf(args.run_dir, args.out, dtype=args.dtype, log=print)
+    print(f"exported merged model to {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Terminal progress for `xgblora train`: a bar with loss, round and ETA on a TTY,
+plain periodic lines otherwise (CI logs, pipes)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from xgblora_engine import protocol as P
+
+
+class ConsoleReporter:
+    """Consumes protocol events and draws them on the terminal."""
+
+    def __init__(self, stream=sys.stderr, every: int = 10) -> None:
+        self.stream = stream
+        self.every = every
+        self.bar = None
+        self.total = 0
+        self.eval_loss: float | None = None
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> ConsoleReporter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, event: object) -> None:
+        handler = getattr(self, f"on_{type(event).__name__}", None)
+        if handler:
+            handler(event)
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def on_RunStarted(self, e) -> None:
+        self.total = e.total_steps
+        self._print(f"run folder {e.run_dir}: {e.total_steps} steps in {e.total_rounds} rounds")
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=e.total_steps, initial=e.start_step, file=self.stream,
+                            unit="step", dynamic_ncols=True)
+
+    def on_StepMetrics(self, e: P.StepMetrics) -> None:
+        if self.bar is not None:
+            self.bar.n = e.step
+            self.bar.set_postfix_str(self._postfix(e), refresh=True)
+        elif e.step % self.every == 0 or e.step == self.total:
+            elapsed = time.perf_counter() - self.started
+            eta = elapsed / max(e.step, 1) * (self.total - e.step)
+            self._print(f"step {e.step}/{self.total} {self._postfix(e)} eta {eta:.0f}s")
+
+    def _postfix(self, e) -> str:
+        text = f"round {e.round} loss {e.loss:.4f} lr {e.lr:.2e} layers {_layers(e.layers)}"
+        return text + (f" eval {self.eval_loss:.4f}" if self.eval_loss is not None else "")
+
+    def on_EvalResult(self, e) -> None:
+        self.eval_loss = e.eval_loss
+        self._print(f"eval at step {e.step}: loss {e.eval_loss:.4f}")
+
+    def on_RoundRolledBack(self, e) -> None:
+        retry = f"; retrying at {e.retry_lr_factor:g}× LR" if e.retry_lr_factor else ""
+        self._print(f"warning: round {e.round} rolled back ({e.reason}){retry}")
+
+    def on_LogLine(self, e) -> None:
+        self._print(e.text)
+
+    def on_Warning(self, e) -> None:
+        self._print(f"warning: {e.message}" + (f" ({e.hint})" if e.hint else ""))
+
+    def on_Finished(self, e) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        loss = f", final loss {e.final_loss:.4f}" if e.final_loss is not None else ""
+        ev = f", eval loss {e.final_eval_loss:.4f}" if e.final_eval_loss is not None else ""
+        self._print(f"{e.status} after {e.steps} steps{loss}{ev}")
+
+
+def _layers(layers: list[int]) -> str:
+    return ",".join(map(str, layers)) if len(layers) <= 8 else f"{len(layers)} layers"
