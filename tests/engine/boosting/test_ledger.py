@@ -22,7 +22,7 @@ def tiny_updates(n_rounds, out=64, inp=64, scale=1e-4, seed=0):
 
 def test_ledger_rebuild_is_exact_where_chained_bf16_adds_drift():
     torch.manual_seed(0)
-    w0 = torch.randn(64, 64)
+    w0 = torch.randn(64, 64).to(torch.bfloat16).float()  # a bf16 checkpoint's weight
     updates = tiny_updates(200)
     exact = w0.clone()
     for a, b in updates:
