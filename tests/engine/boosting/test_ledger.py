@@ -23,7 +23,9 @@ def tiny_updates(n_rounds, out=64, inp=64, scale=1e-4, seed=0):
 def test_ledger_rebuild_is_exact_where_chained_bf16_adds_drift():
     torch.manual_seed(0)
     w0 = torch.randn(64, 64).to(torch.bfloat16).float()  # a bf16 checkpoint's weight
-    updates = tiny_updates(200)
+    # Steady small updates (as training makes): each one is below half a bf16 ulp of W.
+    g = torch.Generator().manual_seed(1)
+    updates = [(torch.ones(1, 64), torch.rand(64, 1, generator=g) * 1e-3) for _ in range(200)]
     exact = w0.clone()
     for a, b in updates:
         exact += b @ a
@@ -40,7 +42,8 @@ def test_ledger_rebuild_is_exact_where_chained_bf16_adds_drift():
     rebuilt_err = (model.lin.weight.float() - target).abs().max().item()
     chained_err = (chained.float() - exact).abs().max().item()
     assert rebuilt_err == 0.0  # cast(W0 + Σ) computed in fp32: exactly the rounded truth
-    assert chained_err > 10 * (exact.to(torch.bfloat16).float() - exact).abs().max().item()
+    drift = (exact - w0).abs().max().item()
+    assert chained_err > 0.5 * drift  # chained bf16 adds lose most of the update
 
 
 def test_ledger_delta_sums_scaled_products():
