@@ -3,7 +3,8 @@
 Autograd stops at the lowest layer with a trainable parameter, so boosting high layers
 should be cheaper than boosting low ones. Runs the same fixed batch through optimizer
 steps with boosters on layers [lo, lo+k) for several lo, side by side in one process,
-and reports step time and peak RSS growth as ratios to the lowest window.
+and reports step time and the bytes autograd saves for backward (activation memory,
+counted exactly with saved-tensor hooks) as ratios to the lowest window.
 
     python benchmarks/depth_cost.py [--steps 4] [--k 10] [--batch 4] [--seq 128] [--checkpointing]
 """
@@ -16,11 +17,9 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,30 +28,6 @@ from xgblora_engine.boosting.booster import attach_boosters, booster_parameters,
 from xgblora_engine.boosting.loss import summed_loss  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-class PeakRSS:
-    """Samples this process's RSS in a thread; CPU has no allocator peak counter."""
-
-    def __init__(self, every: float = 0.005) -> None:
-        self.every, self.peak, self._stop = every, 0, threading.Event()
-
-    def __enter__(self):
-        self.base = psutil.Process().memory_info().rss
-        self.peak = self.base
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        proc = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, proc.memory_info().rss)
-            time.sleep(self.every)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def load_embedded():
@@ -71,20 +46,36 @@ def targets(model, layers):
             if isinstance(m, torch.nn.Linear) and n.rsplit(".", 2)[0] in wanted]
 
 
+def saved_activation_bytes(model, batch) -> int:
+    """Bytes autograd keeps for backward: the activation memory of a step, exactly."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = summed_loss(model, batch)
+    loss.backward()
+    return total
+
+
 def time_window(model, batch, layers, steps):
     boosters = attach_boosters(model, targets(model, layers), 1, 2.0, 0.0, 0, 1)
     opt = torch.optim.AdamW(booster_parameters(boosters), lr=1e-3)
     times = []
     gc.collect()
-    with PeakRSS() as mem:
-        for _ in range(steps + 1):
-            t = time.perf_counter()
-            summed_loss(model, batch).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - t)
+    for _ in range(steps):
+        t = time.perf_counter()
+        summed_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    saved = saved_activation_bytes(model, batch)
+    opt.zero_grad(set_to_none=True)
     detach_boosters(model, boosters)
-    return statistics.median(times[1:]), mem.peak - mem.base
+    return statistics.median(times), saved
 
 
 def main() -> None:
@@ -103,22 +94,23 @@ def main() -> None:
     n = model.config.num_hidden_layers
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    time_window(model, batch, list(range(args.k)), 2)  # warm up allocator and kernels
     rows = []
     for lo in range(0, n - args.k + 1, max(1, (n - args.k) // 4)):
         layers = list(range(lo, lo + args.k))
-        seconds, rss = time_window(model, batch, layers, args.steps)
-        rows.append({"layers": f"{lo}-{lo + args.k - 1}", "step_s": seconds, "rss_growth_mb": rss / 2**20})
+        seconds, saved = time_window(model, batch, layers, args.steps)
+        rows.append({"layers": f"{lo}-{lo + args.k - 1}", "step_s": seconds, "activations_mb": saved / 2**20})
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
     for r in rows:
         r["time_ratio"] = r["step_s"] / base["step_s"]
-        r["rss_ratio"] = r["rss_growth_mb"] / max(base["rss_growth_mb"], 1e-9)
+        r["activation_ratio"] = r["activations_mb"] / base["activations_mb"]
     RESULTS.mkdir(exist_ok=True)
     name = "depth_cost" + ("_ckpt" if args.checkpointing else "")
     (RESULTS / f"{name}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    print(f"{'layers':>8} {'step s':>8} {'time x':>7} {'ΔRSS MB':>8} {'mem x':>6}")
+    print(f"{'layers':>8} {'step s':>8} {'time x':>7} {'act. MB':>8} {'act. x':>6}")
     for r in rows:
-        print(f"{r['layers']:>8} {r['step_s']:8.3f} {r['time_ratio']:7.2f} {r['rss_growth_mb']:8.0f} {r['rss_ratio']:6.2f}")
+        print(f"{r['layers']:>8} {r['step_s']:8.3f} {r['time_ratio']:7.2f} {r['activations_mb']:8.0f} {r['activation_ratio']:6.2f}")
 
 
 if __name__ == "__main__":
