@@ -1,0 +1,54 @@
+import pytest
+
+from xgblora_engine.config import RunConfig, load_config_file, save_config, update
+from xgblora_engine.errors import UserError
+
+
+def test_defaults_validate_and_round_trip(tmp_path):
+    cfg = RunConfig().validate()
+    save_config(cfg, tmp_path / "c.yaml")
+    assert RunConfig.from_dict(load_config_file(tmp_path / "c.yaml")) == cfg
+
+
+def test_scaling_defaults_to_two():
+    cfg = RunConfig()
+    cfg.boost.rank = 4
+    assert cfg.boost.scaling == 2.0
+    cfg.boost.alpha = 2.0
+    assert cfg.boost.scaling == 0.5
+
+
+def test_update_coerces_types():
+    cfg = update(RunConfig(), {"boost": {"rank": "2", "layers": "1, 5,7"}, "train": {"lr": "1e-3"},
+                               "model": {"gradient_checkpointing": "yes"},
+                               "data": {"columns": "instruction=q,output=a"}})
+    assert cfg.boost.rank == 2 and cfg.boost.layers == [1, 5, 7] and cfg.train.lr == 1e-3
+    assert cfg.model.gradient_checkpointing is True
+    assert cfg.data.columns == {"instruction": "q", "output": "a"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"boost": {"rank": 0}}, "invalid rank 0"),
+    ({"boost": {"rank": "abc"}}, "'boost.rank' has an invalid value 'abc'"),
+    ({"boost": {"merge_every": 0}}, "invalid merge interval"),
+    ({"boost": {"layers_per_round": 0}}, "invalid layers per round"),
+    ({"train": {"lr": -1}}, "invalid learning rate"),
+    ({"model": {"quantize": "3bit"}}, "invalid quantization '3bit'"),
+    ({"data": {"seq_len": 2}}, "invalid sequence length"),
+    ({"boost": {"layers": []}}, "explicit layer list is empty"),
+    ({"boosting": {}}, "unknown section 'boosting'"),
+    ({"train": {"steps": 3}}, "unknown setting 'train.steps'"),
+])
+def test_bad_settings_are_named(raw, message):
+    with pytest.raises(UserError, match=message) as info:
+        update(RunConfig(), raw).validate()
+    assert info.value.hint
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        load_config_file(bad)
