@@ -209,7 +209,7 @@ class BoostingTrainer:
         if count == 0:
             return None
         self.state.last_eval_loss = loss
-        self.emit(P.EvalResult(step=self.state.step, round=round_index, eval_loss=loss, n_examples=count))
+        self.emit(P.EvalResult(step=self.state.step, round=round_index, eval_loss=loss, n_tokens=count))
         return loss
 
 

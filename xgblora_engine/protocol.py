@@ -1,0 +1,317 @@
+"""The only things that cross the app ⇄ worker process boundary.
+
+Commands go from the app to the worker, events come back. Every message is a typed
+msgspec Struct, tagged with its class name and wrapped in a versioned envelope, so a
+malformed or foreign message is rejected with a readable ``ProtocolError`` instead of
+crashing either side. Imports nothing but the standard library and msgspec: the app,
+which never loads torch, imports this module.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(ValueError):
+    """A message that is not a valid message of this protocol version."""
+
+
+class _Message(msgspec.Struct, tag=True, kw_only=True):
+    pass
+
+
+# --- commands (app -> worker) ------------------------------------------------
+class _Command(_Message):
+    id: int = 0
+
+
+class StartRun(_Command, kw_only=True):
+    config: dict[str, Any]
+    run_dir: str | None = None
+    force: bool = False  # start even when the preflight says it will not fit
+    stop_after: int | None = None  # stop (as the Stop command does) after this many steps
+    memory_limit_bytes: int | None = None  # treat this as the usable memory (testing, shared GPUs)
+
+
+class ResumeRun(_Command, kw_only=True):
+    run_dir: str
+    force: bool = False
+    stop_after: int | None = None
+    memory_limit_bytes: int | None = None
+
+
+class Pause(_Command, kw_only=True):
+    pass
+
+
+class Resume(_Command, kw_only=True):
+    pass
+
+
+class Stop(_Command, kw_only=True):
+    checkpoint: bool = True
+
+
+class SaveCheckpoint(_Command, kw_only=True):
+    pass
+
+
+class Estimate(_Command, kw_only=True):
+    config: dict[str, Any]
+    trial: bool = True
+    memory_limit_bytes: int | None = None
+
+
+class Export(_Command, kw_only=True):
+    run_dir: str
+    out: str
+    formats: list[str] = msgspec.field(default_factory=lambda: ["hf"])
+    dtype: str = "auto"
+    quant: str | None = None
+    verify: bool = True
+
+
+class Generate(_Command, kw_only=True):
+    model: str
+    prompt: str
+    max_new_tokens: int = 128
+    run_dir: str | None = None  # generate with this run's merged model instead of the base
+    system: str | None = None
+
+
+class Inspect(_Command, kw_only=True):
+    model: str | None = None
+    data: str | None = None
+    config: dict[str, Any] | None = None
+
+
+class Shutdown(_Command, kw_only=True):
+    pass
+
+
+# --- events (worker -> app) --------------------------------------------------
+class _Event(_Message):
+    t: float = msgspec.field(default_factory=time.time)
+
+
+class Hello(_Event, kw_only=True):
+    version: int
+    pid: int
+
+
+class StateChanged(_Event, kw_only=True):
+    state: str  # idle loading preflight training paused stopping exporting generating finished failed
+    detail: str = ""
+
+
+class RunStarted(_Event, kw_only=True):
+    run_dir: str
+    config: dict[str, Any]
+    model_info: dict[str, Any]
+    data_report: str
+    n_layers: int
+    total_steps: int
+    total_rounds: int
+    start_step: int = 0
+
+
+class StepMetrics(_Event, kw_only=True):
+    step: int
+    round: int
+    loss: float
+    lr: float
+    grad_norm: float
+    layers: list[int]
+    seconds: float
+    tokens: int
+    tokens_per_s: float
+
+
+class RoundMerged(_Event, kw_only=True):
+    round: int
+    step: int
+    layers: list[int]
+    modules: int
+    booster_norm: float
+    merge_seconds: float
+    round_seconds: float
+
+
+class RoundRolledBack(_Event, kw_only=True):
+    round: int
+    step: int
+    reason: str
+    retry_lr_factor: float | None = None  # None: no retry, the run stops
+
+
+class EvalResult(_Event, kw_only=True):
+    step: int
+    round: int
+    eval_loss: float
+    n_tokens: int
+
+
+class MemorySample(_Event, kw_only=True):
+    step: int
+    device: str
+    allocated: int | None = None  # bytes; device allocator figures are None on CPU
+    reserved: int | None = None
+    peak: int | None = None
+    rss: int = 0
+    predicted_peak: int | None = None
+
+
+class PreflightResult(_Event, kw_only=True):
+    verdict: str  # fits | tight | wont_fit
+    predicted_peak: int
+    available: int
+    parts: dict[str, int]
+    measured_peak: int | None
+    remedies: list[dict[str, Any]]  # {"label", "changes": {section: {key: value}}, "saves_bytes"}
+    device: str
+    message: str
+
+
+class CheckpointSaved(_Event, kw_only=True):
+    step: int
+    round: int
+    path: str
+
+
+class LogLine(_Event, kw_only=True):
+    level: str  # debug info warning error
+    text: str
+
+
+class Warning(_Event, kw_only=True):  # noqa: A001 - the event's name on the wire; exported as WarningEvent too
+    message: str
+    hint: str = ""
+
+
+class Error(_Event, kw_only=True):
+    message: str
+    hint: str = ""
+    kind: str = "error"  # user oom crash protocol internal
+    command_id: int | None = None
+    detail: str = ""  # a traceback for "internal", shown folded
+
+
+class ExportProgress(_Event, kw_only=True):
+    format: str
+    stage: str
+    fraction: float
+
+
+class ExportDone(_Event, kw_only=True):
+    format: str
+    path: str
+    ok: bool
+    checks: list[dict[str, Any]]  # {"name", "ok", "detail"}
+    message: str = ""
+
+
+class GenerationResult(_Event, kw_only=True):
+    model: str
+    prompt: str
+    text: str
+    tokens: int
+    seconds: float
+    stopped: bool  # ended at an end-of-turn token rather than the length limit
+
+
+class InspectResult(_Event, kw_only=True):
+    model_info: dict[str, Any] | None = None
+    data_report: dict[str, Any] | None = None
+
+
+class Finished(_Event, kw_only=True):
+    status: str  # completed stopped failed
+    run_dir: str | None
+    steps: int
+    final_loss: float | None
+    final_eval_loss: float | None
+    message: str = ""
+
+
+class WorkerExited(_Event, kw_only=True):
+    """Made by the client, not the worker: the worker process is gone."""
+
+    exitcode: int | None
+    signal: str | None
+    message: str
+
+
+WarningEvent = Warning
+
+Command = Union[StartRun, ResumeRun, Pause, Resume, Stop, SaveCheckpoint, Estimate, Export,  # noqa: UP007
+                Generate, Inspect, Shutdown]
+Event = Union[Hello, StateChanged, RunStarted, StepMetrics, RoundMerged, RoundRolledBack,  # noqa: UP007
+              EvalResult, MemorySample, PreflightResult, CheckpointSaved, LogLine, Warning, Error,
+              ExportProgress, ExportDone, GenerationResult, InspectResult, Finished, WorkerExited]
+COMMAND_TYPES: tuple[type, ...] = Command.__args__
+EVENT_TYPES: tuple[type, ...] = Event.__args__
+
+
+class _CommandEnvelope(msgspec.Struct):
+    v: int
+    msg: Command
+
+
+class _EventEnvelope(msgspec.Struct):
+    v: int
+    msg: Event
+
+
+_encoder = msgspec.msgpack.Encoder()
+_command_decoder = msgspec.msgpack.Decoder(_CommandEnvelope)
+_event_decoder = msgspec.msgpack.Decoder(_EventEnvelope)
+_version_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def encode(msg: _Message) -> bytes:
+    if not isinstance(msg, COMMAND_TYPES + EVENT_TYPES):
+        raise ProtocolError(f"{type(msg).__name__} is not a protocol message")
+    return _encoder.encode({"v": PROTOCOL_VERSION, "msg": msg})
+
+
+def _decode(data: bytes, decoder: msgspec.msgpack.Decoder, what: str):
+    _check_version(data)
+    try:
+        return decoder.decode(data).msg
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"malformed {what}: {exc}") from None
+
+
+def _check_version(data: bytes) -> None:
+    """Checked first, so a newer peer's unknown message is reported as a version clash."""
+    try:
+        version = _version_decoder.decode(data).get("v")
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return  # not even an envelope: reported as malformed
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version} received, this side speaks {PROTOCOL_VERSION}")
+
+
+def decode_command(data: bytes) -> Command:
+    return _decode(data, _command_decoder, "command")
+
+
+def decode_event(data: bytes) -> Event:
+    return _decode(data, _event_decoder, "event")
+
+
+def to_dict(msg: _Message) -> dict[str, Any]:
+    """Plain dict with a "type" key: one line of a run's events.jsonl."""
+    return msgspec.to_builtins(msg) | {"type": type(msg).__name__}
+
+
+def from_dict(d: dict[str, Any]) -> Event:
+    try:
+        return msgspec.convert(d, Event)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(f"malformed event record: {exc}") from None
