@@ -1,0 +1,168 @@
+import copy
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from xgblora_engine import protocol as P
+from xgblora_engine.boosting import trainer as trainer_module
+from xgblora_engine.boosting.booster import attach_boosters, detach_boosters
+from xgblora_engine.boosting.loss import summed_loss
+from xgblora_engine.boosting.schedule import Schedule
+from xgblora_engine.boosting.trainer import BoostingTrainer
+from xgblora_engine.config import RunConfig
+from xgblora_engine.errors import UserError
+
+PROJ = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+class ListStream:
+    """Cycles through fixed batches; its state is the position (resumable like BatchStream)."""
+
+    def __init__(self, batches):
+        self.batches, self.pos = batches, 0
+
+    def next_batch(self):
+        batch = self.batches[self.pos % len(self.batches)]
+        self.pos += 1
+        return batch
+
+    def state(self):
+        return {"pos": self.pos}
+
+    def load_state(self, state):
+        self.pos = state["pos"]
+
+
+def make_batches(n=6, batch=2, seq=12, vocab=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(0, vocab, (batch, seq), generator=g)
+        labels = ids.clone()
+        labels[:, : seq // 3] = -100  # a prompt part without loss
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+    return out
+
+
+def targets(n_layers=4):
+    return {i: [f"model.layers.{i}.{p}" for p in PROJ] for i in range(n_layers)}
+
+
+def config(**train):
+    cfg = RunConfig()
+    cfg.boost.rank, cfg.boost.merge_every = 2, 3
+    cfg.train.max_steps, cfg.train.lr, cfg.train.eval_every = 9, 1e-2, 0
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def make_trainer(model, cfg, k=2, events=None, batches=None):
+    batches = batches or make_batches()
+    events = events if events is not None else []
+    return BoostingTrainer(model, targets(), ListStream(batches), lambda: batches[:2], cfg, k, events.append)
+
+
+def test_rounds_merge_and_lower_the_loss(tiny_llama):
+    events = []
+    trainer = make_trainer(tiny_llama, config(), events=events)
+    state = trainer.fit()
+    merged = [e for e in events if isinstance(e, P.RoundMerged)]
+    evals = [e.eval_loss for e in events if isinstance(e, P.EvalResult)]
+    assert [e.round for e in merged] == [1, 2, 3] and state.step == 9
+    assert len(state.ledger.rounds) == 3 and all(len(r.layers) == 2 for r in state.ledger.rounds)
+    assert evals[-1] < evals[0]
+    assert not any(p.requires_grad for p in tiny_llama.parameters())
+
+
+def test_lora_special_case_matches_peft(tiny_llama):
+    """One round on every layer (T = 1, k = L) is plain LoRA: same losses, same merged weights."""
+    cfg = config(max_steps=6, round_warmup=2)
+    cfg.boost.merge_every, cfg.boost.alpha = 6, 4.0
+    batches = make_batches()
+    peft_base = copy.deepcopy(tiny_llama)
+
+    events = []
+    BoostingTrainer(tiny_llama, targets(), ListStream(batches), lambda: [], cfg, 4, events.append).fit()
+    ours = [e.loss for e in events if isinstance(e, P.StepMetrics)]
+
+    init = attach_boosters(copy.deepcopy(peft_base), [n for v in targets().values() for n in v], 2, 2.0, 0.0, 0, 1)
+    peft_model = get_peft_model(peft_base, LoraConfig(r=2, lora_alpha=4.0, lora_dropout=0.0, target_modules=[p.split(".")[-1] for p in PROJ]))
+    with torch.no_grad():
+        for name, booster in init.items():
+            layer = peft_model.base_model.model.get_submodule(name)
+            layer.lora_A["default"].weight.copy_(booster.A)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=0.0)
+    sched = Schedule(cfg.train.lr, 6, 6, 2, "cosine")
+    stream, theirs = ListStream(batches), []
+    inner = peft_model.base_model.model
+    for step in range(6):
+        for g in opt.param_groups:
+            g["lr"] = sched.lr(step)
+        batch = stream.next_batch()
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        loss = summed_loss(inner, batch) / n
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        opt.step()
+        opt.zero_grad()
+        theirs.append(float(loss.detach()))
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    merged = peft_model.merge_and_unload()
+    for name in init:
+        assert torch.allclose(merged.get_submodule(name).weight, tiny_llama.get_submodule(name).weight, atol=1e-5)
+
+
+def test_nan_round_is_rolled_back_and_retried(tiny_llama, monkeypatch):
+    calls = {"n": 0}
+    real = trainer_module.summed_loss
+
+    def flaky(model, batch):
+        calls["n"] += 1
+        loss = real(model, batch)
+        return loss * float("nan") if calls["n"] == 4 else loss  # first step of round 2
+
+    monkeypatch.setattr(trainer_module, "summed_loss", flaky)
+    events = []
+    state = make_trainer(tiny_llama, config(), events=events).fit()
+    rolled = [e for e in events if isinstance(e, P.RoundRolledBack)]
+    assert len(rolled) == 1 and rolled[0].round == 2 and rolled[0].retry_lr_factor == 0.5
+    assert [r.lr_factor for r in state.ledger.rounds] == [1.0, 0.5, 1.0]
+    assert state.step == 9
+    assert all(torch.isfinite(p).all() for p in tiny_llama.parameters())
+
+
+def test_round_that_diverges_twice_stops_with_a_clear_message(tiny_llama, monkeypatch):
+    real = trainer_module.summed_loss
+    monkeypatch.setattr(trainer_module, "summed_loss", lambda m, b: real(m, b) * float("nan"))
+    before = {n: p.clone() for n, p in tiny_llama.named_parameters()}
+    with pytest.raises(UserError, match="round 1 diverged twice"):
+        make_trainer(tiny_llama, config()).fit()
+    assert all(torch.equal(before[n], p) for n, p in tiny_llama.named_parameters())
+
+
+def test_backward_stops_at_the_lowest_boosted_layer(tiny_llama):
+    """A layer's output only joins the autograd graph from the lowest boosted layer up."""
+    tiny_llama.requires_grad_(False)
+    in_graph = {}
+    for i, layer in enumerate(tiny_llama.model.layers):
+        layer.register_forward_hook(lambda m, args, out, i=i: in_graph.__setitem__(
+            i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+    batch = make_batches(1)[0]
+    for low, expected in ((3, {3}), (2, {2, 3}), (0, {0, 1, 2, 3})):
+        boosters = attach_boosters(tiny_llama, targets()[low], 1, 2.0, 0.0, 0, 1)
+        summed_loss(tiny_llama, batch).backward()
+        detach_boosters(tiny_llama, boosters)
+        assert {i for i, g in in_graph.items() if g} == expected
+
+
+def test_merge_overhead_is_reported(tiny_llama):
+    events = []
+    make_trainer(tiny_llama, config(), events=events).fit()
+    merged = [e for e in events if isinstance(e, P.RoundMerged)]
+    assert all(e.merge_seconds >= 0 and e.round_seconds > 0 and math.isfinite(e.booster_norm) for e in merged)
+    assert all(e.booster_norm > 0 for e in merged)
