@@ -71,6 +71,7 @@ def export_hf(run_dir: str | Path, out: str | Path, dtype: str = "auto",
     try:
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size="2GB")
         tokenizer.save_pretrained(tmp)
+        _make_readable(tmp)
         if out.exists():
             out.rmdir()
         tmp.rename(out)
@@ -79,6 +80,17 @@ def export_hf(run_dir: str | Path, out: str | Path, dtype: str = "auto",
         raise
     log(f"saved {save_dtype} safetensors, tokenizer, chat template and generation config")
     return out
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes a private folder; an exported model is meant to be shared."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _resolve_dtype(model, dtype: str) -> str:
