@@ -12,8 +12,8 @@ from xgblora_engine import protocol as P
 class ConsoleReporter:
     """Consumes protocol events and draws them on the terminal."""
 
-    def __init__(self, stream=sys.stderr, every: int = 10) -> None:
-        self.stream = stream
+    def __init__(self, stream=None, every: int = 10) -> None:
+        self.stream = stream or sys.stderr
         self.every = every
         self.bar = None
         self.total = 0

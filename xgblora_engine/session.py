@@ -31,15 +31,18 @@ class Prepared:
 
 def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
     from xgblora_engine.data.dataset import prepare_data
-    from xgblora_engine.models.loading import load_model
+    from xgblora_engine.models.loading import load_model, load_tokenizer
 
     cfg.validate()
-    emit(P.StateChanged(state="loading", detail=f"loading model {cfg.model.name}"))
-    loaded = load_model(cfg.model)
-    emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
+    # Data first (it needs only the tokenizer): a bad file is reported in seconds,
+    # not after the model has loaded.
     emit(P.StateChanged(state="loading", detail=f"preparing data {cfg.data.path}"))
-    data = prepare_data(cfg.data, loaded.tokenizer, cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, cfg.train.seed)
     emit(P.LogLine(level="info", text=data.report.describe()))
+    emit(P.StateChanged(state="loading", detail=f"loading model {cfg.model.name}"))
+    loaded = load_model(cfg.model, tokenizer)
+    emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
     targets = targets_by_layer(loaded.model, cfg.model.target_modules)
     k = resolve_k(cfg, len(targets))
     if cfg.model.gradient_checkpointing:

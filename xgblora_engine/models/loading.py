@@ -104,14 +104,14 @@ def _quantization_config(kind: str, compute_dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
+def load_model(cfg: ModelConfig, tokenizer=None) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     source = resolve_source(cfg.name)
     device = choose_device(cfg.device, torch.cuda.is_available())
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     dtype = choose_dtype(cfg.dtype, device.split(":")[0], bf16_ok)
-    tokenizer = load_tokenizer(cfg, source)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg, source)
     kwargs = {**_hub_kwargs(source), "dtype": TORCH_DTYPES[dtype]}
     try:
         if cfg.quantize != "none" and source.gguf_file:

@@ -1,0 +1,90 @@
+"""Every bad input exits with status 2 and one clear message, never a traceback."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from xgblora_engine.cli import main
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tiny_llama):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(125)} | {"<eos>": 125, "<unk>": 126, "<pad>": 127}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
+    path = tmp_path / "tiny-model"
+    tiny_llama.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    path = tmp_path / "data.jsonl"
+    rows = [{"instruction": " ".join(f"w{(i * 7 + j) % 100}" for j in range(6)), "output": f"w{i % 50} w{i % 30}"}
+            for i in range(40)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/no/such/file.jsonl"], "data file not found: /no/such/file.jsonl"),
+    (["--rank", "0"], "invalid rank 0"),
+    (["--model", "./missing-model"], "model not found: ./missing-model"),
+    (["--quantize", "2bit"], "invalid quantization '2bit'"),
+    (["--lr", "fast"], "'train.lr' has an invalid value 'fast'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_inputs_before_loading(capsys, tmp_path, args, message):
+    code, err = run_cli(capsys, "train", "--out", str(tmp_path / "run"), *args)
+    assert code == 2 and message in err and "hint:" in err and "Traceback" not in err
+
+
+def test_bad_json_line_unknown_column_and_k_too_large(capsys, tmp_path, tiny_model_dir, tiny_data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": oops}\n')
+    common = ["train", "--model", str(tiny_model_dir), "--max-steps", "2"]
+    code, err = run_cli(capsys, *common, "--data", str(bad), "--out", str(tmp_path / "r1"))
+    assert code == 2 and re.search(r"bad.jsonl, line 2\b.*not valid JSON", err)
+    code, err = run_cli(capsys, *common, "--data", str(tiny_data), "--columns", "instruction=question",
+                        "--out", str(tmp_path / "r2"))
+    assert code == 2 and "column 'question' (mapped to instruction) is not in the data" in err
+    code, err = run_cli(capsys, *common, "--data", str(tiny_data), "--layers-per-round", "9", "--out", str(tmp_path / "r3"))
+    assert code == 2 and "k=9 is out of range: the model has 4 layers" in err
+
+
+def test_tiny_run_and_flags_win_over_config(capsys, tmp_path, tiny_model_dir, tiny_data):
+    config = tmp_path / "run.yaml"
+    config.write_text("boost:\n  rank: 3\n  merge_every: 2\ntrain:\n  max_steps: 6\n  lr: 0.01\n")
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config), "--model", str(tiny_model_dir), "--data", str(tiny_data),
+                 "--rank", "2", "--batch-size", "2", "--out", str(out)])
+    assert code == 0
+    import yaml
+
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["boost"]["rank"] == 2 and resolved["boost"]["merge_every"] == 2
+    assert resolved["train"]["max_steps"] == 6 and resolved["boost"]["layers_per_round"] == 1
+    code, err = run_cli(capsys, "train", "--model", str(tiny_model_dir), "--data", str(tiny_data), "--out", str(out))
+    assert code == 2 and "already holds a run" in err
+
+
+def test_no_traceback_from_the_real_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "xgblora_engine.cli", "train", "--data", str(tmp_path / "x.csv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[0] == f"error: data file not found: {tmp_path / 'x.csv'}"
+    assert "Traceback" not in result.stderr
