@@ -44,7 +44,7 @@ class FormatReport:
 
     def describe(self) -> str:
         """E.g. "alpaca format: instruction='question', input=(none), output='answer'; 400 rows"."""
-        fields = REQUIRED[self.format] + OPTIONAL[self.format]
+        fields = sorted(REQUIRED[self.format] + OPTIONAL[self.format], key=list(ALIASES).index)
         shown = ", ".join(f"{f}='{self.columns[f]}'" if f in self.columns else f"{f}=(none)" for f in fields)
         return f"{self.format} format: {shown}; {self.n_rows} rows"
 

@@ -5,25 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xgblora_engine.data.formats import Conversation
+from xgblora_engine.errors import UserError
 
-IGNORE = -100
+IGNORE = -100  # label of a position that carries no loss (the value torch's cross-entropy skips)
 
-# Used only when the tokenizer has no chat template. Ends every assistant turn with the
-# eos token so a fine-tuned model learns to stop.
+# Used only when the tokenizer has no chat template. Every assistant turn ends with the
+# eos token so a fine-tuned model learns to stop. Newlines sit inside Jinja strings so the
+# template renders the same whatever whitespace options the renderer uses.
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}### Instruction:\n{{ m['content'] }}\n\n"
-    "{% else %}### Response:\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] + '\\n\\n' }}"
+    "{% elif m['role'] == 'user' %}{{ '### Instruction:\\n' + m['content'] + '\\n\\n' }}"
+    "{% else %}{{ '### Response:\\n' + m['content'] + eos_token + '\\n\\n' }}{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}### Response:\n{% endif %}"
+    "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}"
 )
+
+Span = tuple[int, int]  # [start, end) character offsets in the rendered text
 
 
 @dataclass
 class Encoded:
     input_ids: list[int]
-    labels: list[int]
+    labels: list[int]  # IGNORE where no loss is taken
     truncated: bool
 
     @property
@@ -32,62 +36,131 @@ class Encoded:
 
     @property
     def n_targets(self) -> int:
+        """Tokens that carry loss; the first position never does, as nothing precedes it."""
         return sum(1 for x in self.labels[1:] if x != IGNORE)
 
 
 def ensure_chat_template(tokenizer) -> bool:
-    """Install the fallback template if the tokenizer has none; True if it did."""
+    """Install the fallback template if the tokenizer has none; True if it did.
+    Also gives the tokenizer a pad token (eos) when it lacks one."""
     if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.eos_token is None and tokenizer.unk_token is None:
+            raise UserError("the tokenizer has neither an end-of-sequence nor a padding token",
+                            "use a model whose tokenizer defines eos_token (most chat models do)")
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if getattr(tokenizer, "chat_template", None):
         return False
     tokenizer.chat_template = FALLBACK_TEMPLATE
     return True
 
 
+def encode(tokenizer, conversation: Conversation, seq_len: int, train_on: str = "response") -> Encoded:
+    """Token ids and labels of one example, truncated to ``seq_len`` (the start is kept).
+
+    Text: loss on every token, eos appended. Chat: rendered with the tokenizer's chat
+    template; with train_on='response' only the assistant turns (and the end-of-turn
+    marker after each) carry loss, with 'all' every token does."""
+    if train_on not in ("response", "all"):
+        raise UserError(f"invalid train_on '{train_on}'", "choose 'response' or 'all'")
+    if isinstance(conversation, str):
+        ids = _bos(tokenizer, conversation) + tokenizer(conversation, add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        return _truncate(ids, list(ids), seq_len)
+    text, spans = response_spans(tokenizer, conversation)
+    if train_on == "all":
+        spans = [(0, len(text))]
+    ids, labelled = tokenize_spans(tokenizer, text, spans)
+    labels = [tok if inside else IGNORE for tok, inside in zip(ids, labelled)]
+    return _truncate(ids, labels, seq_len)
+
+
 def render(tokenizer, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def response_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendered text and the character spans of every assistant turn.
+def response_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[Span]]:
+    """The full rendered text and the character span of every assistant turn.
 
     A span runs from the end of the prompt rendered up to that turn (with the generation
     prompt) to the end of the text rendered through that turn, so it covers the reply
     and the template's end-of-turn marker (e.g. ``<|im_end|>``), which the model must
-    learn to emit."""
+    learn to emit. Templates that render a turn differently once later turns follow
+    (some drop earlier reasoning) fall back to finding the reply's text itself."""
     full = render(tokenizer, messages)
-    spans = []
+    spans: list[Span] = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        through = render(tokenizer, messages[: i + 1])
-        if full.startswith(through) and through.startswith(before):
-            spans.append((len(before), len(through.rstrip("\n"))))
-        else:  # a template that is not prefix-stable: fall back to the reply text itself
-            start = full.find(message["content"], spans[-1][1] if spans else 0)
-            if start >= 0:
-                spans.append((start, start + len(message["content"])))
+        span = _prefix_span(tokenizer, messages, i, full)
+        if span is None:
+            span = _found_span(tokenizer, full, message["content"], spans[-1][1] if spans else 0)
+        if span is not None:
+            spans.append(span)
     return full, spans
 
 
-def encode(tokenizer, conversation: Conversation, seq_len: int, train_on: str = "response") -> Encoded:
-    if isinstance(conversation, str):
-        ids = tokenizer(conversation, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
-        return _truncate(ids, list(ids), seq_len)
-    text, spans = response_spans(tokenizer, conversation)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    if train_on == "all":
-        return _truncate(ids, list(ids), seq_len)
-    labels = [tok if _inside(off, spans) else IGNORE for tok, off in zip(ids, offsets)]
-    return _truncate(ids, labels, seq_len)
+def _prefix_span(tokenizer, messages: list[dict[str, str]], i: int, full: str) -> Span | None:
+    if i == 0:  # nothing to render before a leading assistant turn
+        return None
+    before = render(tokenizer, messages[:i], generation_prompt=True)
+    through = render(tokenizer, messages[: i + 1])
+    if not (full.startswith(through) and through.startswith(before)):
+        return None
+    return len(before), len(through.rstrip())
 
 
-def _inside(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+def _found_span(tokenizer, full: str, content: str, search_from: int) -> Span | None:
+    start = full.find(content, search_from)
+    if start < 0:
+        return None
+    end = start + len(content)
+    eos = tokenizer.eos_token
+    if eos and full.startswith(eos, end):  # the end-of-turn marker the model must learn to emit
+        end += len(eos)
+    return start, end
+
+
+def tokenize_spans(tokenizer, text: str, spans: list[Span]) -> tuple[list[int], list[bool]]:
+    """Token ids of ``text`` (tokenized once, as at inference) and whether each token
+    overlaps a span. A token straddling a span's start (' It' after 'Response:') is
+    labelled: without it the reply's first word would carry no loss. A BOS is prepended only if the tokenizer normally adds one and the
+    template did not already write it."""
+    bos = _bos(tokenizer, text)
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:  # slow (Python) tokenizers have no offsets
+        ids, labelled = _tokenize_segments(tokenizer, text, spans)
+    else:
+        ids = enc["input_ids"]
+        labelled = [_overlaps(offset, spans) for offset in enc["offset_mapping"]]
+    return bos + ids, [False] * len(bos) + labelled
+
+
+def _overlaps(offset: tuple[int, int], spans: list[Span]) -> bool:
     start, end = offset
-    return end > start and any(s <= start and end <= e for s, e in spans)
+    return end > start and any(start < e and end > s for s, e in spans)
+
+
+def _tokenize_segments(tokenizer, text: str, spans: list[Span]) -> tuple[list[int], list[bool]]:
+    """Tokenize the pieces between span boundaries separately (tokens may differ slightly
+    from tokenizing the whole text at those boundaries, but the labels are exact)."""
+    cuts = sorted({0, len(text), *(p for span in spans for p in span)})
+    ids: list[int] = []
+    labelled: list[bool] = []
+    for start, end in zip(cuts, cuts[1:]):
+        piece = tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
+        ids += piece
+        labelled += [any(s <= start < e for s, e in spans)] * len(piece)
+    return ids, labelled
+
+
+def _bos(tokenizer, text: str) -> list[int]:
+    bos_id, bos = tokenizer.bos_token_id, tokenizer.bos_token
+    if bos_id is None or (bos and text.startswith(bos)):
+        return []
+    adds_bos = tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos_id]
+    return [bos_id] if adds_bos else []
 
 
 def _truncate(ids: list[int], labels: list[int], seq_len: int) -> Encoded:

@@ -1,9 +1,11 @@
-import copy
+import pytest
 
-from xgblora_engine.data.tokenize import IGNORE, encode, ensure_chat_template
+from xgblora_engine.data.tokenize import FALLBACK_TEMPLATE, IGNORE, encode, ensure_chat_template
+from xgblora_engine.errors import UserError
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."},
         {"role": "user", "content": "And 3+3?"}, {"role": "assistant", "content": "It is 6."}]
+SMOL_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM"
 
 
 def labelled_text(tok, example):
@@ -13,7 +15,32 @@ def labelled_text(tok, example):
 def test_only_assistant_turns_and_their_end_markers_carry_loss(smol_tokenizer):
     e = encode(smol_tokenizer, CHAT, 256)
     assert labelled_text(smol_tokenizer, e) == "It is 4.<|im_end|>It is 6.<|im_end|>"
-    assert not e.truncated and len(e.labels) == len(e.input_ids)
+    assert not e.truncated and len(e.labels) == len(e.input_ids) == e.n_tokens
+    # labelled positions carry their own token id
+    assert all(label in (IGNORE, tok) for label, tok in zip(e.labels, e.input_ids))
+
+
+def test_smollm2_template_injects_its_default_system_prompt_unlabelled(smol_tokenizer):
+    e = encode(smol_tokenizer, CHAT[:2], 256)
+    assert SMOL_DEFAULT_SYSTEM in smol_tokenizer.decode(e.input_ids)
+    assert SMOL_DEFAULT_SYSTEM not in labelled_text(smol_tokenizer, e)
+    with_system = [{"role": "system", "content": "Answer tersely."}] + CHAT[:2]
+    e = encode(smol_tokenizer, with_system, 256)
+    text = smol_tokenizer.decode(e.input_ids)
+    assert "Answer tersely." in text and SMOL_DEFAULT_SYSTEM not in text
+    assert labelled_text(smol_tokenizer, e) == "It is 4.<|im_end|>"
+
+
+def test_template_bos_is_not_added_twice(smol_tokenizer):
+    e = encode(smol_tokenizer, CHAT[:2], 256)
+    # SmolLM2's bos is <|im_start|>, which the template writes itself
+    assert e.input_ids[0] == smol_tokenizer.bos_token_id and e.input_ids[1] != smol_tokenizer.bos_token_id
+
+
+def test_a_leading_assistant_turn_is_still_labelled(smol_tokenizer):
+    conv = [{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Bye."}]
+    assert labelled_text(smol_tokenizer, encode(smol_tokenizer, conv, 256)) == "Hello!<|im_end|>Bye.<|im_end|>"
 
 
 def test_train_on_all_and_plain_text(smol_tokenizer):
@@ -21,18 +48,68 @@ def test_train_on_all_and_plain_text(smol_tokenizer):
     assert e.labels == e.input_ids
     t = encode(smol_tokenizer, "plain words", 256)
     assert t.input_ids[-1] == smol_tokenizer.eos_token_id and t.labels == t.input_ids
+    assert smol_tokenizer.decode(t.input_ids) == "plain words<|im_end|>"
+    with pytest.raises(UserError, match="invalid train_on 'prompt'"):
+        encode(smol_tokenizer, CHAT, 256, train_on="prompt")
 
 
-def test_truncation_is_flagged(smol_tokenizer):
+def test_truncation_keeps_the_start_and_is_flagged(smol_tokenizer):
+    full = encode(smol_tokenizer, CHAT, 256)
     e = encode(smol_tokenizer, CHAT, 20)
-    assert e.truncated and e.n_tokens == 20
+    assert e.truncated and e.n_tokens == 20 and e.input_ids == full.input_ids[:20]
+    assert e.n_targets == 0  # the default system prompt alone fills 20 tokens: nothing left to learn
 
 
-def test_fallback_template_for_a_tokenizer_without_one(smol_tokenizer):
-    tok = copy.deepcopy(smol_tokenizer)
-    tok.chat_template = None
-    assert ensure_chat_template(tok) is True
-    e = encode(tok, CHAT[:2], 256)
-    assert labelled_text(tok, e) == "It is 4.<|im_end|>"
-    assert "### Instruction:" in tok.decode(e.input_ids)
-    assert ensure_chat_template(tok) is False
+def test_fallback_template_for_a_tokenizer_without_one(tiny_tokenizer):
+    assert tiny_tokenizer.chat_template is None and tiny_tokenizer.pad_token is None
+    assert ensure_chat_template(tiny_tokenizer) is True
+    assert tiny_tokenizer.pad_token == tiny_tokenizer.eos_token == "</s>"
+    e = encode(tiny_tokenizer, CHAT, 256)
+    assert labelled_text(tiny_tokenizer, e) == "It is 4.</s>It is 6.</s>"
+    text = tiny_tokenizer.decode(e.input_ids)
+    assert text.startswith("<s>### Instruction:\nWhat is 2+2?\n\n### Response:\nIt is 4.</s>")
+    assert e.input_ids.count(tiny_tokenizer.bos_token_id) == 1  # the tokenizer's own BOS, once
+    assert ensure_chat_template(tiny_tokenizer) is False
+
+
+def test_fallback_template_renders_a_generation_prompt(tiny_tokenizer):
+    tiny_tokenizer.chat_template = FALLBACK_TEMPLATE
+    prompt = tiny_tokenizer.apply_chat_template(CHAT[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt == "### Instruction:\nWhat is 2+2?\n\n### Response:\n"
+
+
+def test_plain_text_gets_the_tokenizers_bos_and_an_eos(tiny_tokenizer):
+    e = encode(tiny_tokenizer, "It is 4.", 64)
+    assert tiny_tokenizer.decode(e.input_ids) == "<s>It is 4.</s>" and e.labels == e.input_ids
+
+
+def test_a_template_that_rewrites_earlier_turns_falls_back_to_the_reply_text(tiny_tokenizer):
+    # the last assistant turn renders differently from earlier ones, so prefixes don't match
+    tiny_tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}"
+        "{{ ('LAST\\n' if loop.last else 'A\\n') + m['content'] + eos_token + '\\n' }}"
+        "{% else %}{{ 'U\\n' + m['content'] + '\\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'A\\n' }}{% endif %}")
+    e = encode(tiny_tokenizer, CHAT, 256)
+    assert labelled_text(tiny_tokenizer, e) == "It is 4.</s>It is 6.</s>"
+
+
+class SlowTokenizer:
+    """A tokenizer without offset mappings, as Python ('slow') tokenizers are."""
+
+    def __init__(self, fast):
+        self._fast = fast
+
+    def __getattr__(self, name):
+        return getattr(self._fast, name)
+
+    def __call__(self, text, **kwargs):
+        if kwargs.get("return_offsets_mapping"):
+            raise NotImplementedError("return_offset_mapping is not available when using Python tokenizers")
+        return self._fast(text, **kwargs)
+
+
+def test_tokenizers_without_offsets_are_labelled_by_segments(smol_tokenizer):
+    e = encode(SlowTokenizer(smol_tokenizer), CHAT, 256)
+    assert labelled_text(smol_tokenizer, e) == "It is 4.<|im_end|>It is 6.<|im_end|>"
+    assert e.input_ids == encode(smol_tokenizer, CHAT, 256).input_ids
