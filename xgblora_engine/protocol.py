@@ -1,20 +1,38 @@
 """The only things that cross the app ⇄ worker process boundary.
 
 Commands go from the app to the worker, events come back. Every message is a typed
-msgspec Struct, tagged with its class name and wrapped in a versioned envelope, so a
-malformed or foreign message is rejected with a readable ``ProtocolError`` instead of
-crashing either side. Imports nothing but the standard library and msgspec: the app,
-which never loads torch, imports this module.
+msgspec Struct tagged with its class name (the ``"type"`` key on the wire) and wrapped
+in a versioned envelope, so a malformed or foreign message is rejected with a readable
+``ProtocolError`` instead of crashing either side. Messages hold plain data only
+(dict, list, str, float, int, bool, None): anything else fails at ``encode``, in the
+process that made it, not in the one that receives it.
+
+Imports nothing but the standard library and msgspec, because the app, which never
+loads torch, imports this module.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
 PROTOCOL_VERSION = 1
+
+__all__ = [
+    "PROTOCOL_VERSION", "ProtocolError", "Command", "Event", "COMMAND_TYPES", "EVENT_TYPES",
+    "encode", "decode_command", "decode_event", "to_dict", "from_dict",
+    # commands
+    "StartRun", "ResumeRun", "Pause", "Resume", "Stop", "SaveCheckpoint", "Estimate", "Export",
+    "Generate", "Inspect", "Shutdown",
+    # events ("Warning" is reachable as protocol.Warning but left out here so that a star
+    # import does not shadow the builtin)
+    "Hello", "StateChanged", "RunStarted", "StepMetrics", "RoundMerged", "RoundRolledBack",
+    "EvalResult", "MemorySample", "PreflightResult", "CheckpointSaved", "LogLine",
+    "WarningEvent", "Error", "ExportProgress", "ExportDone", "GenerationResult",
+    "InspectResult", "Finished", "WorkerExited",
+]
 
 
 class ProtocolError(ValueError):
@@ -22,20 +40,20 @@ class ProtocolError(ValueError):
 
 
 class _Message(msgspec.Struct, tag=True, kw_only=True):
-    pass
+    """Subclasses inherit the tag (their class name); ``kw_only`` is per class, so each repeats it."""
 
 
 # --- commands (app -> worker) ------------------------------------------------
-class _Command(_Message):
-    id: int = 0
+class _Command(_Message, kw_only=True):
+    id: int = 0  # echoed as Error.command_id so the app knows which request failed
 
 
 class StartRun(_Command, kw_only=True):
-    config: dict[str, Any]
+    config: dict[str, Any]  # RunConfig.to_dict()
     run_dir: str | None = None
-    force: bool = False  # start even when the preflight says it will not fit
+    force: bool = False  # train even when the preflight says it will not fit
     stop_after: int | None = None  # stop (as the Stop command does) after this many steps
-    memory_limit_bytes: int | None = None  # treat this as the usable memory (testing, shared GPUs)
+    memory_limit_bytes: int | None = None  # preflight against this, as Estimate does
 
 
 class ResumeRun(_Command, kw_only=True):
@@ -63,8 +81,8 @@ class SaveCheckpoint(_Command, kw_only=True):
 
 class Estimate(_Command, kw_only=True):
     config: dict[str, Any]
-    trial: bool = True
-    memory_limit_bytes: int | None = None
+    trial: bool = True  # also measure a few real steps, not only the analytic estimate
+    memory_limit_bytes: int | None = None  # treat this as the usable memory (shared GPUs, tests)
 
 
 class Export(_Command, kw_only=True):
@@ -95,11 +113,13 @@ class Shutdown(_Command, kw_only=True):
 
 
 # --- events (worker -> app) --------------------------------------------------
-class _Event(_Message):
-    t: float = msgspec.field(default_factory=time.time)
+class _Event(_Message, kw_only=True):
+    t: float = msgspec.field(default_factory=time.time)  # when it happened, for plots and logs
 
 
 class Hello(_Event, kw_only=True):
+    """First event from a worker: the app checks the version before sending anything."""
+
     version: int
     pid: int
 
@@ -117,7 +137,7 @@ class RunStarted(_Event, kw_only=True):
     n_layers: int
     total_steps: int
     total_rounds: int
-    start_step: int = 0
+    start_step: int = 0  # > 0 for a resumed run
 
 
 class StepMetrics(_Event, kw_only=True):
@@ -146,32 +166,34 @@ class RoundRolledBack(_Event, kw_only=True):
     round: int
     step: int
     reason: str
-    retry_lr_factor: float | None = None  # None: no retry, the run stops
+    retry_lr_factor: float | None  # None: no retry, the run stops
 
 
 class EvalResult(_Event, kw_only=True):
     step: int
     round: int
     eval_loss: float
-    n_tokens: int
+    n_tokens: int  # target tokens the loss is averaged over
 
 
 class MemorySample(_Event, kw_only=True):
+    """All sizes in bytes; the device allocator figures are None on CPU."""
+
     step: int
     device: str
-    allocated: int | None = None  # bytes; device allocator figures are None on CPU
-    reserved: int | None = None
-    peak: int | None = None
-    rss: int = 0
-    predicted_peak: int | None = None
+    allocated: int | None
+    reserved: int | None
+    peak: int | None
+    rss: int
+    predicted_peak: int | None = None  # drawn beside the measured memory
 
 
 class PreflightResult(_Event, kw_only=True):
     verdict: str  # fits | tight | wont_fit
     predicted_peak: int
     available: int
-    parts: dict[str, int]
-    measured_peak: int | None
+    parts: dict[str, int]  # bytes per part of the estimate (weights, optimizer, activations...)
+    measured_peak: int | None  # None when no trial was run
     remedies: list[dict[str, Any]]  # {"label", "changes": {section: {key: value}}, "saves_bytes"}
     device: str
     message: str
@@ -188,16 +210,25 @@ class LogLine(_Event, kw_only=True):
     text: str
 
 
-class Warning(_Event, kw_only=True):  # noqa: A001 - the event's name on the wire; exported as WarningEvent too
+class Warning(_Event, kw_only=True):
+    """Something the user should know that does not stop the work.
+
+    Named ``Warning`` because the class name is the wire tag; it shadows the builtin only
+    inside this module, which never uses the builtin. Import it as ``WarningEvent``.
+    """
+
     message: str
     hint: str = ""
+
+
+WarningEvent = Warning
 
 
 class Error(_Event, kw_only=True):
-    message: str
-    hint: str = ""
+    message: str  # one sentence for the user
+    hint: str = ""  # what to do about it
     kind: str = "error"  # user oom crash protocol internal
-    command_id: int | None = None
+    command_id: int | None = None  # the command that failed, if one did
     detail: str = ""  # a traceback for "internal", shown folded
 
 
@@ -239,24 +270,23 @@ class Finished(_Event, kw_only=True):
 
 
 class WorkerExited(_Event, kw_only=True):
-    """Made by the client, not the worker: the worker process is gone."""
+    """Made by the client, not the worker: the worker process is gone (crash, OOM kill)."""
 
     exitcode: int | None
-    signal: str | None
+    signal: str | None  # e.g. "SIGKILL"
     message: str
 
 
-WarningEvent = Warning
-
-Command = Union[StartRun, ResumeRun, Pause, Resume, Stop, SaveCheckpoint, Estimate, Export,  # noqa: UP007
-                Generate, Inspect, Shutdown]
-Event = Union[Hello, StateChanged, RunStarted, StepMetrics, RoundMerged, RoundRolledBack,  # noqa: UP007
-              EvalResult, MemorySample, PreflightResult, CheckpointSaved, LogLine, Warning, Error,
-              ExportProgress, ExportDone, GenerationResult, InspectResult, Finished, WorkerExited]
+Command = (StartRun | ResumeRun | Pause | Resume | Stop | SaveCheckpoint | Estimate | Export
+           | Generate | Inspect | Shutdown)
+Event = (Hello | StateChanged | RunStarted | StepMetrics | RoundMerged | RoundRolledBack
+         | EvalResult | MemorySample | PreflightResult | CheckpointSaved | LogLine | Warning | Error
+         | ExportProgress | ExportDone | GenerationResult | InspectResult | Finished | WorkerExited)
 COMMAND_TYPES: tuple[type, ...] = Command.__args__
 EVENT_TYPES: tuple[type, ...] = Event.__args__
 
 
+# --- the boundary -------------------------------------------------------------
 class _CommandEnvelope(msgspec.Struct):
     v: int
     msg: Command
@@ -267,16 +297,33 @@ class _EventEnvelope(msgspec.Struct):
     msg: Event
 
 
+class _VersionOnly(msgspec.Struct):
+    """Reads just the envelope's version; msgspec skips the message without building it."""
+
+    v: int | None = None
+
+
 _encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder(_CommandEnvelope)
 _event_decoder = msgspec.msgpack.Decoder(_EventEnvelope)
-_version_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+_version_decoder = msgspec.msgpack.Decoder(_VersionOnly)
 
 
-def encode(msg: _Message) -> bytes:
+def encode(msg: Command | Event) -> bytes:
     if not isinstance(msg, COMMAND_TYPES + EVENT_TYPES):
         raise ProtocolError(f"{type(msg).__name__} is not a protocol message")
-    return _encoder.encode({"v": PROTOCOL_VERSION, "msg": msg})
+    try:
+        return _encoder.encode({"v": PROTOCOL_VERSION, "msg": msg})
+    except TypeError as exc:  # e.g. a tensor or a Path where plain data belongs
+        raise ProtocolError(f"cannot send {type(msg).__name__}: {exc}") from None
+
+
+def decode_command(data: bytes) -> Command:
+    return _decode(data, _command_decoder, "command")
+
+
+def decode_event(data: bytes) -> Event:
+    return _decode(data, _event_decoder, "event")
 
 
 def _decode(data: bytes, decoder: msgspec.msgpack.Decoder, what: str):
@@ -290,27 +337,22 @@ def _decode(data: bytes, decoder: msgspec.msgpack.Decoder, what: str):
 def _check_version(data: bytes) -> None:
     """Checked first, so a newer peer's unknown message is reported as a version clash."""
     try:
-        version = _version_decoder.decode(data).get("v")
+        version = _version_decoder.decode(data).v
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return  # not even an envelope: reported as malformed
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version} received, this side speaks {PROTOCOL_VERSION}")
+        return  # not an envelope: the full decode reports it as malformed
+    if version is not None and version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version!r} received, this side speaks {PROTOCOL_VERSION}")
 
 
-def decode_command(data: bytes) -> Command:
-    return _decode(data, _command_decoder, "command")
-
-
-def decode_event(data: bytes) -> Event:
-    return _decode(data, _event_decoder, "event")
-
-
-def to_dict(msg: _Message) -> dict[str, Any]:
-    """Plain dict with a "type" key: one line of a run's events.jsonl."""
-    return msgspec.to_builtins(msg) | {"type": type(msg).__name__}
+# --- the run's event log -------------------------------------------------------
+def to_dict(msg: Command | Event) -> dict[str, Any]:
+    """Plain dict with a "type" key (the tag): one line of a run's events.jsonl."""
+    return msgspec.to_builtins(msg)
 
 
 def from_dict(d: dict[str, Any]) -> Event:
+    """Reads back a ``to_dict`` record, e.g. to redraw a finished run's plots."""
     try:
         return msgspec.convert(d, Event)
     except msgspec.ValidationError as exc:
