@@ -69,14 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="fine-tune a model", description="Fine-tune a model with XGBLoRA.")
-    train.add_argument("--config", help="YAML file with sections model/data/boost/train")
     train.add_argument("--out", help="run folder to create (default: a new folder in the app's data dir)")
-    for flag, (section, key) in TRAIN_FLAGS.items():
-        if _is_switch(section, key):
-            train.add_argument(flag, dest=f"{section}.{key}", action="store_const", const=True,
-                               default=None, help=_help_of(section, key))
-        else:
-            train.add_argument(flag, dest=f"{section}.{key}", default=None, help=_help_of(section, key))
+    _add_settings(train)
+    _add_run_options(train)
+
+    estimate = sub.add_parser("estimate", help="predict whether a run fits in memory",
+                              description="Memory preflight: analytic estimate, measured trial and verdict.")
+    _add_settings(estimate)
+    estimate.add_argument("--no-trial", action="store_true", help="skip the measured trial (analytic estimate only)")
+    estimate.add_argument("--memory-limit", help="treat this as the usable memory, e.g. 6GB")
+
+    resume = sub.add_parser("resume", help="continue a stopped, crashed or killed run")
+    resume.add_argument("run_dir", help="the run folder")
+    _add_run_options(resume)
 
     export = sub.add_parser("export", help="write a merged model from a run")
     export.add_argument("run_dir", help="the run folder")
@@ -84,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="dtype of the saved weights (auto: the base checkpoint's)")
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stop-after", type=int, help="stop (as the stop command does) after N optimizer steps")
+    parser.add_argument("--force", action="store_true", help="start even if the memory preflight says it will not fit")
+    parser.add_argument("--memory-limit", help="treat this as the usable memory, e.g. 6GB")
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file with sections model/data/boost/train")
+    for flag, (section, key) in TRAIN_FLAGS.items():
+        if _is_switch(section, key):
+            parser.add_argument(flag, dest=f"{section}.{key}", action="store_const", const=True,
+                                default=None, help=_help_of(section, key))
+        else:
+            parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=_help_of(section, key))
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -98,15 +119,86 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return update(cfg, flags, source="command line").validate()
 
 
+def _memory_limit(args: argparse.Namespace) -> int | None:
+    from xgblora_engine.memory import parse_size
+
+    return parse_size(args.memory_limit) if args.memory_limit else None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from xgblora_engine.progress import ConsoleReporter
-    from xgblora_engine.session import run_training
+    from xgblora_engine import protocol as P
 
     cfg = config_from_args(args)
-    with ConsoleReporter() as reporter:
-        run = run_training(cfg, args.out, reporter)
-    print(f"run folder: {run.path}")
-    return 0
+    return drive(P.StartRun(config=cfg.to_dict(), run_dir=args.out, force=args.force, stop_after=args.stop_after,
+                            memory_limit_bytes=_memory_limit(args)))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from xgblora_engine import protocol as P
+
+    return drive(P.ResumeRun(run_dir=args.run_dir, force=args.force, stop_after=args.stop_after,
+                             memory_limit_bytes=_memory_limit(args)))
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from xgblora_engine import protocol as P
+
+    cfg = config_from_args(args)
+    return drive(P.Estimate(config=cfg.to_dict(), trial=not args.no_trial, memory_limit_bytes=_memory_limit(args)))
+
+
+EXIT_CODES = {"user": 2, "oom": 3}
+
+
+def drive(command) -> int:
+    """Run one command in a worker process, drawing its events on the terminal.
+
+    The CLI and the app share this path: the engine always runs in a worker."""
+    from xgblora_engine import protocol as P
+    from xgblora_engine.progress import ConsoleReporter
+    from xgblora_engine.worker import WorkerClient
+
+    client, code = WorkerClient(), 0
+    client.start()
+    client.send(command)
+    try:
+        with ConsoleReporter() as reporter:
+            for event in _until_idle(client, command):
+                reporter(event)
+                if isinstance(event, P.Error):
+                    code = code or EXIT_CODES.get(event.kind, 1)
+                elif isinstance(event, P.WorkerExited):
+                    code = code or 1
+    finally:
+        client.close()
+    return code
+
+
+def _until_idle(client, command):
+    """Events of one command; Ctrl-C asks the worker to stop cleanly (twice: stop now)."""
+    from xgblora_engine import protocol as P
+
+    started, interrupted = False, False
+    events = client.events()
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+            print("stopping after the current step (Ctrl-C again to abort)", file=sys.stderr)
+            client.send(P.Stop())
+            continue
+        yield event
+        if isinstance(event, P.StateChanged):
+            started = started or event.state != "idle"
+            if event.state == "idle" and started:
+                return
+        if isinstance(event, P.WorkerExited):
+            return
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -117,7 +209,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "estimate": cmd_estimate, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,33 @@ class ConsoleReporter:
     def on_Warning(self, e) -> None:
         self._print(f"warning: {e.message}" + (f" ({e.hint})" if e.hint else ""))
 
+    def on_Error(self, e) -> None:
+        self._print(f"error: {e.message}")
+        if e.hint:
+            self._print(f"hint: {e.hint}")
+        if e.kind == "internal" and e.detail:
+            self._print(e.detail)
+
+    def on_WorkerExited(self, e) -> None:
+        if e.exitcode:
+            self._print(f"error: {e.message}")
+
+    def on_CheckpointSaved(self, e) -> None:
+        if self.bar is None:
+            self._print(f"checkpoint at step {e.step}")
+
+    def on_StateChanged(self, e) -> None:
+        if e.state in ("paused", "stopping") or (e.state == "loading" and e.detail):
+            self._print(e.detail or e.state)
+
+    def on_PreflightResult(self, e) -> None:
+        from xgblora_engine.memory import human, summary
+
+        self._print(f"memory: {e.message}")
+        self._print(f"  parts: {summary(e.parts)}")
+        for r in e.remedies:
+            self._print(f"  remedy: {r['label']} (saves ~{human(r['saves_bytes'])})")
+
     def on_Finished(self, e) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -1,7 +1,7 @@
-"""One training run from settings to ledger: load → prepare data → train → save.
+"""A training run from settings to ledger: prepare → preflight → train → save.
 
-Called in-process by tests and inside the worker process by the CLI and the app;
-it reports only through ``emit`` (protocol events) and the run directory.
+Runs inside the worker process (for the CLI and the app alike) and in-process in tests.
+It reports only through ``emit`` (protocol events) and the run directory.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from xgblora_engine import memory
 from xgblora_engine import protocol as P
 from xgblora_engine.boosting.sampling import check_explicit, check_k, default_k
 from xgblora_engine.boosting.trainer import BoostingTrainer, RunControl, TrainerState
-from xgblora_engine.config import RunConfig, save_config
+from xgblora_engine.checkpoint import latest_valid, restore_rng, save_checkpoint
+from xgblora_engine.config import RunConfig, load_config_file, save_config
+from xgblora_engine.errors import UserError
+from xgblora_engine.fileio import atomic_write_text
 from xgblora_engine.rundir import RunDir
 
 Emit = Callable[[object], None]
@@ -27,6 +31,10 @@ class Prepared:
     data: object  # data.dataset.PreparedData
     targets_by_layer: dict[int, list[str]]
     k: int
+
+    @property
+    def pad_id(self) -> int:
+        return self.loaded.tokenizer.pad_token_id
 
 
 def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
@@ -45,6 +53,7 @@ def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
     emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
     targets = targets_by_layer(loaded.model, cfg.model.target_modules)
     k = resolve_k(cfg, len(targets))
+    cfg.boost.layers_per_round = k  # the resolved value is what the run uses
     if cfg.model.gradient_checkpointing:
         # Non-reentrant: keeps autograd's early stop at the lowest boosted layer.
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -73,49 +82,188 @@ def describe_model(info) -> str:
             + (f", {info.quantization} base" if info.quantization not in (None, "none") else ""))
 
 
-def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunControl | None = None) -> RunDir:
-    """Train a new run into ``out`` (or a fresh folder in the runs root)."""
-    from xgblora_engine.data.dataset import BatchStream, eval_batches
+# --- preflight ---------------------------------------------------------------------
+def preflight(prepared: Prepared, cfg: RunConfig, limit: int | None, trial: bool) -> P.PreflightResult:
+    """Analytic estimate, optionally a measured trial, and a verdict with remedies."""
+    info = prepared.loaded.info
+    shape = memory.shape_of(prepared.loaded.model)
+    longest = _longest_batch(prepared, cfg)
+    labelled = int((longest["labels"][:, 1:] != -100).sum())
+    est = memory.estimate(shape, cfg, _device_kind(info.device), info.dtype, labelled)
+    measured = measure_trial(prepared, cfg, longest) if trial else None
+    predicted = est.total
+    if measured is not None:  # the trial sees everything but the originals that accumulate later
+        predicted = measured + est.parts.get("merge originals", 0)
+    avail = memory.available(info.device, limit)
+    verdict = memory.verdict(predicted, avail)
+    fixes = memory.remedies(shape, cfg, _device_kind(info.device), info.dtype, labelled) if verdict != "fits" else []
+    words = {"fits": "fits", "tight": "is tight", "wont_fit": "will not fit"}[verdict]
+    message = (f"predicted peak {memory.human(predicted)} of {memory.human(avail)} available on {info.device}: {words}"
+               + (f" (measured trial peak {memory.human(measured)})" if measured else ""))
+    return P.PreflightResult(verdict=verdict, predicted_peak=int(predicted), available=int(avail), parts=est.parts,
+                             measured_peak=measured, remedies=fixes, device=info.device, message=message)
 
+
+def _device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def _longest_batch(prepared: Prepared, cfg: RunConfig):
+    from xgblora_engine.data.dataset import BatchStream
+
+    return BatchStream(prepared.data.train, cfg.train.batch_size, cfg.train.seed, prepared.pad_id).longest_batch()
+
+
+def measure_trial(prepared: Prepared, cfg: RunConfig, batch, steps: int = 2) -> int:
+    """Peak memory of real optimizer steps on the longest batch with boosters on the
+    lowest k layers (backward then reaches every layer: the worst round)."""
+    import torch
+
+    from xgblora_engine.boosting.booster import attach_boosters, booster_parameters, detach_boosters
+    from xgblora_engine.boosting.loss import batch_to, summed_loss
+
+    model, device = prepared.loaded.model, prepared.loaded.info.device
+    names = [n for layer in range(prepared.k) for n in prepared.targets_by_layer[layer]]
+    boosters = attach_boosters(model, names, cfg.boost.rank, cfg.boost.scaling, cfg.boost.dropout, cfg.train.seed, 0)
+    optimizer = torch.optim.AdamW(booster_parameters(boosters), lr=0.0)
+    batch = batch_to(batch, torch.device(device))
+    model.train()
+    try:
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(device)
+        with memory.PeakRSS() as rss:
+            for _ in range(steps):
+                summed_loss(model, batch).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        return torch.cuda.max_memory_reserved(device) if device.startswith("cuda") else rss.peak
+    finally:
+        detach_boosters(model, boosters)
+        model.eval()
+
+
+# --- training ----------------------------------------------------------------------
+@dataclass
+class Options:
+    """How a run is driven (not what it learns: that is the RunConfig)."""
+
+    force: bool = False  # start even when the preflight says it will not fit
+    stop_after: int | None = None
+    memory_limit: int | None = None
+    keep_checkpoints: int = 3
+
+
+def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunControl | None = None,
+                 options: Options | None = None) -> RunDir:
+    """Train a new run into ``out`` (or a fresh folder in the runs root)."""
     cfg.validate()
     run = RunDir.create(out, cfg.model.name)
-    recorder = _recording(run, emit)
-    recorder(P.StateChanged(state="loading", detail=str(run.path)))
-    prepared = prepare(cfg, recorder)
-    cfg.boost.layers_per_round = prepared.k  # the resolved value is what the run used
+    record = _recording(run, emit)
+    run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
+    try:
+        prepared = prepare(cfg, record)
+    except BaseException as exc:
+        run.update_status(status="failed", message=str(exc))
+        raise
     save_config(cfg, run.config_path)
+    return _train(run, cfg, prepared, record, control, options or Options(), TrainerState(), None)
+
+
+def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
+                    options: Options | None = None) -> RunDir:
+    """Continue a stopped, crashed or killed run from its newest intact checkpoint."""
+    run = RunDir.open(run_dir)
+    cfg = RunConfig.from_dict(load_config_file(run.config_path)).validate()
+    record = _recording(run, emit)
+    checkpoint, skipped = latest_valid(run.checkpoints_path)
+    for note in skipped:
+        record(P.Warning(message=f"skipped a damaged checkpoint: {note}", hint="an earlier one is used instead"))
+    if checkpoint is None and skipped:
+        raise UserError(f"no intact checkpoint in {run.checkpoints_path}",
+                        "start the run again with `xgblora train` (its settings are in config.yaml)")
+    prepared = prepare(cfg, record)
+    state = TrainerState()
+    if checkpoint is not None:
+        state = TrainerState(step=checkpoint.step, ledger=checkpoint.ledger, last_loss=checkpoint.last_loss,
+                             last_eval_loss=checkpoint.last_eval_loss)
+        record(P.LogLine(level="info", text=f"resuming from {checkpoint.path.name} (step {checkpoint.step})"))
+    _truncate_metrics(run, state.step)
+    return _train(run, cfg, prepared, record, control, options or Options(), state, checkpoint)
+
+
+def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, control: RunControl | None,
+           options: Options, state: TrainerState, checkpoint) -> RunDir:
+    from xgblora_engine.data.dataset import BatchStream, eval_batches
+
     info = prepared.loaded.info
+    record(P.StateChanged(state="preflight"))
+    check = preflight(prepared, cfg, options.memory_limit, trial=False)
+    record(check)
+    if check.verdict == "wont_fit" and not options.force:
+        raise UserError(check.message + "; training was not started",
+                        "; ".join(r["label"] for r in check.remedies[:3]) + " (or start anyway with --force)")
     total_rounds = -(-cfg.train.max_steps // cfg.boost.merge_every)
-    run.update_status(status="training", created=time.time(), model=cfg.model.name,
-                      model_info=_as_dict(info), data=cfg.data.path, total_steps=cfg.train.max_steps,
-                      step=0, total_rounds=total_rounds)
-    recorder(P.RunStarted(run_dir=str(run.path), config=cfg.to_dict(), model_info=_as_dict(info),
-                          data_report=prepared.data.report.describe(), n_layers=info.n_layers,
-                          total_steps=cfg.train.max_steps, total_rounds=total_rounds))
-    pad_id = prepared.loaded.tokenizer.pad_token_id
-    stream = BatchStream(prepared.data.train, cfg.train.batch_size, cfg.train.seed, pad_id)
+    run.update_status(status="training", model_info=_as_dict(info), total_steps=cfg.train.max_steps,
+                      total_rounds=total_rounds, step=state.step, predicted_peak=check.predicted_peak)
+    record(P.RunStarted(run_dir=str(run.path), config=cfg.to_dict(), model_info=_as_dict(info),
+                        data_report=prepared.data.report.describe(), n_layers=info.n_layers,
+                        total_steps=cfg.train.max_steps, total_rounds=total_rounds, start_step=state.step))
+    stream = BatchStream(prepared.data.train, cfg.train.batch_size, cfg.train.seed, prepared.pad_id)
+    if checkpoint is not None:
+        stream.load_state(checkpoint.stream_state)
+        restore_rng(checkpoint)
     trainer = BoostingTrainer(
         prepared.loaded.model, prepared.targets_by_layer, stream,
-        lambda: eval_batches(prepared.data.eval, cfg.train.batch_size, pad_id),
-        cfg, prepared.k, recorder, control)
-    recorder(P.StateChanged(state="training"))
-    state = _fit(trainer, run, recorder)
+        lambda: eval_batches(prepared.data.eval, cfg.train.batch_size, prepared.pad_id),
+        cfg, prepared.k, record, _with_step_limit(control, options.stop_after), state)
+
+    def checkpoint_round(round_index: int) -> None:
+        path = save_checkpoint(run.checkpoints_path, trainer.state.step, round_index, trainer.state.ledger,
+                               stream.state(), trainer.state.last_loss, trainer.state.last_eval_loss,
+                               options.keep_checkpoints)
+        trainer.state.ledger.save(run.ledger_path)
+        run.update_status(step=trainer.state.step)
+        record(P.CheckpointSaved(step=trainer.state.step, round=round_index, path=str(path)))
+
+    trainer.on_round_end = checkpoint_round
+    record(P.StateChanged(state="training"))
+    try:
+        trainer.fit()
+    except BaseException as exc:
+        run.update_status(status="failed", step=trainer.state.step, message=str(exc))
+        raise
     status = "stopped" if trainer.stopped else "completed"
-    run.update_status(status=status, step=state.step, final_loss=state.last_loss,
-                      final_eval_loss=state.last_eval_loss)
-    recorder(P.Finished(status=status, run_dir=str(run.path), steps=state.step,
-                        final_loss=state.last_loss, final_eval_loss=state.last_eval_loss))
+    trainer.state.ledger.save(run.ledger_path)
+    run.update_status(status=status, step=trainer.state.step, final_loss=trainer.state.last_loss,
+                      final_eval_loss=trainer.state.last_eval_loss)
+    record(P.Finished(status=status, run_dir=str(run.path), steps=trainer.state.step,
+                      final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss))
     return run
 
 
-def _fit(trainer: BoostingTrainer, run: RunDir, emit: Emit) -> TrainerState:
-    try:
-        return trainer.fit()
-    except BaseException:
-        run.update_status(status="failed", step=trainer.state.step)
-        raise
-    finally:
-        trainer.state.ledger.save(run.ledger_path)
+class _StepLimit(RunControl):
+    """Stops like the Stop command once ``limit`` steps are done (scripts and tests)."""
+
+    def __init__(self, inner: RunControl | None, limit: int) -> None:
+        self.inner, self.limit = inner or RunControl(), limit
+
+    def should_stop(self, step: int) -> bool:
+        return step >= self.limit or self.inner.should_stop(step)
+
+    def wait_if_paused(self) -> None:
+        self.inner.wait_if_paused()
+
+
+def _with_step_limit(control: RunControl | None, stop_after: int | None) -> RunControl | None:
+    return _StepLimit(control, stop_after) if stop_after else control
+
+
+def _truncate_metrics(run: RunDir, step: int) -> None:
+    """Drop metric lines past the checkpoint: those steps are trained again."""
+    import json
+
+    kept = [m for m in run.metrics() if m.get("step", 0) <= step]
+    atomic_write_text(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
 
 
 def _recording(run: RunDir, emit: Emit) -> Emit:

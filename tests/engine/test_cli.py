@@ -1,6 +1,5 @@
 """Every bad input exits with status 2 and one clear message, never a traceback."""
 
-import json
 import re
 import subprocess
 import sys
@@ -8,30 +7,6 @@ import sys
 import pytest
 
 from xgblora_engine.cli import main
-
-
-@pytest.fixture
-def tiny_model_dir(tmp_path, tiny_llama):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {f"w{i}": i for i in range(125)} | {"<eos>": 125, "<unk>": 126, "<pad>": 127}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
-    path = tmp_path / "tiny-model"
-    tiny_llama.save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
-
-
-@pytest.fixture
-def tiny_data(tmp_path):
-    path = tmp_path / "data.jsonl"
-    rows = [{"instruction": " ".join(f"w{(i * 7 + j) % 100}" for j in range(6)), "output": f"w{i % 50} w{i % 30}"}
-            for i in range(40)]
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    return path
 
 
 def run_cli(capsys, *args):

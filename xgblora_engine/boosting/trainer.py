@@ -35,14 +35,12 @@ from xgblora_engine.errors import UserError
 class RunControl:
     """How the outside world steers a run between optimizer steps (no-op by default)."""
 
-    def should_stop(self) -> bool:
+    def should_stop(self, step: int) -> bool:
+        """Asked before optimizer step ``step`` (0-based) starts."""
         return False
 
     def wait_if_paused(self) -> None:
         return None
-
-    def take_checkpoint_request(self) -> bool:
-        return False
 
 
 class RoundDiverged(Exception):
@@ -71,7 +69,8 @@ class BoostingTrainer:
     def __init__(self, model: nn.Module, targets_by_layer: dict[int, list[str]], stream,
                  eval_batches: Callable[[], object], cfg: RunConfig, k: int,
                  emit: Callable[[object], None], control: RunControl | None = None,
-                 state: TrainerState | None = None) -> None:
+                 state: TrainerState | None = None,
+                 on_round_end: Callable[[int], None] | None = None) -> None:
         self.model = model.requires_grad_(False)  # only boosters ever train
         self.targets_by_layer = targets_by_layer
         self.n_layers = len(targets_by_layer)
@@ -86,6 +85,7 @@ class BoostingTrainer:
         self.schedule = Schedule(cfg.train.lr, cfg.train.max_steps, cfg.boost.merge_every,
                                  cfg.train.round_warmup, cfg.train.schedule)
         self.merger = Merger(model)
+        self.on_round_end = on_round_end or (lambda round_index: None)
         self.stopped = False
         if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
             self.merger.apply_ledger(self.state.ledger)
@@ -128,6 +128,7 @@ class BoostingTrainer:
                 self.state.step = start_step
                 return
             self.merge(boosters, round_index, layers, lr_factor, round_seconds)
+            self.on_round_end(round_index)
             return
 
     # --- phases --------------------------------------------------------------
@@ -151,7 +152,7 @@ class BoostingTrainer:
             if step < self.state.step:
                 continue
             self.control.wait_if_paused()
-            if self.control.should_stop():
+            if self.control.should_stop(step):
                 self.stopped = True
                 break
             lr = self.schedule.lr(step) * lr_factor

@@ -1,0 +1,95 @@
+"""Runs in-process: checkpoints, exact resume, corrupt checkpoints, preflight refusal."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from xgblora_engine import protocol as P
+from xgblora_engine.boosting.ledger import BoosterLedger
+from xgblora_engine.errors import UserError
+from xgblora_engine.session import Options, resume_training, run_training
+
+
+def losses(run_dir):
+    return {m["step"]: m["loss"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if "loss" in m}
+
+
+def assert_same_ledger(a, b):
+    la, lb = BoosterLedger.load(a / "ledger.safetensors"), BoosterLedger.load(b / "ledger.safetensors")
+    assert la.rounds == lb.rounds and len(la.entries) == len(lb.entries)
+    for x, y in zip(la.entries, lb.entries):
+        assert (x.round, x.module) == (y.round, y.module)
+        assert torch.equal(x.A, y.A) and torch.equal(x.B, y.B)
+
+
+@pytest.mark.parametrize("stop_after", [3, 4])  # mid-round and at a round boundary
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after):
+    cfg = copy.deepcopy(tiny_config)
+    cfg.train.max_steps = 8
+    straight = run_training(copy.deepcopy(cfg), str(tmp_path / "straight"), lambda e: None).path
+    events = []
+    split = run_training(copy.deepcopy(cfg), str(tmp_path / "split"), events.append,
+                         options=Options(stop_after=stop_after)).path
+    assert events[-1].status == "stopped"
+    assert json.loads((split / "run.json").read_text())["status"] == "stopped"
+    resumed = []
+    resume_training(str(split), resumed.append)
+    started = next(e for e in resumed if isinstance(e, P.RunStarted))
+    assert started.start_step == stop_after // 2 * 2  # the last round boundary
+    assert resumed[-1].status == "completed" and resumed[-1].steps == 8
+    assert losses(split) == losses(straight)  # every step, bit for bit
+    assert_same_ledger(split, straight)
+
+
+def test_checkpoints_are_complete_and_pruned(tmp_path, tiny_config):
+    cfg = copy.deepcopy(tiny_config)
+    cfg.train.max_steps = 10
+    events = []
+    run = run_training(cfg, str(tmp_path / "run"), events.append, options=Options(keep_checkpoints=2)).path
+    saved = [e.step for e in events if isinstance(e, P.CheckpointSaved)]
+    assert saved == [2, 4, 6, 8, 10]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000008", "step-0000010"]
+
+
+def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, tiny_config):
+    run = run_training(copy.deepcopy(tiny_config), str(tmp_path / "run"), lambda e: None,
+                       options=Options(stop_after=5)).path
+    newest = sorted((run / "checkpoints").iterdir())[-1]
+    (newest / "ledger.safetensors").write_bytes(b"torn")
+    events = []
+    resume_training(str(run), events.append)
+    warnings = [e for e in events if isinstance(e, P.Warning)]
+    assert warnings and "ledger.safetensors is damaged" in warnings[0].message
+    assert next(e for e in events if isinstance(e, P.RunStarted)).start_step == 2
+    assert events[-1].status == "completed"
+
+
+def test_all_checkpoints_corrupt_is_reported(tmp_path, tiny_config):
+    run = run_training(copy.deepcopy(tiny_config), str(tmp_path / "run"), lambda e: None,
+                       options=Options(stop_after=3)).path
+    for ckpt in (run / "checkpoints").iterdir():
+        (ckpt / "state.json").unlink()
+    with pytest.raises(UserError, match="no intact checkpoint"):
+        resume_training(str(run), lambda e: None)
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(UserError, match="is not a run folder"):
+        resume_training(str(tmp_path), lambda e: None)
+
+
+def test_preflight_refuses_a_run_that_will_not_fit_unless_forced(tmp_path, tiny_config):
+    events = []
+    with pytest.raises(UserError, match="will not fit; training was not started") as info:
+        run_training(copy.deepcopy(tiny_config), str(tmp_path / "a"), events.append,
+                     options=Options(memory_limit=50 * 2**20))
+    verdict = next(e for e in events if isinstance(e, P.PreflightResult))
+    assert verdict.verdict == "wont_fit" and verdict.remedies and "--force" in info.value.hint
+    assert not any(isinstance(e, P.StepMetrics) for e in events)
+    forced = []
+    run_training(copy.deepcopy(tiny_config), str(tmp_path / "b"), forced.append,
+                 options=Options(memory_limit=50 * 2**20, force=True))
+    assert forced[-1].status == "completed"

@@ -1,0 +1,223 @@
+"""Memory: readings during training, and the preflight that says whether a run fits.
+
+The analytic estimate adds up what a step holds at its peak:
+
+* weights: parameters × bytes per parameter (fp32 4, bf16/fp16 2, int8 ≈1, nf4 ≈0.56)
+* boosters: k layers × their targets × r·(in+out) fp32 values × 4 (value, grad, 2 Adam moments)
+* merged originals: the CPU copy of each boosted linear's W0 (host memory; counted on CPU runs)
+* activations: tokens × layers reached × per-token-per-layer values × bytes. The worst
+  round samples layer 0, so backward reaches every layer. Per token and layer a llama-style
+  block saves about 12·hidden + 5·intermediate values (measured with saved-tensor hooks on
+  SmolLM2, see benchmarks/depth_cost.py); with checkpointing only the block inputs stay,
+  plus one block recomputed.
+* logits: labelled tokens × vocab × fp32 × 3 (logits, log-softmax, gradient)
+* runtime: the CUDA context and allocator slack, or the Python/torch process on CPU.
+
+The measured trial runs real optimizer steps on the longest batch with the deepest
+layer set and reads the device's peak (CUDA) or samples the process RSS (CPU).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+QUANT_BYTES = {"4bit": 0.56, "8bit": 1.06}  # nf4 with double-quant stats; int8 with row scales
+CUDA_RUNTIME = 600 * 2**20
+CPU_RUNTIME = 450 * 2**20
+TIGHT, FITS = 1.0, 0.85  # fraction of available memory
+
+
+# --- readings ------------------------------------------------------------------
+def rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def snapshot(device: str) -> dict:
+    reading = {"device": device, "allocated": None, "reserved": None, "peak": None, "rss": rss()}
+    if device.startswith("cuda"):
+        import torch
+
+        reading.update(allocated=torch.cuda.memory_allocated(device), reserved=torch.cuda.memory_reserved(device),
+                       peak=torch.cuda.max_memory_allocated(device))
+    return reading
+
+
+def available(device: str, limit: int | None = None) -> int:
+    """Memory a run may use: the device's free memory (CUDA), or free RAM plus what this
+    process already holds (CPU), capped by a user-set limit."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        value = free + torch.cuda.memory_allocated(device)
+    else:
+        value = psutil.virtual_memory().available + rss()
+    return min(value, limit) if limit else value
+
+
+class PeakRSS:
+    """Samples RSS in a thread: the CPU allocator keeps no peak counter."""
+
+    def __init__(self, every: float = 0.002) -> None:
+        self.every, self.peak = every, 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, proc.memory_info().rss)
+            time.sleep(self.every)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+
+# --- the analytic estimate ---------------------------------------------------
+@dataclass
+class Shape:
+    """What the estimate needs to know about a model (from its config, no weights)."""
+
+    n_params: int
+    n_layers: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    linear_params_per_layer: int
+    linear_dims_per_layer: int  # Σ (in + out) over a layer's target linears
+
+
+@dataclass
+class Estimate:
+    parts: dict[str, int]
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
+def shape_of(model) -> Shape:
+    from xgblora_engine.boosting.booster import linear_shape
+    from xgblora_engine.models.targets import find_layers, find_targets
+
+    _, layers = find_layers(model)
+    targets = find_targets(model, [0]).values()
+    dims = [linear_shape(m) for m in targets]
+    cfg = model.config
+    hidden = int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
+    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * hidden)
+    return Shape(sum(p.numel() for p in model.parameters()), len(layers), hidden, inter,
+                 int(cfg.vocab_size), sum(i * o for i, o in dims), sum(i + o for i, o in dims))
+
+
+def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | None = None) -> Estimate:
+    """Peak memory of a training step, in parts. ``cfg`` is a RunConfig with k resolved."""
+    b, t, d = cfg.boost, cfg.train, cfg.data
+    quant = cfg.model.quantize
+    act_bytes = BYTES[dtype]
+    weight_per_param = QUANT_BYTES.get(quant, BYTES[dtype])
+    linear_params = shape.linear_params_per_layer * shape.n_layers
+    weights = (shape.n_params - linear_params) * BYTES[dtype] + linear_params * weight_per_param
+    k = b.layers_per_round or max(1, round(shape.n_layers / 3))
+    booster = k * b.rank * shape.linear_dims_per_layer * 4 * 4
+    tokens = t.batch_size * d.seq_len
+    per_token_layer = 12 * shape.hidden + 5 * shape.intermediate
+    if cfg.model.gradient_checkpointing:
+        activations = tokens * (shape.n_layers * shape.hidden + per_token_layer) * act_bytes
+    else:
+        activations = tokens * shape.n_layers * per_token_layer * act_bytes
+    labelled = labelled_tokens if labelled_tokens is not None else tokens
+    logits = labelled * shape.vocab * 4 * 3
+    parts = {"weights": int(weights), "boosters + optimizer": int(booster),
+             "activations": int(activations), "logits": int(logits)}
+    if device == "cpu":
+        # the CPU copies of original weights kept for exact merges live in the same RAM
+        parts["merge originals"] = int(min(1.0, k / shape.n_layers * 3) * linear_params * BYTES[dtype]) if quant == "none" else 0
+        parts["runtime"] = CPU_RUNTIME
+    else:
+        parts["runtime"] = CUDA_RUNTIME + int(0.1 * (activations + logits))
+    return Estimate(parts, device)
+
+
+# --- verdict and remedies ----------------------------------------------------
+def verdict(predicted: int, avail: int) -> str:
+    if predicted <= FITS * avail:
+        return "fits"
+    if predicted <= TIGHT * avail:
+        return "tight"
+    return "wont_fit"
+
+
+def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None) -> list[dict]:
+    """Concrete changes, each with the bytes it saves, largest saving first."""
+    base = estimate(shape, cfg, device, dtype, labelled).total
+    options = []
+
+    def consider(label: str, changes: dict) -> None:
+        from copy import deepcopy
+
+        from xgblora_engine.config import update
+
+        trial = update(deepcopy(cfg), changes)
+        ratio = (trial.train.batch_size * trial.data.seq_len) / (cfg.train.batch_size * cfg.data.seq_len)
+        lab = int(labelled * ratio) if labelled is not None else None
+        saved = base - estimate(shape, trial, device, dtype, lab).total
+        if saved > 0:
+            options.append({"label": label, "changes": changes, "saves_bytes": int(saved)})
+
+    t, d = cfg.train, cfg.data
+    if t.batch_size > 1:
+        half = t.batch_size // 2
+        consider(f"batch {t.batch_size} → {half} with gradient accumulation {t.grad_accum} → {t.grad_accum * 2} "
+                 "(same effective batch)", {"train": {"batch_size": half, "grad_accum": t.grad_accum * 2}})
+    if d.seq_len > 64:
+        consider(f"sequences {d.seq_len} → {d.seq_len // 2} tokens", {"data": {"seq_len": d.seq_len // 2}})
+    if not cfg.model.gradient_checkpointing:
+        consider("gradient checkpointing (about 30% slower steps)", {"model": {"gradient_checkpointing": True}})
+    if cfg.model.quantize == "none":
+        consider("load the frozen base in 4-bit (nf4)", {"model": {"quantize": "4bit"}})
+    k = cfg.boost.layers_per_round or 1
+    if k > 1:
+        consider(f"layers per round {k} → {max(1, k // 2)}", {"boost": {"layers_per_round": max(1, k // 2)}})
+    return sorted(options, key=lambda r: -r["saves_bytes"])
+
+
+def human(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def parse_size(text: str) -> int:
+    """'6GB', '512 MiB', '1.5g' -> bytes."""
+    import re
+
+    from xgblora_engine.errors import UserError
+
+    m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not m:
+        raise UserError(f"cannot read the memory size '{text}'", "write it like 6GB or 512MB")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def summary(parts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {human(v)}" for k, v in parts.items())
+

@@ -1,0 +1,333 @@
+"""The engine worker process and the client that drives it.
+
+    client ── Command bytes ──► cmd queue ──► worker: a reader thread + the main loop
+    client ◄── Event bytes ──── evt queue ◄──  (training runs in the worker's main thread)
+
+Only protocol messages cross. The reader thread turns Pause/Resume/Stop into flags the
+training loop checks between optimizer steps; everything else is queued for the main
+loop. ``multiprocessing.Queue.put`` hands bytes to a feeder thread, so emitting an event
+never waits on the consumer.
+
+Importing this module loads no torch: the app imports it to start workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+
+from xgblora_engine import protocol as P
+
+SPAWN = mp.get_context("spawn")
+
+
+# --- the worker side --------------------------------------------------------------
+class ThreadControl:
+    """RunControl fed by the command reader thread."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.running = threading.Event()
+        self.running.set()
+
+    def should_stop(self, step: int) -> bool:
+        return self.stop.is_set()
+
+    def wait_if_paused(self) -> None:
+        while not self.running.wait(0.2):
+            if self.stop.is_set():
+                return
+
+
+class Worker:
+    def __init__(self, cmd_q, evt_q) -> None:
+        self.cmd_q, self.evt_q = cmd_q, evt_q
+        self.pending: queue.Queue = queue.Queue()
+        self.control = ThreadControl()
+        self.busy = threading.Event()
+        self.last_step = 0
+        self.peak_rss = 0
+        self.device = "cpu"
+        self.run_dir: str | None = None
+
+    def emit(self, event) -> None:
+        if isinstance(event, P.StepMetrics):
+            self.last_step = event.step
+            self.evt_q.put(P.encode(event))
+            self._memory_sample(event.step)
+            return
+        self.evt_q.put(P.encode(event))
+
+    def _memory_sample(self, step: int) -> None:
+        from xgblora_engine import memory
+
+        reading = memory.snapshot(self.device)
+        self.peak_rss = max(self.peak_rss, reading["rss"])
+        self.evt_q.put(P.encode(P.MemorySample(step=step, **reading)))
+
+    # reader thread: control commands act at once, the rest wait for the main loop
+    def read_commands(self) -> None:
+        while True:
+            data = self.cmd_q.get()
+            try:
+                cmd = P.decode_command(data)
+            except P.ProtocolError as exc:
+                self.emit(P.Error(message=f"rejected a malformed command: {exc}", kind="protocol"))
+                continue
+            if isinstance(cmd, P.Pause):
+                self.control.running.clear()
+                self.emit(P.StateChanged(state="paused", detail="paused after the current optimizer step"))
+            elif isinstance(cmd, P.Resume):
+                self.control.running.set()
+                self.emit(P.StateChanged(state="training"))
+            elif isinstance(cmd, P.Stop):
+                self.control.stop.set()
+                self.control.running.set()
+                self.emit(P.StateChanged(state="stopping", detail="stopping after the current optimizer step"))
+            elif isinstance(cmd, P.SaveCheckpoint):
+                self.emit(P.LogLine(level="info", text="checkpoints are written at every round boundary; "
+                                                        "the next one comes when the current round merges"))
+            elif isinstance(cmd, P.Shutdown):
+                self.control.stop.set()
+                self.control.running.set()
+                self.pending.put(cmd)
+                return
+            elif self.busy.is_set():
+                self.emit(P.Error(message=f"the engine is busy; {type(cmd).__name__} was not run",
+                                  hint="wait until the current job finishes or stop it", kind="user", command_id=cmd.id))
+            else:
+                self.pending.put(cmd)
+
+    def serve(self) -> None:
+        self.emit(P.Hello(version=P.PROTOCOL_VERSION, pid=os.getpid()))
+        threading.Thread(target=self.read_commands, daemon=True).start()
+        while True:
+            cmd = self.pending.get()
+            if isinstance(cmd, P.Shutdown):
+                return
+            self.busy.set()
+            self.control = ThreadControl()  # a stop aimed at the last job must not leak into this one
+            try:
+                self.run_command(cmd)
+            finally:
+                self.busy.clear()
+                self.emit(P.StateChanged(state="idle"))
+
+    def run_command(self, cmd) -> None:
+        from xgblora_engine.errors import UserError
+
+        try:
+            handler = getattr(self, f"do_{type(cmd).__name__}", None)
+            if handler is None:
+                raise UserError(f"{type(cmd).__name__} is not supported by this engine", "update the app and the engine together")
+            handler(cmd)
+        except UserError as exc:
+            self.emit(P.Error(message=exc.message, hint=exc.hint, kind="user", command_id=cmd.id))
+            self._fail_run(exc.message)
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive any job
+            if _is_oom(exc):
+                self._report_oom(cmd, exc)
+            else:
+                self.emit(P.Error(message=f"internal error: {exc}", hint="this is a bug; the run's last checkpoint is intact",
+                                  kind="internal", command_id=cmd.id, detail=traceback.format_exc()))
+                self._fail_run(str(exc))
+
+    def _fail_run(self, message: str) -> None:
+        if self.run_dir:
+            self.emit(P.Finished(status="failed", run_dir=self.run_dir, steps=self.last_step, final_loss=None,
+                                 final_eval_loss=None, message=message))
+            self.run_dir = None
+
+    def _report_oom(self, cmd, exc: Exception) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        peak = torch.cuda.max_memory_reserved() if torch.cuda.is_available() else self.peak_rss
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        from xgblora_engine import memory
+
+        self.emit(P.Error(message=f"out of memory at step {self.last_step} (peak {memory.human(peak)})",
+                          hint="lower the batch size (with more gradient accumulation), shorten sequences, "
+                               "enable gradient checkpointing or load the base in 4-bit; then resume the run",
+                          kind="oom", command_id=cmd.id, detail=str(exc)))
+        self._fail_run("out of memory")
+
+    # --- jobs ---------------------------------------------------------------
+    def _options(self, cmd):
+        from xgblora_engine.session import Options
+
+        return Options(force=cmd.force, stop_after=cmd.stop_after, memory_limit=cmd.memory_limit_bytes)
+
+    def _watch_run_dir(self, event) -> None:
+        if isinstance(event, P.RunStarted):
+            self.run_dir = event.run_dir
+            self.device = event.model_info.get("device", "cpu")
+        elif isinstance(event, P.Finished):
+            self.run_dir = None
+        self.emit(event)
+
+    def do_StartRun(self, cmd: P.StartRun) -> None:
+        from xgblora_engine.config import RunConfig
+        from xgblora_engine.session import run_training
+
+        cfg = RunConfig.from_dict(cmd.config)
+        run_training(cfg, cmd.run_dir, self._watch_run_dir, self.control, self._options(cmd))
+
+    def do_ResumeRun(self, cmd: P.ResumeRun) -> None:
+        from xgblora_engine.session import resume_training
+
+        resume_training(cmd.run_dir, self._watch_run_dir, self.control, self._options(cmd))
+
+    def do_Estimate(self, cmd: P.Estimate) -> None:
+        from xgblora_engine.config import RunConfig
+        from xgblora_engine.session import preflight, prepare
+
+        cfg = RunConfig.from_dict(cmd.config)
+        self.emit(P.StateChanged(state="preflight"))
+        prepared = prepare(cfg, self.emit)
+        self.emit(preflight(prepared, cfg, cmd.memory_limit_bytes, cmd.trial))
+
+    def do_Inspect(self, cmd: P.Inspect) -> None:
+        from dataclasses import asdict
+
+        from xgblora_engine.config import RunConfig
+
+        cfg = RunConfig.from_dict(cmd.config or {})
+        model_info = data_report = None
+        if cmd.model:
+            from xgblora_engine.models.loading import load_model
+
+            cfg.model.name = cmd.model
+            model_info = asdict(load_model(cfg.model).info)
+        if cmd.data:
+            from xgblora_engine.data.dataset import prepare_data
+            from xgblora_engine.models.loading import load_tokenizer
+
+            cfg.data.path = cmd.data
+            data_report = prepare_data(cfg.data, load_tokenizer(cfg.model), cfg.train.seed).report.as_dict()
+        self.emit(P.InspectResult(model_info=model_info, data_report=data_report))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def worker_main(cmd_q, evt_q) -> None:
+    """Entry point of the worker process."""
+    try:
+        os.setsid()  # own process group: the client can end the worker and anything it started
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
+    Worker(cmd_q, evt_q).serve()
+    evt_q.close()
+    evt_q.join_thread()
+
+
+# --- the client side ----------------------------------------------------------
+class WorkerClient:
+    """Starts and drives one worker process; no Qt, no torch."""
+
+    def __init__(self) -> None:
+        self.process = None
+        self._exit_reported = False
+        self.last_step = 0
+        self.peak_rss = 0
+
+    def start(self) -> None:
+        self.cmd_q, self.evt_q = SPAWN.Queue(), SPAWN.Queue()
+        self.process = SPAWN.Process(target=worker_main, args=(self.cmd_q, self.evt_q), name="xgblora-worker")
+        self.process.start()
+        self._exit_reported = False
+
+    def send(self, command) -> None:
+        self.cmd_q.put(P.encode(command))
+
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def poll(self, max_events: int = 500) -> list:
+        events = []
+        while len(events) < max_events:
+            try:
+                data = self.evt_q.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                event = P.decode_event(data)
+            except P.ProtocolError as exc:
+                event = P.Error(message=f"rejected a malformed event: {exc}", kind="protocol")
+            self._track(event)
+            events.append(event)
+        if not events and self.process is not None and not self.process.is_alive() and not self._exit_reported:
+            self._exit_reported = True
+            events.append(self._exit_event())
+        return events
+
+    def events(self, poll_interval: float = 0.05) -> Iterator:
+        """Blocking iteration over events until the worker is gone."""
+        while True:
+            batch = self.poll()
+            yield from batch
+            if any(isinstance(e, P.WorkerExited) for e in batch):
+                return
+            if not batch:
+                time.sleep(poll_interval)
+
+    def _track(self, event) -> None:
+        if isinstance(event, P.StepMetrics):
+            self.last_step = event.step
+        elif isinstance(event, P.MemorySample):
+            self.peak_rss = max(self.peak_rss, event.rss)
+
+    def _exit_event(self) -> P.WorkerExited:
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            likely = " — most likely the system ran out of memory and killed it" if name == "SIGKILL" else ""
+            from xgblora_engine.memory import human
+
+            message = (f"the engine process was killed by {name} at step {self.last_step} "
+                       f"(peak RSS {human(self.peak_rss)}){likely}; the last checkpoint is intact, resume the run")
+            return P.WorkerExited(exitcode=code, signal=name, message=message)
+        if code == 0:
+            return P.WorkerExited(exitcode=0, signal=None, message="the engine process exited")
+        return P.WorkerExited(exitcode=code, signal=None,
+                              message=f"the engine process crashed (exit code {code}); the last checkpoint is intact")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Shutdown command, then a join, then termination of the worker's process group."""
+        if self.process is None:
+            return
+        if self.process.is_alive():
+            try:
+                self.send(P.Shutdown())
+            except (OSError, ValueError):
+                pass
+            self.process.join(timeout)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self.process.is_alive():
+                break
+            try:
+                os.killpg(self.process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                self.process.kill()
+            self.process.join(2.0)
+        self.cmd_q.close()
+        self.evt_q.close()
+        self.evt_q.cancel_join_thread()
+
+    def kill(self) -> None:
+        """SIGKILL the worker (tests, and a last resort)."""
+        if self.process is not None and self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGKILL)
