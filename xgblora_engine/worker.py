@@ -122,6 +122,7 @@ class Worker:
     def run_command(self, cmd) -> None:
         from xgblora_engine.errors import UserError
 
+        oom = None
         try:
             handler = getattr(self, f"do_{type(cmd).__name__}", None)
             if handler is None:
@@ -131,12 +132,13 @@ class Worker:
             self.emit(P.Error(message=exc.message, hint=exc.hint, kind="user", command_id=cmd.id))
             self._fail_run(exc.message)
         except Exception as exc:  # noqa: BLE001 - the worker must outlive any job
-            if _is_oom(exc):
-                self._report_oom(cmd, exc)
-            else:
+            if not _is_oom(exc):
                 self.emit(P.Error(message=f"internal error: {exc}", hint="this is a bug; the run's last checkpoint is intact",
                                   kind="internal", command_id=cmd.id, detail=traceback.format_exc()))
                 self._fail_run(str(exc))
+            oom = str(exc).splitlines()[0] if _is_oom(exc) else None
+        if oom is not None:  # outside the except block: the traceback no longer pins the step's tensors
+            self._report_oom(cmd, oom)
 
     def _fail_run(self, message: str) -> None:
         if self.run_dir:
@@ -144,21 +146,23 @@ class Worker:
                                  final_eval_loss=None, message=message))
             self.run_dir = None
 
-    def _report_oom(self, cmd, exc: Exception) -> None:
+    def _report_oom(self, cmd, detail: str) -> None:
         import gc
 
         import torch
 
-        gc.collect()
-        peak = torch.cuda.max_memory_reserved() if torch.cuda.is_available() else self.peak_rss
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
         from xgblora_engine import memory
 
-        self.emit(P.Error(message=f"out of memory at step {self.last_step} (peak {memory.human(peak)})",
+        cuda = torch.cuda.is_available()
+        peak = torch.cuda.max_memory_reserved() if cuda else self.peak_rss
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        self.emit(P.Error(message=f"out of memory during step {self.last_step + 1} (peak {memory.human(peak)})",
                           hint="lower the batch size (with more gradient accumulation), shorten sequences, "
                                "enable gradient checkpointing or load the base in 4-bit; then resume the run",
-                          kind="oom", command_id=cmd.id, detail=str(exc)))
+                          kind="oom", command_id=cmd.id, detail=detail))
         self._fail_run("out of memory")
 
     # --- jobs ---------------------------------------------------------------

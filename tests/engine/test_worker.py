@@ -118,3 +118,36 @@ def test_user_errors_come_back_as_events_and_the_worker_lives_on(client, tiny_co
     client.send(P.Estimate(config=tiny_config.to_dict(), trial=True))
     result, _ = wait_for(client, is_a(P.PreflightResult))
     assert result.verdict == "fits" and result.measured_peak > 0 and result.parts["weights"] > 0
+
+
+def test_out_of_memory_in_a_step_is_reported_and_the_run_stays_resumable(tiny_config, tmp_path, monkeypatch):
+    """A CPU stand-in for CUDA OOM: the step raises torch.OutOfMemoryError mid-run."""
+    import queue
+
+    from xgblora_engine.boosting import trainer as trainer_module
+    from xgblora_engine.worker import Worker
+
+    real, calls = trainer_module.summed_loss, {"n": 0}
+
+    def exhausting(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # step 5, the first of round 3
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, batch)
+
+    monkeypatch.setattr(trainer_module, "summed_loss", exhausting)
+    events_q = queue.Queue()
+    worker = Worker(queue.Queue(), events_q)
+    cfg = copy.deepcopy(tiny_config)
+    worker.run_command(P.StartRun(config=cfg.to_dict(), run_dir=str(tmp_path / "run"), id=3))
+    events = [P.decode_event(events_q.get()) for _ in range(events_q.qsize())]
+    error = next(e for e in events if isinstance(e, P.Error))
+    assert error.kind == "oom" and error.command_id == 3
+    assert error.message.startswith("out of memory during step 5") and "gradient checkpointing" in error.hint
+    assert events[-1].status == "failed"
+    monkeypatch.setattr(trainer_module, "summed_loss", real)
+    from xgblora_engine.session import resume_training
+
+    resumed = []
+    resume_training(str(tmp_path / "run"), resumed.append)
+    assert resumed[-1].status == "completed" and resumed[-1].steps == 6
