@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-processes", type=int, default=1,
+                        help="data-parallel processes on this machine (one per GPU); the per-process batch "
+                             "is --batch-size, the effective batch is batch × processes × accumulation")
     parser.add_argument("--stop-after", type=int, help="stop (as the stop command does) after N optimizer steps")
     parser.add_argument("--force", action="store_true", help="start even if the memory preflight says it will not fit")
     parser.add_argument("--memory-limit", help="treat this as the usable memory, e.g. 6GB")
@@ -125,10 +128,46 @@ def _memory_limit(args: argparse.Namespace) -> int | None:
     return parse_size(args.memory_limit) if args.memory_limit else None
 
 
+def _distributed(args: argparse.Namespace, argv: list[str]) -> int | None:
+    """Launch the ranks (--num-processes N), or run as one rank of a launched group."""
+    from xgblora_engine.distributed import launch, launched_distributed
+
+    if launched_distributed():
+        return _run_as_rank(args)
+    if args.num_processes > 1:
+        return launch(argv, args.num_processes)
+    return None
+
+
+def _run_as_rank(args: argparse.Namespace) -> int:
+    from xgblora_engine.distributed import Distributed
+    from xgblora_engine.progress import ConsoleReporter
+    from xgblora_engine.session import Options, resume_training, run_training
+
+    dist = Distributed()
+    options = Options(force=args.force, stop_after=args.stop_after, memory_limit=_memory_limit(args), dist=dist)
+    try:
+        with ConsoleReporter() as reporter:
+            emit = reporter if dist.is_main else (lambda event: None)
+            if args.command == "resume":
+                resume_training(args.run_dir, emit, options=options)
+            else:
+                cfg = config_from_args(args)
+                if str(dist.device).startswith("cuda"):
+                    cfg.model.device = str(dist.device)
+                run_training(cfg, args.out, emit, options=options)
+    finally:
+        dist.close()
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from xgblora_engine import protocol as P
 
     cfg = config_from_args(args)
+    code = _distributed(args, sys.argv[1:] if args.argv is None else args.argv)
+    if code is not None:
+        return code
     return drive(P.StartRun(config=cfg.to_dict(), run_dir=args.out, force=args.force, stop_after=args.stop_after,
                             memory_limit_bytes=_memory_limit(args)))
 
@@ -136,6 +175,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from xgblora_engine import protocol as P
 
+    code = _distributed(args, sys.argv[1:] if args.argv is None else args.argv)
+    if code is not None:
+        return code
     return drive(P.ResumeRun(run_dir=args.run_dir, force=args.force, stop_after=args.stop_after,
                              memory_limit_bytes=_memory_limit(args)))
 
@@ -215,6 +257,7 @@ COMMANDS = {"train": cmd_train, "resume": cmd_resume, "estimate": cmd_estimate, 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv  # re-used to launch data-parallel ranks
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

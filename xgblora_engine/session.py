@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xgblora_engine import memory
 from xgblora_engine import protocol as P
@@ -16,6 +16,7 @@ from xgblora_engine.boosting.sampling import check_explicit, check_k, default_k
 from xgblora_engine.boosting.trainer import BoostingTrainer, RunControl, TrainerState
 from xgblora_engine.checkpoint import latest_valid, restore_rng, save_checkpoint
 from xgblora_engine.config import RunConfig, load_config_file, save_config
+from xgblora_engine.distributed import RankSlice, SingleProcess
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text
 from xgblora_engine.rundir import RunDir
@@ -151,30 +152,38 @@ class Options:
     stop_after: int | None = None
     memory_limit: int | None = None
     keep_checkpoints: int = 3
+    dist: object = field(default_factory=SingleProcess)  # the data-parallel process group, if any
 
 
 def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunControl | None = None,
                  options: Options | None = None) -> RunDir:
     """Train a new run into ``out`` (or a fresh folder in the runs root)."""
     cfg.validate()
-    run = RunDir.create(out, cfg.model.name)
-    record = _recording(run, emit)
-    run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
+    options = options or Options()
+    main = options.dist.is_main
+    run = RunDir.create(out, cfg.model.name) if main else None
+    run = RunDir(options.dist.broadcast(str(run.path) if main else None))  # every rank, one folder
+    record = _recording(run, emit) if main else _silent
+    if main:
+        run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
     try:
         prepared = prepare(cfg, record)
     except BaseException as exc:
-        run.update_status(status="failed", message=str(exc))
+        if main:
+            run.update_status(status="failed", message=str(exc))
         raise
-    save_config(cfg, run.config_path)
-    return _train(run, cfg, prepared, record, control, options or Options(), TrainerState(), None)
+    if main:
+        save_config(cfg, run.config_path)
+    return _train(run, cfg, prepared, record, control, options, TrainerState(), None)
 
 
 def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
                     options: Options | None = None) -> RunDir:
     """Continue a stopped, crashed or killed run from its newest intact checkpoint."""
+    options = options or Options()
     run = RunDir.open(run_dir)
     cfg = RunConfig.from_dict(load_config_file(run.config_path)).validate()
-    record = _recording(run, emit)
+    record = _recording(run, emit) if options.dist.is_main else _silent
     checkpoint, skipped = latest_valid(run.checkpoints_path)
     for note in skipped:
         record(P.Warning(message=f"skipped a damaged checkpoint: {note}", hint="an earlier one is used instead"))
@@ -187,37 +196,44 @@ def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
         state = TrainerState(step=checkpoint.step, ledger=checkpoint.ledger, last_loss=checkpoint.last_loss,
                              last_eval_loss=checkpoint.last_eval_loss)
         record(P.LogLine(level="info", text=f"resuming from {checkpoint.path.name} (step {checkpoint.step})"))
-    _truncate_metrics(run, state.step)
-    return _train(run, cfg, prepared, record, control, options or Options(), state, checkpoint)
+    if options.dist.is_main:
+        _truncate_metrics(run, state.step)
+    return _train(run, cfg, prepared, record, control, options, state, checkpoint)
 
 
 def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, control: RunControl | None,
            options: Options, state: TrainerState, checkpoint) -> RunDir:
     from xgblora_engine.data.dataset import BatchStream, eval_batches
 
-    info = prepared.loaded.info
+    info, dist, main = prepared.loaded.info, options.dist, options.dist.is_main
     record(P.StateChanged(state="preflight"))
     check = preflight(prepared, cfg, options.memory_limit, trial=False)
     record(check)
-    if check.verdict == "wont_fit" and not options.force:
+    if dist.any(check.verdict == "wont_fit") and not options.force:
         raise UserError(check.message + "; training was not started",
                         "; ".join(r["label"] for r in check.remedies[:3]) + " (or start anyway with --force)")
     total_rounds = -(-cfg.train.max_steps // cfg.boost.merge_every)
-    run.update_status(status="training", model_info=_as_dict(info), total_steps=cfg.train.max_steps,
-                      total_rounds=total_rounds, step=state.step, predicted_peak=check.predicted_peak)
+    if main:
+        run.update_status(status="training", model_info=_as_dict(info), total_steps=cfg.train.max_steps,
+                          total_rounds=total_rounds, step=state.step, predicted_peak=check.predicted_peak,
+                          processes=dist.world)
     record(P.RunStarted(run_dir=str(run.path), config=cfg.to_dict(), model_info=_as_dict(info),
                         data_report=prepared.data.report.describe(), n_layers=info.n_layers,
                         total_steps=cfg.train.max_steps, total_rounds=total_rounds, start_step=state.step))
-    stream = BatchStream(prepared.data.train, cfg.train.batch_size, cfg.train.seed, prepared.pad_id)
+    # One stream of global batches (per-process batch × processes), each rank taking its
+    # slice: the data order is that of a single process with the whole batch.
+    stream = BatchStream(prepared.data.train, cfg.train.batch_size * dist.world, cfg.train.seed, prepared.pad_id)
     if checkpoint is not None:
         stream.load_state(checkpoint.stream_state)
         restore_rng(checkpoint)
     trainer = BoostingTrainer(
-        prepared.loaded.model, prepared.targets_by_layer, stream,
+        prepared.loaded.model, prepared.targets_by_layer, RankSlice(stream, dist.rank, dist.world),
         lambda: eval_batches(prepared.data.eval, cfg.train.batch_size, prepared.pad_id),
-        cfg, prepared.k, record, _with_step_limit(control, options.stop_after), state)
+        cfg, prepared.k, record, _with_step_limit(control, options.stop_after), state, dist=dist)
 
     def checkpoint_round(round_index: int) -> None:
+        if not main:  # only rank 0 writes run files
+            return
         path = save_checkpoint(run.checkpoints_path, trainer.state.step, round_index, trainer.state.ledger,
                                stream.state(), trainer.state.last_loss, trainer.state.last_eval_loss,
                                options.keep_checkpoints)
@@ -230,12 +246,14 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
     try:
         trainer.fit()
     except BaseException as exc:
-        run.update_status(status="failed", step=trainer.state.step, message=str(exc))
+        if main:
+            run.update_status(status="failed", step=trainer.state.step, message=str(exc))
         raise
     status = "stopped" if trainer.stopped else "completed"
-    trainer.state.ledger.save(run.ledger_path)
-    run.update_status(status=status, step=trainer.state.step, final_loss=trainer.state.last_loss,
-                      final_eval_loss=trainer.state.last_eval_loss)
+    if main:
+        trainer.state.ledger.save(run.ledger_path)
+        run.update_status(status=status, step=trainer.state.step, final_loss=trainer.state.last_loss,
+                          final_eval_loss=trainer.state.last_eval_loss)
     record(P.Finished(status=status, run_dir=str(run.path), steps=trainer.state.step,
                       final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss))
     return run
@@ -264,6 +282,10 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
 
     kept = [m for m in run.metrics() if m.get("step", 0) <= step]
     atomic_write_text(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+
+
+def _silent(event) -> None:
+    """Ranks other than 0 report nothing."""
 
 
 def _recording(run: RunDir, emit: Emit) -> Emit:

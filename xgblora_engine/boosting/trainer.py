@@ -29,6 +29,7 @@ from xgblora_engine.boosting.merge import Merger
 from xgblora_engine.boosting.sampling import sample_layers
 from xgblora_engine.boosting.schedule import Schedule
 from xgblora_engine.config import RunConfig
+from xgblora_engine.distributed import SingleProcess
 from xgblora_engine.errors import UserError
 
 
@@ -70,7 +71,7 @@ class BoostingTrainer:
                  eval_batches: Callable[[], object], cfg: RunConfig, k: int,
                  emit: Callable[[object], None], control: RunControl | None = None,
                  state: TrainerState | None = None,
-                 on_round_end: Callable[[int], None] | None = None) -> None:
+                 on_round_end: Callable[[int], None] | None = None, dist=None) -> None:
         self.model = model.requires_grad_(False)  # only boosters ever train
         self.targets_by_layer = targets_by_layer
         self.n_layers = len(targets_by_layer)
@@ -86,6 +87,7 @@ class BoostingTrainer:
                                  cfg.train.round_warmup, cfg.train.schedule)
         self.merger = Merger(model)
         self.on_round_end = on_round_end or (lambda round_index: None)
+        self.dist = dist or SingleProcess()  # data-parallel collectives; identities in one process
         self.stopped = False
         if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
             self.merger.apply_ledger(self.state.ledger)
@@ -134,8 +136,9 @@ class BoostingTrainer:
     # --- phases --------------------------------------------------------------
     def sample(self, round_index: int) -> list[int]:
         b = self.cfg.boost
-        return sample_layers(self.n_layers, self.k, self.cfg.train.seed, round_index,
-                             b.sampling, b.layers)
+        layers = sample_layers(self.n_layers, self.k, self.cfg.train.seed, round_index, b.sampling, b.layers)
+        self.dist.check_same(layers, f"the layers of round {round_index}")
+        return layers
 
     def attach(self, round_index: int, layers: list[int]) -> dict[str, BoosterLinear]:
         b = self.cfg.boost
@@ -152,7 +155,7 @@ class BoostingTrainer:
             if step < self.state.step:
                 continue
             self.control.wait_if_paused()
-            if self.control.should_stop(step):
+            if self.dist.any(self.control.should_stop(step)):  # every rank stops at the same step
                 self.stopped = True
                 break
             lr = self.schedule.lr(step) * lr_factor
@@ -175,13 +178,17 @@ class BoostingTrainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro = [batch_to(self.stream.next_batch(), self.device) for _ in range(self.cfg.train.grad_accum)]
-        n_targets = max(1, sum(count_targets(b["labels"]) for b in micro))
+        # Normalise by the target tokens of the whole step, across every micro-batch and
+        # every rank: the gradient is then the one of a single big batch.
+        n_targets = max(1, self.dist.sum_int(sum(count_targets(b["labels"]) for b in micro)))
         self.model.train()
         loss_sum = 0.0
         for batch in micro:
             loss = summed_loss(self.model, batch) / n_targets
             loss.backward()
             loss_sum += float(loss.detach())
+        self.dist.all_reduce_grads(params)
+        loss_sum = self.dist.sum_float(loss_sum)
         max_norm = self.cfg.train.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
@@ -189,7 +196,7 @@ class BoostingTrainer:
             raise RoundDiverged(f"loss {loss_sum:.4g}, gradient norm {grad_norm:.4g}")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens = int(sum(int(b["attention_mask"].sum()) for b in micro))
+        tokens = self.dist.sum_int(int(sum(int(b["attention_mask"].sum()) for b in micro)))
         return StepResult(loss_sum, grad_norm, tokens, time.perf_counter() - started)
 
     def merge(self, boosters: dict[str, BoosterLinear], round_index: int, layers: list[int],
