@@ -1,0 +1,172 @@
+"""What every export format shares: results and checks, progress, the staging folder that
+makes an export atomic, the free-disk check, dtypes and the end-of-turn tokens."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xgblora_engine.errors import UserError
+
+FORMATS = ("hf", "peft", "gguf", "ollama")
+SAVE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+# progress(format, stage, fraction in [0, 1]); the worker turns it into ExportProgress events.
+Progress = Callable[[str, str, float], None]
+
+
+def no_progress(fmt: str, stage: str, fraction: float) -> None:
+    pass
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    skipped: bool = False  # could not run here (e.g. the runtime is not installed); not a failure
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: str
+    ok: bool
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    command: str = ""  # what the user runs next (ollama create …), if anything
+
+    def to_event(self):
+        from xgblora_engine import protocol as P
+
+        message = self.message + (f"\n{self.command}" if self.command else "")
+        return P.ExportDone(format=self.format, path=self.path, ok=self.ok, checks=self.checks,
+                            message=message)
+
+
+class VerificationFailed(Exception):
+    """A check failed: the export exists but must not be presented as good."""
+
+
+def failed(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if not c.ok]
+
+
+def dtype_name(torch_dtype) -> str:
+    """fp32 / bf16 / fp16 for a torch dtype (its name otherwise)."""
+    name = str(torch_dtype).replace("torch.", "")
+    return {v: k for k, v in SAVE_DTYPES.items()}.get(name, name)
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The eos id plus every end-of-turn marker the vocabulary has, so generation stops
+    at the end of an assistant turn instead of rambling on."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    return list(dict.fromkeys(ids))
+
+
+def chat_ids(tokenizer, prompt: str, system: str | None = None) -> list[int]:
+    """Token ids of a one-turn conversation ending in the assistant's generation prompt
+    (the tokenizer's own chat template), or of the bare prompt when it has none."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def release_memory() -> None:
+    """Collect, then hand freed heap memory back to the OS (glibc keeps it otherwise, and the
+    next model loaded would sit on top of it)."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+# --- the staging folder -------------------------------------------------------
+def check_out_free(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"export folder {out} exists and is not empty",
+                        "choose a new --out; nothing was overwritten")
+
+
+class Staging:
+    """A hidden ``.NAME.partial-XXXX`` folder beside ``out``, renamed to ``out`` only when
+    the export is complete (and verified). Anything interrupted stays under the hidden
+    name, so nothing that looks like a finished export is ever left half-written."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+
+    def commit(self) -> Path:
+        check_out_free(self.out)
+        make_readable(self.path)
+        if self.out.exists():
+            self.out.rmdir()
+        os.replace(self.path, self.out)
+        return self.out
+
+    def keep_as_failed(self) -> Path:
+        """A failed verification: keep the files for inspection under a name that says so."""
+        target = self.out.with_name(self.out.name + ".FAILED-VERIFICATION")
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        make_readable(self.path)
+        os.replace(self.path, target)
+        return target
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def make_readable(folder: Path) -> None:
+    """mkdtemp makes a private folder (and some writers make private files); an exported
+    model is meant to be shared like any file the user creates."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+# --- free disk space ------------------------------------------------------------
+def free_bytes(path: Path) -> int:
+    """Free space on the filesystem that will hold ``path`` (its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk(out: Path, needed: int, what: str) -> None:
+    free = free_bytes(out)
+    if needed * 1.05 + 50e6 > free:
+        raise UserError(f"not enough free disk space for the export: {what} needs about "
+                        f"{gb(needed)}, {gb(free)} are free on the disk of {out}",
+                        "free some space or choose another --out on a larger disk; nothing was written")
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

@@ -1,0 +1,214 @@
+"""The merged model as one GGUF file for llama.cpp-family runtimes (llama.cpp, Ollama,
+LM Studio, …), written by llama.cpp's own converter from a Hugging Face save.
+
+Checked twice: right after conversion, while the merged model is still in memory, every
+tensor of the file is read back (dequantized) and compared with the merged weights, and
+the tokenizer metadata and chat template with the tokenizer's; then the file is run in
+llama.cpp itself (llama-cpp-python, optional) on the fixed prompts: same tokens, logits
+close to transformers', the same greedy text and a stop at the end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+
+from xgblora_engine.export.common import Check
+
+QUANTS = ("f16", "bf16", "q8_0", "f32")
+QUANT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+# Relative Frobenius error of a tensor read back from the file, by file type.
+WEIGHT_RTOL = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2}
+# llama.cpp's logits vs the fp32 merged model in transformers, relative to the largest logit.
+# Measured on SmolLM2-135M: f16 ≤ 0.0016, q8_0 ≤ 0.05 (llama.cpp also quantizes activations).
+LLAMA_CPP_RTOL = {"f32": 2e-3, "f16": 6e-3, "bf16": 2e-2, "q8_0": 0.1}
+# Architectures whose converter transformations are known here (llama's q/k row permutation).
+WEIGHT_CHECKED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+RUNTIME_HINT = "pip install 'xgblora-studio[gguf-runtime]' (llama-cpp-python; builds llama.cpp, ~8 min)"
+
+
+def gguf_name(quant: str) -> str:
+    return f"model-{quant}.gguf"
+
+
+def convert(hf_folder: Path, outfile: Path, quant: str, log=lambda _: None) -> None:
+    from xgblora_engine.export.converter import run_converter
+
+    run_converter(hf_folder, outfile, quant, log)
+
+
+def _field(reader, key: str):
+    f = reader.fields.get(key)
+    if f is None:
+        return None
+    try:
+        return f.contents()
+    except Exception:
+        return None
+
+
+def check_metadata(path: Path, tokenizer, model) -> Check:
+    from gguf import GGUFReader
+
+    from xgblora_engine.export.common import end_of_turn_ids
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:
+        return Check("GGUF metadata", False, f"the file does not read as GGUF: {exc}")
+    arch = _field(reader, "general.architecture")
+    problems = []
+    template = _field(reader, "tokenizer.chat_template")
+    if getattr(tokenizer, "chat_template", None) and template != tokenizer.chat_template:
+        problems.append("chat template missing or different" if template else "no chat template in the file")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    n_tokens = len(tokens.data) if tokens is not None else 0
+    if n_tokens != len(tokenizer):
+        problems.append(f"{n_tokens} tokens in the file, the tokenizer has {len(tokenizer)}")
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    eot = _field(reader, "tokenizer.ggml.eot_token_id")
+    turn_ends = end_of_turn_ids(tokenizer)
+    if eos not in turn_ends and eot not in turn_ends:
+        problems.append(f"eos id {eos} is not an end-of-turn token {turn_ends}")
+    blocks = _field(reader, f"{arch}.block_count")
+    n_layers = getattr(model.config, "num_hidden_layers", blocks)
+    if blocks != n_layers:
+        problems.append(f"{blocks} blocks, the model has {n_layers}")
+    del reader
+    if problems:
+        return Check("GGUF metadata", False, "; ".join(problems))
+    return Check("GGUF metadata", True, f"{arch}, {blocks} blocks, {n_tokens} tokens, chat template and "
+                                        f"end-of-turn eos ({eos}) inside")
+
+
+def llama_permute(w, n_head: int, n_head_kv: int | None):
+    """The row order llama.cpp's converter gives llama's q/k projections."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def check_weights(path: Path, model, quant: str) -> Check:
+    """Every tensor in the file, dequantized, against the merged weights it came from."""
+    import gguf
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    arch_name = model.config.model_type
+    if arch_name not in WEIGHT_CHECKED_ARCHS:
+        return Check("GGUF weights", True, f"skipped: no tensor mapping known here for {arch_name}", skipped=True)
+    arch = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch_name), None)
+    if arch is None:
+        return Check("GGUF weights", True, f"skipped: the gguf package does not know {arch_name}", skipped=True)
+    n_layers = model.config.num_hidden_layers
+    tmap = gguf.get_tensor_name_map(arch, n_layers)
+    n_head = model.config.num_attention_heads
+    n_kv = getattr(model.config, "num_key_value_heads", None)
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:
+        return Check("GGUF weights", False, f"the file does not read as GGUF: {exc}")
+    tensors = {t.name: t for t in reader.tensors}
+    seen, compared, worst, bad, missing = set(), 0, (0.0, ""), [], []
+    for name, param in model.state_dict().items():
+        if param.data_ptr() in seen:  # tied: the file stores it once
+            continue
+        seen.add(param.data_ptr())
+        target = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if target is None or target not in tensors:
+            missing.append(name)
+            continue
+        t = tensors[target]
+        got = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        want = param.detach().float().cpu().numpy()
+        if got.size != want.size:
+            bad.append(f"{target}: {got.shape} elements vs {want.shape}")
+            continue
+        got = got.reshape(want.shape)
+        norm = float(np.linalg.norm(want)) or 1.0
+        err = float(np.linalg.norm(got - want)) / norm
+        if err > WEIGHT_RTOL[quant] and target.endswith(("attn_q.weight", "attn_k.weight")):
+            heads = n_head if "attn_q" in target else n_kv
+            err = float(np.linalg.norm(got - llama_permute(want, n_head, heads))) / norm
+        compared += 1
+        if not err <= WEIGHT_RTOL[quant]:
+            bad.append(f"{target} (relative error {err:.3g})")
+        if err > worst[0]:
+            worst = (err, target)
+    del reader, tensors
+    gc.collect()
+    # Tensors the converter legitimately leaves out: none for these architectures.
+    if bad or missing:
+        parts = []
+        if bad:
+            parts.append(f"{len(bad)} tensors differ from the merged model beyond {quant} rounding: "
+                         + ", ".join(bad[:4]))
+        if missing:
+            parts.append(f"{len(missing)} tensors missing from the file: {', '.join(missing[:4])}")
+        return Check("GGUF weights", False, "; ".join(parts))
+    return Check("GGUF weights", True, f"{compared} tensors read back match the merged model within {quant} "
+                                       f"rounding (worst relative error {worst[0]:.2g}, {worst[1]})")
+
+
+def runtime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def verify_llama_cpp(path: Path, ref, tokenizer, quant: str) -> list[Check]:
+    """Run the file in llama.cpp on the fixed prompts."""
+    from xgblora_engine.export import verify as V
+
+    if not runtime_available():
+        return [Check("llama.cpp run", True, f"skipped: llama-cpp-python is not installed ({RUNTIME_HINT}); "
+                                             "the file was checked by reading it back instead", skipped=True)]
+    import llama_cpp
+    import numpy as np
+    import torch
+
+    n_ctx = max(len(p.ids) for p in ref.prompts) + ref.max_new_tokens + 8
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True,
+                              n_threads=max(1, os.cpu_count() or 1), verbose=False)
+    except Exception as exc:
+        return [Check("llama.cpp run", False, f"llama.cpp cannot load the file: {exc}")]
+    try:
+        vocab = getattr(getattr(llm, "_model", None), "vocab", None)
+
+        def is_eog(token: int) -> bool:
+            if vocab is not None and hasattr(llama_cpp, "llama_vocab_is_eog"):
+                return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+            return token == llm.token_eos() or token in ref.eot_ids
+
+        tok_bad, diffs, runs = [], [], []
+        for p in ref.prompts:
+            ids = llm.tokenize(p.text.encode("utf-8"), add_bos=False, special=True)
+            if ids != p.ids:
+                tok_bad.append(f"{p.prompt!r}: {len(ids)} tokens in llama.cpp, {len(p.ids)} in transformers")
+            llm.reset()
+            llm.eval(p.ids)
+            logits = torch.from_numpy(np.array(llm.scores[:len(p.ids)], dtype=np.float32))
+            diffs.append(logits)
+            new, stopped = [], False
+            for _ in range(ref.max_new_tokens):
+                token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                new.append(token)
+                if is_eog(token):
+                    stopped = True
+                    break
+                llm.eval([token])
+            runs.append((new, stopped))
+    finally:
+        llm.close()
+    checks = [Check("llama.cpp tokenization", not tok_bad,
+                    "; ".join(tok_bad) if tok_bad else "the chat-templated prompts tokenize to the same ids")]
+    checks.append(V.check_logits("llama.cpp logits", diffs, ref, LLAMA_CPP_RTOL[quant],
+                                 "the fp32 merged model in transformers"))
+    ties = [float((g - p.logits).abs().max()) for g, p in zip(diffs, ref.prompts)]
+    checks.append(V.check_same_greedy("llama.cpp greedy text", [r[0] for r in runs], ref, tokenizer, ties,
+                                      "llama.cpp"))
+    checks.append(V.check_stops("stops at end of turn", runs, ref, tokenizer, "llama.cpp"))
+    return checks
