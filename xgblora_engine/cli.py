@@ -83,11 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", help="the run folder")
     _add_run_options(resume)
 
-    export = sub.add_parser("export", help="write a merged model from a run")
+    export = sub.add_parser("export", help="write a merged model, adapter, GGUF or Ollama model from a run",
+                            description="Export a run and verify the export in its own runtime.")
     export.add_argument("run_dir", help="the run folder")
-    export.add_argument("--out", required=True, help="folder to create with the merged model")
+    export.add_argument("--out", required=True,
+                        help="folder to create (with several formats: one sub-folder per format)")
+    export.add_argument("--format", default="hf",
+                        help="hf (merged safetensors), peft (LoRA adapter), gguf (llama.cpp), ollama "
+                             "(GGUF + Modelfile); several separated by commas (default: hf)")
     export.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="dtype of the saved weights (auto: the base checkpoint's)")
+                        help="dtype of the hf weights (auto: the base checkpoint's)")
+    export.add_argument("--quant", default="f16", choices=["f16", "bf16", "q8_0", "f32"],
+                        help="GGUF tensor type for gguf/ollama (default: f16)")
+    export.add_argument("--peft-rank", type=int, default=None,
+                        help="compress the adapter to this rank per module by SVD (default: exact)")
+    export.add_argument("--no-verify", action="store_true",
+                        help="skip reloading the export in its runtime and comparing (not recommended)")
+
+    chat = sub.add_parser("chat", help="try a model or a run's fine-tuned model in the terminal",
+                          description="Greedy answers from a model or a run (interactive without --prompt).")
+    chat.add_argument("model", help="a run folder (its merged model), 'default', a model folder, a .gguf file or a Hub id")
+    chat.add_argument("--prompt", help="answer this one prompt and exit")
+    chat.add_argument("--compare", action="store_true", help="answer with the run's base model too")
+    chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--max-new-tokens", type=int, default=256, help="length limit of an answer (default: 256)")
     return parser
 
 
@@ -244,14 +263,29 @@ def _until_idle(client, command):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from xgblora_engine.export import export_hf
+    from xgblora_engine.export import export_run
 
-    path = export_hf(args.run_dir, args.out, dtype=args.dtype, log=print)
-    print(f"exported merged model to {path}")
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    results = export_run(args.run_dir, args.out, args.format, dtype=args.dtype, quant=args.quant,
+                         verify=not args.no_verify, peft_rank=args.peft_rank, log=log)
+    for r in results:
+        print(f"{r.format}: {'OK' if r.ok else 'FAILED'} {r.path}\n  {r.message}")
+        if r.command:
+            print(f"  import it into Ollama with:\n    {r.command}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from xgblora_engine.export.chat import chat_session
+
+    chat_session(args.model, args.prompt, args.compare, args.max_new_tokens, args.system)
     return 0
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "estimate": cmd_estimate, "export": cmd_export}
+COMMANDS["chat"] = cmd_chat
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,12 +106,13 @@ def _show(label: str, result: tuple[str, int, float, bool], stream) -> None:
 
 
 def chat_session(spec: str, prompt: str | None = None, compare: bool = False, max_new_tokens: int = 128,
-                 system: str | None = None, stream=None, input_fn=input) -> None:
+                 system: str | None = None, stream=None, input_fn=None) -> None:
     """One prompt, or an interactive loop (empty line, 'exit' or end of input quits).
     With ``compare``, every prompt is answered by the run's base model and by the run."""
     from xgblora_engine.errors import UserError
 
     stream = stream or sys.stdout
+    input_fn = input_fn or input
     models: list[tuple[str, str]] = []
     if compare:
         if not is_run_dir(spec):

@@ -1,0 +1,161 @@
+"""GGUF (llama.cpp's converter) and Ollama exports of the tiny chat model, and how the
+converter itself is obtained."""
+
+import io
+import tarfile
+
+import pytest
+
+from xgblora_engine.errors import UserError
+from xgblora_engine.export import converter as CV
+from xgblora_engine.export import export_run
+from xgblora_engine.export import gguf as G
+
+
+@pytest.fixture(scope="session")
+def gguf_converter():
+    """llama.cpp's converter, from the cache or fetched once; skipped when neither works."""
+    try:
+        return CV.converter_dir()
+    except UserError as exc:
+        pytest.skip(f"llama.cpp's GGUF converter is not available here: {exc.message}")
+
+
+def by_name(result):
+    return {c["name"]: c for c in result.checks}
+
+
+def test_gguf_and_ollama_f16(tiny_run, tmp_path, gguf_converter):
+    from gguf import GGUFReader
+
+    results = export_run(tiny_run, tmp_path / "out", ["gguf", "ollama"], quant="f16")
+    assert [r.ok for r in results] == [True, True], [r.message for r in results]
+    gguf_result, ollama_result = results
+    path = tmp_path / "out" / "gguf" / "model-f16.gguf"
+    reader = GGUFReader(str(path))
+    template = reader.fields["tokenizer.chat_template"].contents()
+    assert "<|im_start|>" in template and reader.fields["general.architecture"].contents() == "llama"
+    checks = by_name(gguf_result)
+    assert checks["GGUF metadata"]["ok"] and checks["GGUF weights"]["ok"]
+    assert "within f16 rounding" in checks["GGUF weights"]["detail"]
+    if G.runtime_available():
+        for name in ("llama.cpp tokenization", "llama.cpp logits", "llama.cpp greedy text", "stops at end of turn"):
+            assert checks[name]["ok"] and not checks[name]["skipped"], checks[name]
+        assert "3/3 answers token-for-token identical" in checks["llama.cpp greedy text"]["detail"]
+    else:
+        assert checks["llama.cpp run"]["skipped"]
+    # Ollama: the same GGUF plus a Modelfile, and the command to import it
+    folder = tmp_path / "out" / "ollama"
+    assert (folder / "model-f16.gguf").stat().st_size == path.stat().st_size
+    modelfile = (folder / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model-f16.gguf\n")
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert 'TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}' in modelfile
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
+    assert by_name(ollama_result)["Modelfile template"]["ok"]
+    assert ollama_result.command == f"ollama create out -f {folder / 'Modelfile'}"
+
+
+def test_gguf_q8_0(tiny_run, tmp_path, gguf_converter):
+    [result] = export_run(tiny_run, tmp_path / "q8", ["gguf"], quant="q8_0")
+    assert result.ok, result.message
+    assert (tmp_path / "q8" / "model-q8_0.gguf").is_file()
+    assert "within q8_0 rounding" in by_name(result)["GGUF weights"]["detail"]
+
+
+def test_corrupted_gguf_is_caught(tiny_run, tmp_path, gguf_converter, monkeypatch):
+    import numpy as np
+    from gguf import GGUFReader
+
+    original = G.convert
+
+    def convert_then_corrupt(hf_folder, outfile, quant, log=lambda _: None):
+        original(hf_folder, outfile, quant, log)
+        reader = GGUFReader(str(outfile))
+        tensor = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
+        offset = int(tensor.data_offset)
+        del reader
+        with open(outfile, "r+b") as fh:
+            fh.seek(offset)
+            fh.write(np.full(64, 20.0, dtype=np.float16).tobytes())
+
+    monkeypatch.setattr(G, "convert", convert_then_corrupt)
+    [result] = export_run(tiny_run, tmp_path / "bad", ["gguf"])
+    assert not result.ok and not (tmp_path / "bad").exists()
+    failed = {c["name"]: c["detail"] for c in result.checks if not c["ok"]}
+    assert "blk.1.ffn_down.weight" in failed["GGUF weights"]
+
+
+# --- the converter: fetched once, cached, clear when offline --------------------
+def fake_sdist(path, extra_link=False):
+    """A tar.gz shaped like llama-cpp-python's sdist, with a few files besides the converter."""
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name, text="x"):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        top = "llama_cpp_python-9.9.9/vendor/llama.cpp"
+        add(f"{top}/convert_hf_to_gguf.py", "print('converter')")
+        add(f"{top}/conversion/__init__.py")
+        add(f"{top}/gguf-py/gguf/__init__.py")
+        add(f"{top}/LICENSE", "MIT")
+        add(f"{top}/src/llama.cpp", "// not needed")
+        add("llama_cpp_python-9.9.9/setup.py")
+        if extra_link:
+            info = tarfile.TarInfo(f"{top}/conversion/evil")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+    return path
+
+
+def test_converter_is_unpacked_from_a_local_sdist_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv(CV.ENV_DIR, raising=False)
+    monkeypatch.setattr(CV, "cache_root", lambda: tmp_path / "cache")
+    monkeypatch.setattr(CV, "runtime_version", lambda: "9.9.9")
+    monkeypatch.setenv(CV.ENV_SDIST, str(fake_sdist(tmp_path / "llama_cpp_python-9.9.9.tar.gz", extra_link=True)))
+    folder = CV.converter_dir()
+    assert folder == tmp_path / "cache" / "llama-cpp-python-9.9.9"
+    assert sorted(p.name for p in folder.iterdir()) == ["LICENSE", "conversion", "convert_hf_to_gguf.py", "gguf-py"]
+    assert not (folder / "conversion" / "evil").exists()
+    monkeypatch.delenv(CV.ENV_SDIST)
+    assert CV.converter_dir() == folder  # cached: no download, no sdist needed
+
+
+def test_converter_offline_says_how_to_get_it(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.delenv(CV.ENV_DIR, raising=False)
+    monkeypatch.delenv(CV.ENV_SDIST, raising=False)
+    monkeypatch.setattr(CV, "cache_root", lambda: tmp_path / "cache")
+    monkeypatch.setattr(CV, "runtime_version", lambda: "9.9.9")
+
+    def offline(cmd, **kwargs):
+        assert cmd[1:4] == ["-m", "pip", "download"] and "llama-cpp-python==9.9.9" in cmd
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version that satisfies "
+                                                       "the requirement llama-cpp-python==9.9.9")
+
+    monkeypatch.setattr(CV.subprocess, "run", offline)
+    with pytest.raises(UserError, match="not cached and could not be downloaded") as info:
+        CV.converter_dir()
+    assert CV.ENV_SDIST in info.value.hint and "pip download --no-binary :all:" in info.value.hint
+    assert not (tmp_path / "cache" / "llama-cpp-python-9.9.9").exists()
+
+
+def test_converter_folder_from_the_environment_must_be_complete(tmp_path, monkeypatch):
+    monkeypatch.setenv(CV.ENV_DIR, str(tmp_path))
+    with pytest.raises(UserError, match="does not hold llama.cpp's converter"):
+        CV.converter_dir()
+
+
+@pytest.mark.parametrize("output, message", [
+    ("NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()",
+     "does not know this model's tokenizer"),
+    ("ModuleNotFoundError: No module named 'sentencepiece'", "needs the sentencepiece package"),
+    ("NotImplementedError: Model FooForCausalLM is not supported", "cannot convert this architecture"),
+])
+def test_converter_failures_are_explained(output, message):
+    text, hint = CV.explain_failure(output)
+    assert message in text and hint
