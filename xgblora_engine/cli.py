@@ -239,7 +239,7 @@ def _until_idle(client, command):
     """Events of one command; Ctrl-C asks the worker to stop cleanly (twice: stop now)."""
     from xgblora_engine import protocol as P
 
-    started, interrupted = False, False
+    interrupted = False
     events = client.events()
     while True:
         try:
@@ -254,11 +254,8 @@ def _until_idle(client, command):
             client.send(P.Stop())
             continue
         yield event
-        if isinstance(event, P.StateChanged):
-            started = started or event.state != "idle"
-            if event.state == "idle" and started:
-                return
-        if isinstance(event, P.WorkerExited):
+        # the worker goes idle once, when the one command it was sent is done
+        if (isinstance(event, P.StateChanged) and event.state == "idle") or isinstance(event, P.WorkerExited):
             return
 
 

@@ -20,8 +20,8 @@ def xgblora(*args, check=True):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
-    xgblora("train", "--max-steps", "20", "--batch-size", "2", "--seq-len", "64", "--merge-every", "5",
-            "--eval-every", "0", "--lr", "3e-3", "--out", str(run))
+    xgblora("train", "--max-steps", "20", "--batch-size", "2", "--seq-len", "128", "--merge-every", "5",
+            "--eval-every", "0", "--out", str(run))
     return run
 
 

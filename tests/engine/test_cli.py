@@ -61,5 +61,6 @@ def test_no_traceback_from_the_real_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "xgblora_engine.cli", "train", "--data", str(tmp_path / "x.csv")],
                             capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[0] == f"error: data file not found: {tmp_path / 'x.csv'}"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: data file not found: {tmp_path / 'x.csv'}"]
     assert "Traceback" not in result.stderr
