@@ -120,8 +120,13 @@ def shape_of(model) -> Shape:
     cfg = model.config
     hidden = int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
     inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * hidden)
-    return Shape(sum(p.numel() for p in model.parameters()), len(layers), hidden, inter,
+    return Shape(sum(_logical_numel(p) for p in model.parameters()), len(layers), hidden, inter,
                  int(cfg.vocab_size), sum(i * o for i, o in dims), sum(i + o for i, o in dims))
+
+
+def _logical_numel(param) -> int:
+    """nf4 packs two weights per stored byte; count the weights, not the bytes."""
+    return param.numel() * 2 if type(param).__name__ == "Params4bit" else param.numel()
 
 
 def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | None = None) -> Estimate:

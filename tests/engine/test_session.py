@@ -93,3 +93,25 @@ def test_preflight_refuses_a_run_that_will_not_fit_unless_forced(tmp_path, tiny_
     run_training(copy.deepcopy(tiny_config), str(tmp_path / "b"), forced.append,
                  options=Options(memory_limit=50 * 2**20, force=True))
     assert forced[-1].status == "completed"
+
+
+def test_estimate_parts_are_positive_for_a_quantized_base(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.engine.conftest import save_tiny_model
+    from xgblora_engine import memory
+    from xgblora_engine.config import RunConfig
+    from xgblora_engine.models.loading import load_model
+
+    torch.manual_seed(0)  # bitsandbytes' CPU 4-bit kernels want rows of at least 64
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4))
+    path = save_tiny_model(tmp_path / "m", model)
+    cfg = RunConfig()
+    cfg.model.name = str(path)
+    full = memory.shape_of(load_model(cfg.model).model)
+    cfg.model.quantize = "4bit"
+    quant = memory.shape_of(load_model(cfg.model).model)
+    assert quant.n_params == full.n_params
+    est_full, est_quant = memory.estimate(full, RunConfig(), "cpu", "fp32"), memory.estimate(quant, cfg, "cpu", "fp32")
+    assert 0 < est_quant.parts["weights"] < est_full.parts["weights"]
