@@ -158,8 +158,10 @@ def launch(argv: list[str], num_processes: int) -> int:
            "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "xgblora_engine.cli", *argv]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes))))
     code = subprocess.call(cmd, env=env)
-    if code != 0:
+    if code == 0:
+        return 0
+    if code != 2:  # 2: a user error, already said by the rank that met it
         print(f"error: a training process of the {num_processes} failed (exit code {code}); the others were stopped\n"
               f"hint: the run's last checkpoint is intact: `xgblora resume RUN_DIR --num-processes {num_processes}`",
               file=sys.stderr)
-    return 2 if code == 2 else (code or 1)
+    return code
