@@ -46,13 +46,25 @@ def _load(spec: str | Path):
     if is_run_dir(spec):
         from xgblora_engine.export.merged import load_merged
 
-        model, tokenizer, _ = load_merged(spec)
-        return model.eval(), tokenizer
+        model, tokenizer, _ = load_merged(spec)  # rebuilt in fp32 on the CPU, as export does
+        return _to_best_device(model).eval(), tokenizer
     from xgblora_engine.config import ModelConfig
     from xgblora_engine.models.loading import load_model
 
     loaded = load_model(ModelConfig(name=str(spec)))
     return loaded.model.eval(), loaded.tokenizer
+
+
+def _to_best_device(model):
+    """Where the base model would run (a GPU when there is one, in its auto dtype)."""
+    import torch
+
+    from xgblora_engine.models.loading import TORCH_DTYPES, choose_dtype
+
+    if not torch.cuda.is_available():
+        return model
+    dtype = choose_dtype("auto", "cuda", torch.cuda.is_bf16_supported())
+    return model.to("cuda", TORCH_DTYPES[dtype])
 
 
 def get_model(spec: str | Path):

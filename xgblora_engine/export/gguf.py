@@ -121,17 +121,14 @@ def check_weights(path: Path, model, quant: str) -> Check:
             missing.append(name)
             continue
         t = tensors[target]
-        got = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
         want = param.detach().float().cpu().numpy()
-        if got.size != want.size:
-            bad.append(f"{target}: {got.shape} elements vs {want.shape}")
+        if int(np.prod(t.shape)) != want.size:
+            bad.append(f"{target}: {tuple(int(x) for x in t.shape)} elements vs {want.shape}")
             continue
-        got = got.reshape(want.shape)
-        norm = float(np.linalg.norm(want)) or 1.0
-        err = float(np.linalg.norm(got - want)) / norm
+        err = _relative_error(t, want, dequantize)
         if err > WEIGHT_RTOL[quant] and target.endswith(("attn_q.weight", "attn_k.weight")):
             heads = n_head if "attn_q" in target else n_kv
-            err = float(np.linalg.norm(got - llama_permute(want, n_head, heads))) / norm
+            err = _relative_error(t, llama_permute(want, n_head, heads), dequantize)
         compared += 1
         if not err <= WEIGHT_RTOL[quant]:
             bad.append(f"{target} (relative error {err:.3g})")
@@ -150,6 +147,21 @@ def check_weights(path: Path, model, quant: str) -> Check:
         return Check("GGUF weights", False, "; ".join(parts))
     return Check("GGUF weights", True, f"{compared} tensors read back match the merged model within {quant} "
                                        f"rounding (worst relative error {worst[0]:.2g}, {worst[1]})")
+
+
+def _relative_error(t, want, dequantize, rows_per_chunk: int = 4096) -> float:
+    """‖file − want‖ / ‖want‖, dequantizing a block of rows at a time (bounded memory)."""
+    import numpy as np
+
+    want2 = want.reshape(want.shape[0], -1) if want.ndim > 1 else want.reshape(1, -1)
+    data = t.data.reshape(want2.shape[0], -1) if want.ndim > 1 else t.data.reshape(1, -1)
+    err_sq = 0.0
+    for start in range(0, want2.shape[0], rows_per_chunk):
+        got = np.asarray(dequantize(data[start:start + rows_per_chunk], t.tensor_type), dtype=np.float32)
+        diff = got.reshape(-1) - want2[start:start + rows_per_chunk].reshape(-1)
+        err_sq += float(np.dot(diff, diff))
+    norm = float(np.linalg.norm(want2)) or 1.0
+    return err_sq ** 0.5 / norm
 
 
 def runtime_available() -> bool:

@@ -121,6 +121,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
     stagings: dict[str, Staging] = {}
     checks: dict[str, list[Check]] = {f: [] for f in formats}
     results: list[ExportResult] = []
+    made_out = len(formats) > 1 and not out.exists()  # the parent of the format folders
     try:
         for fmt in formats:
             stagings[fmt] = Staging(targets[fmt])
@@ -162,6 +163,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
     finally:
         for staging in stagings.values():
             staging.discard()
+        if made_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
     return results
 
 

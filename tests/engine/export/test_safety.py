@@ -18,7 +18,8 @@ def leftovers(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_interrupted_export_leaves_nothing(tiny_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("formats", [["hf"], ["peft", "hf"]])
+def test_interrupted_export_leaves_nothing(tiny_run, tmp_path, monkeypatch, formats):
     original = H.write_hf
 
     def write_then_interrupt(model, tokenizer, folder, *args, **kwargs):
@@ -30,7 +31,7 @@ def test_interrupted_export_leaves_nothing(tiny_run, tmp_path, monkeypatch):
     exports = tmp_path / "exports"
     exports.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        export_run(tiny_run, exports / "merged", ["hf"])
+        export_run(tiny_run, exports / "merged", formats)
     assert leftovers(exports) == []
 
 
