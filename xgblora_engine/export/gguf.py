@@ -64,7 +64,8 @@ def check_metadata(path: Path, tokenizer, model) -> Check:
         problems.append("chat template missing or different" if template else "no chat template in the file")
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     n_tokens = len(tokens.data) if tokens is not None else 0
-    if n_tokens != len(tokenizer):
+    vocab = getattr(model.config, "vocab_size", None)
+    if n_tokens not in (len(tokenizer), vocab):  # the converter pads to the embedding's size
         problems.append(f"{n_tokens} tokens in the file, the tokenizer has {len(tokenizer)}")
     eos = _field(reader, "tokenizer.ggml.eos_token_id")
     eot = _field(reader, "tokenizer.ggml.eot_token_id")

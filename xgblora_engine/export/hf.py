@@ -26,7 +26,8 @@ def prepare_for_saving(model, tokenizer) -> None:
     """Generation config that stops at the end of an assistant turn; no quantizer marker."""
     drop_quantizer_marker(model)
     eot = end_of_turn_ids(tokenizer)
-    model.generation_config.eos_token_id = eot if len(eot) > 1 else eot[0]
+    if eot:
+        model.generation_config.eos_token_id = eot if len(eot) > 1 else eot[0]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config.pad_token_id is None and eot:
         model.generation_config.pad_token_id = eot[0]

@@ -29,11 +29,12 @@ class ChatPieces:
     assistant_suffix: str
     default_system: str | None  # what the template inserts when no system message is given
     preamble: str = ""  # text before the first message (e.g. a BOS token)
+    supports_system: bool = True  # False: the template refuses system messages
 
     def render(self, system: str | None, prompt: str) -> str:
         """What the Modelfile's TEMPLATE renders for one turn (Ollama's semantics)."""
         text = self.preamble
-        if system:
+        if system and self.supports_system:
             text += self.system_prefix + system + self.system_suffix
         return text + self.user_prefix + prompt + self.user_suffix + self.assistant_prefix
 
@@ -42,47 +43,70 @@ def _render(tokenizer, messages, generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
+class NoChatTemplate(Exception):
+    pass
+
+
 def chat_pieces(tokenizer) -> ChatPieces:
     """Split the chat template into per-role prefix/suffix pieces."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template")
-    sys_user = _render(tokenizer, [{"role": "system", "content": _S}, {"role": "user", "content": _U}], False)
-    with_gen = _render(tokenizer, [{"role": "system", "content": _S}, {"role": "user", "content": _U}], True)
-    full = _render(tokenizer, [{"role": "system", "content": _S}, {"role": "user", "content": _U},
-                               {"role": "assistant", "content": _A}], False)
-    if not with_gen.startswith(sys_user) or not full.startswith(sys_user):
-        raise ValueError("the chat template does not render turn by turn")
-    i_s, i_u = sys_user.index(_S), sys_user.index(_U)
-    before_sys, between = sys_user[:i_s], sys_user[i_s + len(_S):i_u]
-    after_user = sys_user[i_u + len(_U):]
-    assistant_prefix = with_gen[len(sys_user):]
-    tail = full[len(sys_user):]
-    i_a = tail.index(_A)
-    if tail[:i_a] != assistant_prefix:
-        raise ValueError("the assistant turn does not start with the generation prompt")
-    assistant_suffix = tail[i_a + len(_A):]
-    # The user turn's own prefix: what follows a finished assistant turn.
+        raise NoChatTemplate("the tokenizer has no chat template")
+    try:
+        return _pieces(tokenizer, with_system=True)
+    except ValueError:
+        raise
+    except Exception:  # the template refuses a system message (Gemma's does)
+        try:
+            return _pieces(tokenizer, with_system=False)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"the chat template cannot be rendered: {exc}") from None
+
+
+def _pieces(tokenizer, with_system: bool) -> ChatPieces:
+    system = [{"role": "system", "content": _S}] if with_system else []
+    user, answer = [{"role": "user", "content": _U}], [{"role": "assistant", "content": _A}]
     _U2 = _U + "2"
-    two = _render(tokenizer, [{"role": "system", "content": _S}, {"role": "user", "content": _U},
-                              {"role": "assistant", "content": _A}, {"role": "user", "content": _U2}], False)
+    base = _render(tokenizer, system + user, False)
+    gen = _render(tokenizer, system + user, True)
+    full = _render(tokenizer, system + user + answer, False)
+    two = _render(tokenizer, system + user + answer + [{"role": "user", "content": _U2}], False)
+    if not (gen.startswith(base) and full.startswith(base) and two.startswith(full[:full.index(_A)])):
+        raise ValueError("the chat template does not render turn by turn")
+    assistant_prefix = gen[len(base):]
+    tail = full[len(base):]
+    if tail[:tail.index(_A)] != assistant_prefix:
+        raise ValueError("the assistant turn does not start with the generation prompt")
+    assistant_suffix = tail[tail.index(_A) + len(_A):]
     seg = two[two.index(_A) + len(_A):two.index(_U2)]
-    if not seg.startswith(assistant_suffix) or not between.endswith(seg[len(assistant_suffix):]):
-        raise ValueError("cannot tell where the system turn ends and the user turn starts")
+    if not seg.startswith(assistant_suffix):
+        raise ValueError("a finished assistant turn renders differently before the next user turn")
     user_prefix = seg[len(assistant_suffix):]
-    system_suffix = between[:len(between) - len(user_prefix)]
-    user_only = _render(tokenizer, [{"role": "user", "content": _U}], False)
-    user_start = user_only[:user_only.index(_U)]
+    i_u = base.index(_U)
+    user_suffix = base[i_u + len(_U):]
+    if not base[:i_u].endswith(user_prefix):
+        raise ValueError("the first user turn starts differently from the next ones")
+    before_user = base[:i_u - len(user_prefix)] if user_prefix else base[:i_u]
+    if not with_system:
+        return ChatPieces("", "", user_prefix, user_suffix, assistant_prefix, assistant_suffix, None,
+                          before_user, supports_system=False)
+    i_s = before_user.index(_S)
+    system_prefix, system_suffix = before_user[:i_s], before_user[i_s + len(_S):]
+    # Rendered without a system message, the text before the user turn is either a
+    # preamble (e.g. a BOS token) or a default system turn the template inserts.
+    only = _render(tokenizer, user, False)
+    head = only[:only.index(_U)]
+    head = head[:len(head) - len(user_prefix)] if user_prefix else head
     preamble, default_system = "", None
-    system_prefix = before_sys
-    # The user-only rendering is either  preamble + user_prefix  or  a default system turn + it.
-    head = user_start[:len(user_start) - len(user_prefix)]
-    if head.startswith(system_prefix) and head.endswith(system_suffix) and len(head) >= len(system_prefix) + len(system_suffix) and head:
+    if head and head.startswith(system_prefix) and head.endswith(system_suffix) \
+            and len(head) > len(system_prefix) + len(system_suffix):
         default_system = head[len(system_prefix):len(head) - len(system_suffix)]
-        if not default_system:
-            default_system = None
     elif system_prefix.startswith(head):
         preamble, system_prefix = head, system_prefix[len(head):]
-    return ChatPieces(system_prefix, system_suffix, user_prefix, after_user, assistant_prefix,
+    else:
+        raise ValueError("the text before the first user turn changes with the system message")
+    return ChatPieces(system_prefix, system_suffix, user_prefix, user_suffix, assistant_prefix,
                       assistant_suffix, default_system, preamble)
 
 
@@ -103,14 +127,16 @@ def stop_tokens(pieces: ChatPieces, tokenizer) -> list[str]:
     from xgblora_engine.export.common import END_OF_TURN_TOKENS
 
     for tok in END_OF_TURN_TOKENS:
-        if tok in special and tok in pieces.assistant_suffix and tok not in found:
+        if tok in pieces.assistant_suffix and tok not in found:
             found.insert(0, tok)
     return found
 
 
 def modelfile(gguf_file: str, pieces: ChatPieces, tokenizer, model_config, generation_config=None) -> str:
     p = {k: _go_literal(v) for k, v in vars(pieces).items() if isinstance(v, str)}
-    template = (f"{p['preamble']}{{{{ if .System }}}}{p['system_prefix']}{{{{ .System }}}}{p['system_suffix']}{{{{ end }}}}"
+    system = (f"{{{{ if .System }}}}{p['system_prefix']}{{{{ .System }}}}{p['system_suffix']}{{{{ end }}}}"
+              if pieces.supports_system else "")
+    template = (f"{p['preamble']}{system}"
                 f"{{{{ if .Prompt }}}}{p['user_prefix']}{{{{ .Prompt }}}}{p['user_suffix']}{{{{ end }}}}"
                 f"{p['assistant_prefix']}{{{{ .Response }}}}{p['assistant_suffix']}")
     ctx = int(getattr(model_config, "max_position_embeddings", 4096) or 4096)
@@ -135,7 +161,15 @@ def create_command(folder: Path, name: str) -> str:
 
 
 def write_modelfile(folder: Path, gguf_file: str, tokenizer, model) -> ChatPieces:
-    pieces = chat_pieces(tokenizer)
+    """The Modelfile; without a chat template (a base model) just FROM and the defaults,
+    then NoChatTemplate is raised for the caller to report."""
+    try:
+        pieces = chat_pieces(tokenizer)
+    except NoChatTemplate:
+        ctx = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
+        (folder / "Modelfile").write_text(f"FROM ./{gguf_file}\n\nPARAMETER temperature 0.3\n"
+                                          f"PARAMETER num_ctx {min(ctx, 4096)}\n", encoding="utf-8")
+        raise
     (folder / "Modelfile").write_text(modelfile(gguf_file, pieces, tokenizer, model.config,
                                                 getattr(model, "generation_config", None)), encoding="utf-8")
     return pieces
@@ -147,7 +181,7 @@ def check_modelfile(folder: Path, tokenizer) -> Check:
     text = (folder / "Modelfile").read_text(encoding="utf-8")
     try:
         pieces = chat_pieces(tokenizer)
-    except ValueError as exc:
+    except (ValueError, NoChatTemplate) as exc:
         return Check("Modelfile template", False, str(exc))
     template = re.search(r'TEMPLATE """(.*?)"""', text, re.S)
     system = re.search(r'SYSTEM """(.*?)"""', text, re.S)
@@ -155,7 +189,7 @@ def check_modelfile(folder: Path, tokenizer) -> Check:
         return Check("Modelfile template", False, "no TEMPLATE in the Modelfile")
     rendered = _render_go(template.group(1), system.group(1) if system else None)
     problems = []
-    for sys_prompt in (None, "You answer in one word."):
+    for sys_prompt in (None, "You answer in one word.") if pieces.supports_system else (None,):
         for prompt in ("What is the capital of France?", "Name three primary colors."):
             messages = ([{"role": "system", "content": sys_prompt}] if sys_prompt else []) + [
                 {"role": "user", "content": prompt}]
@@ -171,8 +205,9 @@ def check_modelfile(folder: Path, tokenizer) -> Check:
         problems.append(f"no stop parameter for {eot[0]}")
     if problems:
         return Check("Modelfile template", False, "; ".join(problems[:2]))
+    cases = "with and without a system prompt" if pieces.supports_system else "the template takes no system prompt"
     return Check("Modelfile template", True, "TEMPLATE and SYSTEM render exactly the tokenizer's chat template "
-                                             f"(with and without a system prompt); stops at {', '.join(stops)}")
+                                             f"({cases}); stops at {', '.join(stops)}")
 
 
 def _render_go(template: str, default_system: str | None):

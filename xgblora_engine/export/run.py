@@ -74,7 +74,7 @@ def targets_for(out: Path, formats: list[str]) -> dict[str, Path]:
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str | Iterable[str] = ("hf",),
-               dtype: str = "auto", quant: str = "f16", verify: bool = True,
+               dtype: str | None = "auto", quant: str | None = "f16", verify: bool = True,
                progress: Progress = no_progress, peft_rank: int | None = None,
                shard_size: str | int = H.DEFAULT_SHARD_SIZE, log: Callable[[str], None] | None = None,
                prompts: tuple[str, ...] = V.VERIFY_PROMPTS,
@@ -83,6 +83,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
     for problems found before anything is written (bad options, no disk space, …)."""
     log = log or (lambda _: None)
     formats = parse_formats(formats)
+    dtype, quant = dtype or "auto", quant or "f16"
     if dtype not in ("auto", *DTYPE_BYTES):
         raise UserError(f"invalid dtype '{dtype}'", "choose auto, fp32, bf16 or fp16")
     if quant not in G.QUANTS:
@@ -269,6 +270,9 @@ def _write_gguf(model, tokenizer, formats, stagings, reuse, quant, ref, verify, 
                     checks[fmt].append(O.check_modelfile(stagings[fmt].path, tokenizer))
             except ValueError as exc:
                 checks[fmt].append(Check("Modelfile template", False, f"cannot write a Modelfile TEMPLATE: {exc}"))
+            except O.NoChatTemplate:
+                checks[fmt].append(Check("Modelfile template", True, "skipped: the tokenizer has no chat template; "
+                                         "the Modelfile has no TEMPLATE (plain text completion)", skipped=True))
     if verify:
         shared: dict[str, list[Check]] = {}
 

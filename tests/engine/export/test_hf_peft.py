@@ -164,3 +164,21 @@ def test_a_run_without_merged_rounds_has_nothing_to_export(tiny_chat_dir, tmp_pa
     run = make_run(tiny_chat_dir, tmp_path / "run", rounds=())
     with pytest.raises(UserError, match="no merged round"):
         export_run(run, tmp_path / "x", ["hf"])
+
+
+def test_a_base_model_without_chat_template_is_not_asked_to_end_turns(tiny_chat_dir, tmp_path):
+    import shutil
+
+    from tests.engine.export.conftest import make_run
+
+    plain = tmp_path / "plain-model"
+    shutil.copytree(tiny_chat_dir, plain)
+    (plain / "chat_template.jinja").unlink()
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    run = make_run(plain, tmp_path / "run")
+    [result] = export_run(run, tmp_path / "out", ["hf"])
+    assert result.ok, result.message
+    stops = checks_by_name(result)["stops at end of turn"]
+    assert stops["skipped"] and "no chat template" in stops["detail"]
