@@ -226,6 +226,14 @@ def _is_oom(exc: BaseException) -> bool:
     return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
+def _exit_with_parent(parent: int) -> None:
+    """The worker has its own process group, so nothing kills it when the app dies:
+    it watches for that itself. Checkpoints are on disk, so exiting at once is safe."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(3)
+
+
 def worker_main(cmd_q, evt_q) -> None:
     """Entry point of the worker process."""
     try:
@@ -233,6 +241,7 @@ def worker_main(cmd_q, evt_q) -> None:
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     Worker(cmd_q, evt_q).serve()
     evt_q.close()
     evt_q.join_thread()
