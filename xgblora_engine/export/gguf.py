@@ -112,7 +112,7 @@ def check_weights(path: Path, model, quant: str) -> Check:
     except Exception as exc:
         return Check("GGUF weights", False, f"the file does not read as GGUF: {exc}")
     tensors = {t.name: t for t in reader.tensors}
-    seen, compared, worst, bad, missing = set(), 0, (0.0, ""), [], []
+    seen, compared, worst, bad, missing = set(), 0, (-1.0, ""), [], []
     for name, param in model.state_dict().items():
         if param.data_ptr() in seen:  # tied: the file stores it once
             continue
@@ -147,7 +147,7 @@ def check_weights(path: Path, model, quant: str) -> Check:
             parts.append(f"{len(missing)} tensors missing from the file: {', '.join(missing[:4])}")
         return Check("GGUF weights", False, "; ".join(parts))
     return Check("GGUF weights", True, f"{compared} tensors read back match the merged model within {quant} "
-                                       f"rounding (worst relative error {worst[0]:.2g}, {worst[1]})")
+                                       f"rounding (worst relative error {max(worst[0], 0.0):.2g}, {worst[1]})")
 
 
 def _relative_error(t, want, dequantize, rows_per_chunk: int = 4096) -> float:

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,7 +177,9 @@ def verify_peft(folder: Path, cfg, ref, factors: AdapterFactors, base_tokenizer)
         from peft import PeftModel
         from transformers import AutoTokenizer
 
-        model = PeftModel.from_pretrained(base, str(folder), is_trainable=False).eval()
+        with warnings.catch_warnings():  # PEFT's own deprecation noise, not about this adapter
+            warnings.simplefilter("ignore", FutureWarning)
+            model = PeftModel.from_pretrained(base, str(folder), is_trainable=False).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as exc:
         del base

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from xgblora_engine.export.common import Check, chat_ids, end_of_turn_ids
 
 # Short questions a chat model answers in a few tokens and then ends its turn.
+# Chosen on SmolLM2-135M: short answers, and greedy decoding far from near-ties both on the
+# base and after a short fine-tune ("What is the capital of France?" is a near-tie at its
+# first token, margin 0.08, and a 20-step fine-tune tips it into rambling).
 VERIFY_PROMPTS = (
-    "What is the capital of France?",
+    "How many days are in a week?",
     "Name three primary colors.",
-    "What is 2 + 3?",
+    "What is 10 divided by 2?",
 )
 MAX_NEW_TOKENS = 128
 # Logit tolerance relative to the largest reference logit (at least 1), by weight dtype.
@@ -131,22 +134,35 @@ def check_logits(name: str, got: list, ref: Reference, rtol: float, against: str
 
 def check_stops(name: str, runs: list[tuple[list[int], bool]], ref: Reference, tokenizer,
                 runtime: str) -> Check:
-    """Every greedy answer ends at an end-of-turn token within the length limit."""
+    """Greedy answers end at an end-of-turn token within the length limit.
+
+    Fails where the merged model in memory ends its answer and the export does not (a wrong
+    eos, template or tokenizer, or quantization drift: the export's fault), and when no
+    answer ends at all. A prompt the merged model itself answers past the limit is noted,
+    not failed: that is the fine-tuned model, faithfully exported."""
     if not ref.chat:
         return Check(name, True, "skipped: the tokenizer has no chat template, so there is no end of "
                                  "turn to stop at (a base model continues text)", skipped=True)
-    bad = []
+    bad, rambling = [], []
     for (new, stopped), p in zip(runs, ref.prompts):
-        if not stopped:
-            also = (" (the merged model in memory does not stop on it either: a property of the "
-                    "fine-tuned model, not of the export)") if p.greedy and not p.stopped else ""
-            bad.append(f"{p.prompt!r} ran to the {ref.max_new_tokens}-token limit without an "
-                       f"end-of-turn token: {_clip(tokenizer.decode(new))!r}{also}")
+        if stopped:
+            continue
+        text = f"{p.prompt!r} ran to the {ref.max_new_tokens}-token limit: {_clip(tokenizer.decode(new))!r}"
+        model_also = bool(p.greedy) and not p.stopped
+        (rambling if model_also else bad).append(text)
+    n_stopped = sum(stopped for _, stopped in runs)
+    note = ("; the merged model in memory does not end these answers either (the fine-tuned model, "
+            "not the export): " + "; ".join(rambling)) if rambling else ""
     if bad:
-        return Check(name, False, f"{runtime}: " + "; ".join(bad))
-    lengths = ", ".join(str(len(new)) for new, _ in runs)
-    return Check(name, True, f"{runtime}: all {len(runs)} answers end at the end-of-turn token "
-                             f"(lengths {lengths} ≤ {ref.max_new_tokens})")
+        return Check(name, False, f"{runtime} does not end answers the merged model ends: "
+                                  + "; ".join(bad) + note)
+    if n_stopped == 0:
+        return Check(name, False, f"{runtime}: no answer ends at an end-of-turn token within "
+                                  f"{ref.max_new_tokens} tokens{note}. Was the end-of-turn token part "
+                                  "of the training targets?")
+    lengths = ", ".join(str(len(new)) for new, stopped in runs if stopped)
+    return Check(name, True, f"{runtime}: {n_stopped}/{len(runs)} answers end at the end-of-turn token "
+                             f"(lengths {lengths} ≤ {ref.max_new_tokens}){note}")
 
 
 def check_same_greedy(name: str, runs: list[list[int]], ref: Reference, tokenizer, tie: list[float],

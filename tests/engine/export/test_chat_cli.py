@@ -28,8 +28,8 @@ def test_generate_caches_the_last_two_models(tiny_run, tiny_chat_dir, monkeypatc
     real = CH._load
     monkeypatch.setattr(CH, "_load", lambda spec: loads.append(str(spec)) or real(spec))
     for _ in range(2):
-        CH.generate(tiny_run, "What is 2 + 3?", 8)
-        CH.generate(tiny_chat_dir, "What is 2 + 3?", 8)
+        CH.generate(tiny_run, "What is 10 divided by 2?", 8)
+        CH.generate(tiny_chat_dir, "What is 10 divided by 2?", 8)
     assert loads == [str(tiny_run), str(tiny_chat_dir)]
     CH.generate(tiny_run, "Say hello.", 4)
     assert len(loads) == 2
@@ -41,7 +41,7 @@ def test_generate_hits_the_length_limit(tiny_run):
 
 
 def test_cli_chat_compare_shows_base_and_fine_tuned(tiny_run, capsys):
-    code = main(["chat", str(tiny_run), "--prompt", "What is 2 + 3?", "--compare", "--max-new-tokens", "16"])
+    code = main(["chat", str(tiny_run), "--prompt", "What is 10 divided by 2?", "--compare", "--max-new-tokens", "16"])
     out = capsys.readouterr().out
     assert code == 0
     assert "--- base (" in out and "--- fine-tuned (" in out and "stopped at end of turn" in out
@@ -49,7 +49,7 @@ def test_cli_chat_compare_shows_base_and_fine_tuned(tiny_run, capsys):
 
 
 def test_cli_chat_interactive_loop(tiny_run, monkeypatch, capsys):
-    answers = iter(["What is 2 + 3?", "Say hello.", ""])
+    answers = iter(["What is 10 divided by 2?", "Say hello.", ""])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
     assert main(["chat", str(tiny_run), "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out

@@ -155,4 +155,4 @@ def test_generation_config_without_end_of_turn_is_caught(tiny_run, tmp_path, mon
     [result] = export_run(tiny_run, tmp_path / "merged", ["hf"])
     failed = {c["name"]: c["detail"] for c in result.checks if not c["ok"]}
     assert "lacks end-of-turn ids" in failed["generation config"]
-    assert "without an end-of-turn token" in failed["stops at end of turn"]
+    assert "does not end answers the merged model ends" in failed["stops at end of turn"]
