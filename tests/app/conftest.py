@@ -1,0 +1,66 @@
+"""GUI tests: real widgets, offscreen, driven by the scripted FakeEngineClient."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def prefs(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def fake(runs_root):
+    from xgblora_app.fake_client import FakeEngineClient
+
+    return FakeEngineClient(runs_root=runs_root, steps_per_poll=5)
+
+
+@pytest.fixture
+def studio(qtbot, fake, runs_root, prefs):
+    """The shared context of the panels, with a started bridge on the fake engine."""
+    from xgblora_app.context import Studio
+    from xgblora_app.engine_bridge import EngineBridge
+    from xgblora_app.state.run_settings import RunSettings
+    from xgblora_app.state.session import Session
+
+    bridge = EngineBridge(lambda: fake)
+    bridge.start()
+    qtbot.waitUntil(lambda: bridge.state == "idle", timeout=2000)
+    yield Studio(bridge, RunSettings(), Session(runs_root), prefs)
+    bridge.close()
+
+
+@pytest.fixture
+def panel(qtbot, studio):
+    """Builds one panel on the studio and shows it."""
+
+    def make(cls):
+        widget = cls(studio)
+        qtbot.addWidget(widget)
+        widget.resize(1200, 800)
+        widget.show()
+        return widget
+
+    return make
+
+
+@pytest.fixture
+def window(qtbot, fake, runs_root, prefs):
+    from xgblora_app.main_window import MainWindow
+
+    w = MainWindow(lambda: fake, runs_folder=runs_root, settings=prefs)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.bridge.state == "idle" and not w.bridge.busy and not w.bridge.queue, timeout=5000)
+    return w

@@ -1,0 +1,381 @@
+"""An in-process stand-in for the engine worker: answers commands with scripted events.
+
+Used by the GUI tests, the screenshot script and ``xgblora-studio --demo``. It keeps the
+real client's contract (see ``engine_client``): a ``Hello`` first, one job at a time
+ending in ``StateChanged("idle")``, Pause/Resume/Stop acting between steps, and a single
+``WorkerExited`` when it "dies". A training job advances ``steps_per_poll`` optimizer
+steps per ``poll()``, so a test sees plots fill over several timer ticks.
+
+With ``runs_root`` set, runs are written as real run folders (config.yaml, run.json,
+events.jsonl), so the Runs, Export and Try-it panels can be exercised end to end.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from xgblora_engine import protocol as P
+from xgblora_engine.boosting.sampling import default_k, sample_layers
+from xgblora_engine.config import RunConfig, load_config_file, save_config
+from xgblora_engine.errors import UserError
+from xgblora_engine.rundir import RunDir
+
+MB = 2**20
+SMOLLM2_INFO = {
+    "name": "default", "architecture": "llama", "n_layers": 30, "hidden_size": 576, "vocab_size": 49152,
+    "n_params": 134_515_008, "dtype": "fp32", "device": "cpu", "quantization": "none",
+    "weight_bytes": 538_060_032, "layers_path": "model.layers",
+    "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+EXPORT_STAGES = (("loading base", 0.1), ("merging ledger", 0.35), ("writing", 0.6), ("verifying", 0.9))
+
+Chunk = list  # the events of one optimizer step (or one scripted moment)
+
+
+class FakeEngineClient:
+    def __init__(self, *, model_info: dict | None = None, runs_root: str | Path | None = None,
+                 steps_per_poll: int | None = 5, available: int = 4096 * MB, die_at_step: int | None = None,
+                 failing_formats: tuple[str, ...] = (), nan_round: int | None = None,
+                 recorded_run: list[P.Event] | None = None) -> None:
+        self.model_info = dict(model_info or SMOLLM2_INFO)
+        self.runs_root = Path(runs_root) if runs_root else None
+        self.steps_per_poll = steps_per_poll  # None: a job runs to its end in one poll
+        self.available = available
+        self.die_at_step = die_at_step
+        self.failing_formats = set(failing_formats)
+        self.nan_round = nan_round
+        self.recorded_run = recorded_run
+        self.sent: list[P.Command] = []
+        self.starts = 0
+        self._alive = False
+        self._out: deque = deque()
+        self._job: Iterator[Chunk] | None = None
+        self._paused = False
+        self._stop = False
+        self._exit: P.WorkerExited | None = None
+
+    # --- the EngineClient contract ------------------------------------------------
+    def start(self) -> None:
+        self.starts += 1
+        self._alive, self._exit, self._job, self._paused, self._stop = True, None, None, False, False
+        self._out.append(P.Hello(version=P.PROTOCOL_VERSION, pid=1000 + self.starts))
+
+    def is_alive(self) -> bool:
+        return self._alive
+
+    def send(self, command: P.Command) -> None:
+        P.encode(command)  # the same check the real boundary makes
+        self.sent.append(command)
+        if not self._alive:
+            return  # like a queue whose reader is gone: the command is simply lost
+        if isinstance(command, P.Pause):
+            self._paused = True
+            self._out.append(P.StateChanged(state="paused", detail="paused after the current optimizer step"))
+        elif isinstance(command, P.Resume):
+            self._paused = False
+            self._out.append(P.StateChanged(state="training"))
+        elif isinstance(command, P.Stop):
+            self._stop, self._paused = True, False
+            self._out.append(P.StateChanged(state="stopping", detail="stopping after the current optimizer step"))
+        elif isinstance(command, P.SaveCheckpoint):
+            self._out.append(P.LogLine(level="info", text="a checkpoint is written when the current round merges"))
+        elif isinstance(command, P.Shutdown):
+            self._alive, self._job = False, None
+        elif self._job is not None:
+            self._out.append(P.Error(message=f"the engine is busy; {type(command).__name__} was not run",
+                                     hint="wait until the current job finishes or stop it", kind="user",
+                                     command_id=command.id))
+        else:
+            self._stop, self._paused = False, False
+            self._job = self._guarded(command)
+
+    def poll(self, max_events: int = 500) -> list[P.Event]:
+        self._advance()
+        events = []
+        while self._out and len(events) < max_events:
+            events.append(self._out.popleft())
+        if not events and self._exit is not None:
+            events.append(self._exit)
+            self._exit = None
+        return events
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._alive, self._job = False, None
+
+    # --- test helpers -----------------------------------------------------------
+    def die(self, exitcode: int = -9, signal: str | None = "SIGKILL", message: str | None = None) -> None:
+        """The worker process vanishes, as after an OOM kill."""
+        self._alive, self._job = False, None
+        self._exit = P.WorkerExited(exitcode=exitcode, signal=signal, message=message or (
+            f"the engine process was killed by {signal} — most likely the system ran out of memory "
+            "and killed it; the last checkpoint is intact, resume the run"))
+
+    def sent_types(self) -> list[str]:
+        return [type(c).__name__ for c in self.sent]
+
+    # --- job driving ----------------------------------------------------------------
+    def _advance(self) -> None:
+        budget = self.steps_per_poll if self.steps_per_poll is not None else math.inf
+        while self._job is not None and budget > 0 and not self._paused:
+            try:
+                chunk = next(self._job)
+            except StopIteration:
+                self._job = None
+                self._out.append(P.StateChanged(state="idle"))
+                break
+            self._out.extend(chunk)
+            budget -= 1
+
+    def _guarded(self, cmd: P.Command) -> Iterator[Chunk]:
+        """Runs a script; a UserError becomes an Error event, as in the real worker."""
+        script = getattr(self, f"_script_{type(cmd).__name__}")
+        try:
+            yield from script(cmd)
+        except UserError as exc:
+            yield [P.Error(message=exc.message, hint=exc.hint, kind="user", command_id=cmd.id)]
+
+    # --- scripts ----------------------------------------------------------------------
+    def _script_StartRun(self, cmd: P.StartRun) -> Iterator[Chunk]:
+        cfg = RunConfig.from_dict(cmd.config).validate()
+        run = self._new_run_dir(cmd.run_dir, cfg)
+        yield from self._train(cfg, run, start_step=0, cmd=cmd)
+
+    def _script_ResumeRun(self, cmd: P.ResumeRun) -> Iterator[Chunk]:
+        run = RunDir.open(cmd.run_dir)
+        cfg = RunConfig.from_dict(load_config_file(run.config_path)).validate()
+        start = int(run.status().get("step", 0))
+        yield [P.LogLine(level="info", text=f"resuming from step {start}")]
+        yield from self._train(cfg, run, start_step=start, cmd=cmd)
+
+    def _train(self, cfg: RunConfig, run: RunDir | None, start_step: int, cmd) -> Iterator[Chunk]:
+        record = _Recorder(run)
+        if self.recorded_run is not None:
+            yield from record.chunks(_chunks_of(self.recorded_run))
+            return
+        n_layers = self.model_info["n_layers"]
+        k = cfg.boost.layers_per_round or default_k(n_layers)
+        kappa, total = cfg.boost.merge_every, cfg.train.max_steps
+        rounds = -(-total // kappa)
+        predicted = self._predicted_peak(cfg, k)
+        yield record([P.StateChanged(state="loading", detail=f"loading model {cfg.model.name}"),
+                      P.LogLine(level="info", text="data: sample: alpaca format; 1000 rows")])
+        yield record([P.StateChanged(state="preflight"), self._preflight(cfg, k)])
+        yield record([P.RunStarted(run_dir=str(run.path) if run else "", config=cfg.to_dict(),
+                                   model_info=self.model_info, data_report="data: sample (fake)",
+                                   n_layers=n_layers, total_steps=total, total_rounds=rounds,
+                                   start_step=start_step),
+                      P.StateChanged(state="training")])
+        if run:
+            run.update_status(status="training", model_info=self.model_info, total_steps=total,
+                              total_rounds=rounds, step=start_step, predicted_peak=predicted)
+        rng = random.Random(cfg.train.seed)
+        loss = eval_loss = None
+        done = start_step
+        for step in range(start_step + 1, total + 1):
+            if self._stop:
+                break
+            if self.die_at_step is not None and step >= self.die_at_step:
+                self.die()
+                return
+            rnd = (step - 1) // kappa + 1
+            layers = sample_layers(n_layers, k, cfg.train.seed, rnd, cfg.boost.sampling, cfg.boost.layers)
+            loss = _loss_curve(step, rnd, kappa, rng)
+            chunk = [P.StepMetrics(step=step, round=rnd, loss=loss, lr=_lr(step, kappa, cfg), grad_norm=0.5 + rng.random(),
+                                   layers=layers, seconds=0.8, tokens=cfg.train.batch_size * 100,
+                                   tokens_per_s=500 + 60 * rng.random() + 4 * (sum(layers) / k)),
+                     P.MemorySample(step=step, device="cpu", allocated=None, reserved=None, peak=None,
+                                    rss=int(predicted * (0.82 + 0.06 * rng.random())), predicted_peak=predicted)]
+            if step % kappa == 0 or step == total:
+                if rnd == self.nan_round:
+                    chunk += [P.RoundRolledBack(round=rnd, step=step, reason="loss became nan", retry_lr_factor=0.5),
+                              P.Warning(message=f"round {rnd} produced a NaN loss and was rolled back",
+                                        hint="it is retried at half the learning rate")]
+                chunk += [P.RoundMerged(round=rnd, step=step, layers=layers, modules=7 * k, booster_norm=0.02 + 0.01 * rng.random(),
+                                        merge_seconds=0.05, round_seconds=0.8 * kappa),
+                          P.CheckpointSaved(step=step, round=rnd, path=str(run.checkpoints_path / f"step-{step}") if run else "")]
+                if run:
+                    run.update_status(step=step)
+            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == total:
+                eval_loss = loss + 0.08 + 0.02 * rng.random()
+                chunk.append(P.EvalResult(step=step, round=rnd, eval_loss=eval_loss, n_tokens=2048))
+            yield record(chunk)
+            done = step
+        status = "stopped" if self._stop else "completed"
+        last = done
+        if run:
+            run.update_status(status=status, step=last, final_loss=loss, final_eval_loss=eval_loss)
+        yield record([P.Finished(status=status, run_dir=str(run.path) if run else None, steps=last,
+                                 final_loss=loss, final_eval_loss=eval_loss)])
+
+    def _script_Estimate(self, cmd: P.Estimate) -> Iterator[Chunk]:
+        cfg = RunConfig.from_dict(cmd.config).validate()
+        yield [P.StateChanged(state="preflight")]
+        yield [self._preflight(cfg, cfg.boost.layers_per_round or default_k(self.model_info["n_layers"]),
+                               cmd.memory_limit_bytes, cmd.trial)]
+
+    def _script_Export(self, cmd: P.Export) -> Iterator[Chunk]:
+        RunDir.open(cmd.run_dir)
+        yield [P.StateChanged(state="exporting")]
+        for fmt in cmd.formats:
+            target = Path(cmd.out) / fmt if len(cmd.formats) > 1 else Path(cmd.out)
+            for stage, fraction in EXPORT_STAGES:
+                yield [P.ExportProgress(format=fmt, stage=stage, fraction=fraction)]
+            ok = fmt not in self.failing_formats
+            target.mkdir(parents=True, exist_ok=True)
+            checks = [{"name": "reloads", "ok": True, "detail": "loaded back in its runtime"},
+                      {"name": "same logits", "ok": ok, "detail": "max |Δ| 2e-6" if ok else "max |Δ| 0.41"}]
+            message = f"{fmt} export verified" if ok else f"{fmt} export failed verification: logits differ"
+            if fmt == "ollama" and ok:
+                message += f"\nollama create xgblora-run -f {target / 'Modelfile'}"
+            yield [P.ExportDone(format=fmt, path=str(target), ok=ok, checks=checks, message=message)]
+
+    def _script_Generate(self, cmd: P.Generate) -> Iterator[Chunk]:
+        yield [P.StateChanged(state="generating")]
+        tuned = cmd.run_dir is not None
+        text = (f"(fine-tuned) {cmd.prompt.rstrip('?.')} is explained briefly in the documentation."
+                if tuned else "I'm sorry, I am not sure. Could you give me more details about what you mean?")
+        yield [P.GenerationResult(model=cmd.model, prompt=cmd.prompt, text=text, tokens=len(text.split()),
+                                  seconds=1.2 if tuned else 1.1, stopped=True)]
+
+    def _script_Inspect(self, cmd: P.Inspect) -> Iterator[Chunk]:
+        model_info = data_report = None
+        if cmd.model:
+            if cmd.model.startswith("missing/"):
+                raise UserError(f"model {cmd.model} is not in the Hugging Face cache and the network is off",
+                                "download it once with network access, or pick a local folder")
+            model_info = dict(self.model_info, name=cmd.model)
+        if cmd.data:
+            cfg = RunConfig.from_dict(cmd.config or {})
+            cfg.data.path = cmd.data
+            data_report = fake_data_report(cfg)
+        yield [P.InspectResult(model_info=model_info, data_report=data_report)]
+
+    # --- pieces ---------------------------------------------------------------------
+    def _new_run_dir(self, path: str | None, cfg: RunConfig) -> RunDir | None:
+        if path is None and self.runs_root is None:
+            return None
+        run = RunDir.create(path or self.runs_root / f"run-{len(self.sent):03d}-{cfg.model.name}", cfg.model.name)
+        save_config(cfg, run.config_path)
+        run.update_status(status="preparing", model=cfg.model.name, data=cfg.data.path)
+        return run
+
+    def _predicted_peak(self, cfg: RunConfig, k: int) -> int:
+        """Grows with batch × seq and k, shrinks with 4-bit and checkpointing: remedies then change it."""
+        weights = self.model_info["weight_bytes"] * (0.15 if cfg.model.quantize == "4bit" else 1.0)
+        per_token = 3 * 1024 * (k if not cfg.model.gradient_checkpointing else 2)
+        return int(weights + 450 * MB + cfg.train.batch_size * cfg.data.seq_len * per_token)
+
+    def _preflight(self, cfg: RunConfig, k: int, limit: int | None = None, trial: bool = False) -> P.PreflightResult:
+        avail = limit or self.available
+        weights = int(self.model_info["weight_bytes"] * (0.15 if cfg.model.quantize == "4bit" else 1.0))
+        total = self._predicted_peak(cfg, k)
+        parts = {"weights": weights, "boosters + optimizer": 7 * k * 4 * 2000 * cfg.boost.rank,
+                 "activations": total - weights - 450 * MB, "runtime": 450 * MB}
+        verdict = "fits" if total <= 0.85 * avail else "tight" if total <= avail else "wont_fit"
+        remedies = [] if verdict == "fits" else _remedies(cfg, k)
+        words = {"fits": "fits", "tight": "is tight", "wont_fit": "will not fit"}[verdict]
+        return P.PreflightResult(verdict=verdict, predicted_peak=total, available=avail, parts=parts,
+                                 measured_peak=int(total * 0.97) if trial else None, remedies=remedies,
+                                 device="cpu", message=f"predicted peak {total / MB:.0f} MB of "
+                                                       f"{avail / MB:.0f} MB available on cpu: {words}")
+
+
+def _remedies(cfg: RunConfig, k: int) -> list[dict]:
+    t, out = cfg.train, []
+    if t.batch_size > 1:
+        out.append({"label": f"batch {t.batch_size} → {t.batch_size // 2} with gradient accumulation "
+                             f"{t.grad_accum} → {t.grad_accum * 2} (same effective batch)",
+                    "changes": {"train": {"batch_size": t.batch_size // 2, "grad_accum": t.grad_accum * 2}},
+                    "saves_bytes": 400 * MB})
+    if cfg.data.seq_len > 64:
+        out.append({"label": f"sequences {cfg.data.seq_len} → {cfg.data.seq_len // 2} tokens",
+                    "changes": {"data": {"seq_len": cfg.data.seq_len // 2}}, "saves_bytes": 300 * MB})
+    if not cfg.model.gradient_checkpointing:
+        out.append({"label": "gradient checkpointing (about 30% slower steps)",
+                    "changes": {"model": {"gradient_checkpointing": True}}, "saves_bytes": 250 * MB})
+    if cfg.model.quantize == "none":
+        out.append({"label": "load the frozen base in 4-bit (nf4)", "changes": {"model": {"quantize": "4bit"}},
+                    "saves_bytes": 200 * MB})
+    if k > 1:
+        out.append({"label": f"layers per round {k} → {k // 2}",
+                    "changes": {"boost": {"layers_per_round": k // 2}}, "saves_bytes": 100 * MB})
+    return out
+
+
+def fake_data_report(cfg: RunConfig) -> dict:
+    """Reads the data for real (light readers), fakes token counts as characters / 4."""
+    from xgblora_engine.data.formats import detect_format, to_conversation
+    from xgblora_engine.data.readers import read_rows
+
+    rows = read_rows(cfg.data.path)
+    fmt = detect_format(rows, cfg.data.format, cfg.data.columns)
+    lengths = [max(1, len(str(to_conversation(r, fmt, i))) // 4) for i, r in enumerate(rows, 1)]
+    n_eval = min(cfg.data.max_eval_examples, int(len(rows) * cfg.data.eval_fraction))
+    preview = []
+    for i, row in enumerate(rows[:3], 1):
+        conv = to_conversation(row, fmt, i)
+        if isinstance(conv, str):
+            preview.append({"text": conv, "spans": [[0, len(conv)]]})
+            continue
+        text, spans = "", []
+        for turn in conv:
+            head = f"<|im_start|>{turn['role']}\n"
+            start = len(text) + len(head)
+            text += head + turn["content"] + "<|im_end|>\n"
+            if turn["role"] == "assistant":
+                spans.append([start, len(text) - 1])
+        preview.append({"text": text, "spans": spans})
+    s = sorted(lengths)
+    return {"source": cfg.data.path, "format": fmt.format, "columns": fmt.columns, "all_columns": fmt.all_columns,
+            "n_rows": len(rows), "n_train": len(rows) - n_eval, "n_eval": n_eval,
+            "eval_source": f"{n_eval} rows held out", "truncated": sum(n > cfg.data.seq_len for n in lengths),
+            "dropped": 0, "eval_dropped": 0, "token_mean": sum(lengths) / len(lengths),
+            "token_p95": s[int(0.95 * (len(s) - 1))], "token_max": s[-1], "seq_len": cfg.data.seq_len,
+            "fallback_template": False, "lengths": lengths, "preview": preview,
+            "describe": f"data: {cfg.data.path}: {fmt.describe()}"}
+
+
+def _loss_curve(step: int, rnd: int, kappa: int, rng: random.Random) -> float:
+    within = (step - 1) % kappa
+    jag = 0.05 * math.exp(-within)  # fresh booster: the first steps of a round are a little worse
+    return 0.95 + 1.7 * math.exp(-step / 60) + jag + 0.12 * (rng.random() - 0.5)
+
+
+def _lr(step: int, kappa: int, cfg: RunConfig) -> float:
+    within = (step - 1) % kappa + 1
+    warm = min(1.0, within / max(1, cfg.train.round_warmup)) if cfg.train.round_warmup else 1.0
+    decay = 0.5 * (1 + math.cos(math.pi * step / cfg.train.max_steps)) if cfg.train.schedule == "cosine" else 1.0
+    return cfg.train.lr * warm * decay
+
+
+def _chunks_of(events: list[P.Event]) -> Iterator[Chunk]:
+    """Recorded events grouped so that each chunk ends with a step's metrics."""
+    chunk: Chunk = []
+    for event in events:
+        if isinstance(event, P.StepMetrics) and chunk:
+            yield chunk
+            chunk = []
+        chunk.append(event)
+    if chunk:
+        yield chunk
+
+
+class _Recorder:
+    """Writes each chunk to the run's events.jsonl on its way out, as the engine does."""
+
+    def __init__(self, run: RunDir | None) -> None:
+        self.run = run
+
+    def __call__(self, chunk: Chunk) -> Chunk:
+        if self.run is not None:
+            for event in chunk:
+                self.run.record_event(P.to_dict(event))
+        return chunk
+
+    def chunks(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        for chunk in chunks:
+            yield self(chunk)
