@@ -1,0 +1,135 @@
+"""The plain-Python state behind the panels: settings, live series, run history."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.app.helpers import handmade_run_folder, train_run_folder
+from xgblora_app.state.hf_cache import cached_models
+from xgblora_app.state.presets import preset_changes
+from xgblora_app.state.run_settings import RunSettings, default_value, help_text
+from xgblora_app.state.runs import list_runs, load_events
+from xgblora_app.state.series import TrainingSeries
+from xgblora_engine import protocol as P
+from xgblora_engine.config import RunConfig
+from xgblora_engine.errors import UserError
+
+INFO = {"n_layers": 30, "hidden_size": 576, "n_params": 134_515_008,
+        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+
+
+def test_defaults_and_help_come_from_the_engine_config():
+    s = RunSettings()
+    assert s.to_dict() == RunConfig().to_dict()
+    assert default_value("boost", "merge_every") == RunConfig().boost.merge_every
+    assert "kappa" in help_text("boost", "merge_every")
+
+
+def test_rounds_and_trainable_parameters_follow_the_settings():
+    s = RunSettings()
+    s.update({"train": {"max_steps": 205}, "boost": {"merge_every": 10, "rank": 2, "layers_per_round": 10}})
+    assert s.rounds() == 21  # ceil(205 / 10)
+    params, exact = s.trainable_params(INFO)
+    assert not exact and params == 10 * 2 * 7 * 2 * 576  # hidden × hidden estimate per target
+    params, exact = s.trainable_params(dict(INFO, booster_values_per_rank=10_176))
+    assert exact and params == 10 * 2 * 10_176
+    s.set("boost", "layers_per_round", None)
+    assert s.k(30) == 10 and s.k(None) is None
+
+
+def test_changes_are_announced_once_and_bad_values_rejected():
+    s = RunSettings()
+    seen = []
+    s.subscribe("changed", lambda *a: seen.append(a))
+    s.update({"train": {"batch_size": 2, "grad_accum": 2}})
+    s.set("train", "batch_size", 2)  # unchanged: no notice
+    assert seen == [("train", "batch_size", 2), ("train", "grad_accum", 2)]
+    with pytest.raises(UserError):
+        s.set("train", "batch_size", "many")
+    skipped = s.load({"train": {"lr": "fast", "seed": 7}, "boost": {"no_such": 1}})
+    assert s.get("train", "seed") == 7 and skipped == ["train.lr", "boost.no_such"]
+
+
+def test_presets_scale_k_with_the_model():
+    assert preset_changes("fast", 30)["boost"]["layers_per_round"] == 5
+    assert preset_changes("quality", 30)["boost"]["sampling"] == "stratified"
+    s = RunSettings()
+    s.update(preset_changes("balanced", 30))
+    s.validated()
+
+
+def steps(n, start=1, kappa=2):
+    out = []
+    for step in range(start, start + n):
+        out.append(P.StepMetrics(step=step, round=(step - 1) // kappa + 1, loss=3.0 / step, lr=1e-3, grad_norm=1.0,
+                                 layers=[0], seconds=0.1, tokens=10, tokens_per_s=100.0))
+        if step % kappa == 0:
+            out.append(P.RoundMerged(round=step // kappa, step=step, layers=[step % 4, 5], modules=2,
+                                     booster_norm=0.1, merge_seconds=0.0, round_seconds=0.1))
+    return out
+
+
+def started(start_step=0):
+    return P.RunStarted(run_dir="r", config={}, model_info={}, data_report="", n_layers=6, total_steps=10,
+                        total_rounds=5, start_step=start_step)
+
+
+def test_series_appends_smooths_and_fills_the_heatmap():
+    s = TrainingSeries()
+    s.add(started())
+    s.extend(steps(6))
+    assert list(s.steps.view()) == [1, 2, 3, 4, 5, 6]
+    assert s.smooth.view()[0] == pytest.approx(3.0)  # debiased: the first value is the first loss
+    assert s.heat.shape == (5, 6) and s.heat.sum() == 6 and s.heat[1, [0, 5]].tolist() == [1.0, 1.0]
+    assert len(s.merge_steps) == 3 and s.dirty >= {"loss", "heat"}
+    s.add(P.MemorySample(step=6, device="cpu", allocated=None, reserved=None, peak=None, rss=100, predicted_peak=200))
+    assert math.isnan(s.allocated.view()[0]) and s.predicted_peak == 200
+
+
+def test_series_of_a_resumed_run_drops_the_steps_trained_again():
+    s = TrainingSeries()
+    s.add(started())
+    s.extend(steps(7))
+    s.add(started(start_step=4))
+    assert list(s.steps.view()) == [1, 2, 3, 4] and len(s.rounds) == 2 and s.heat[2:].sum() == 0
+    s.extend(steps(6, start=5))
+    assert list(s.steps.view()) == list(range(1, 11)) and len(s.rounds) == 5
+
+
+def test_series_grows_past_its_initial_capacity():
+    s = TrainingSeries()
+    s.add(started())
+    s.extend(steps(1000))
+    assert len(s.loss) == 1000 and np.all(np.diff(s.steps.view()) == 1)
+    assert s.heat.shape[0] == 500  # rounds past total_rounds grow the heatmap
+
+
+def test_runs_are_listed_newest_first_with_their_events(tmp_path):
+    old = handmade_run_folder(tmp_path, "old")
+    new = train_run_folder(tmp_path, "new", steps=10)
+    (tmp_path / "not-a-run").mkdir()
+    runs = list_runs(tmp_path)
+    assert [r.path for r in runs] == [new, old]
+    assert runs[0].status == "completed" and runs[0].step == 10 and runs[0].exportable
+    events, bad = load_events(old)
+    assert bad == 0 and sum(isinstance(e, P.StepMetrics) for e in events) == 4
+
+
+def test_corrupt_and_killed_runs_are_told_apart(tmp_path):
+    killed = train_run_folder(tmp_path, "killed", steps=20, killed_after=7)
+    broken = handmade_run_folder(tmp_path, "broken")
+    (broken / "run.json").write_text("{not json")
+    with open(killed / "events.jsonl", "a") as fh:
+        fh.write('{"type": "StepMetrics", "step": "x"}\n')
+    runs = {r.name: r for r in list_runs(tmp_path)}
+    assert runs["killed"].status == "training" and runs["killed"].resumable
+    assert runs["broken"].status == "corrupt" and not runs["broken"].exportable
+    assert load_events(killed)[1] == 1
+
+
+def test_hugging_face_cache_listing(tmp_path):
+    (tmp_path / "models--org--model-a" / "snapshots" / "abc").mkdir(parents=True)
+    (tmp_path / "models--org--empty" / "snapshots").mkdir(parents=True)
+    (tmp_path / "datasets--org--data" / "snapshots" / "x").mkdir(parents=True)
+    assert cached_models(tmp_path) == ["org/model-a"]

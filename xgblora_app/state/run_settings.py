@@ -1,0 +1,117 @@
+"""The run settings being edited in the window: a ``RunConfig`` plus change notices.
+
+Defaults and help texts are read from the engine's config dataclasses (one source of
+truth); this module only adds what the window derives from them (rounds, trainable
+parameters) and a way for several panels to edit the same value (sequence length lives
+in the Data panel and in the Method panel).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any
+
+from xgblora_app.state.observable import Observable
+from xgblora_engine import config as C
+from xgblora_engine.boosting.sampling import default_k
+from xgblora_engine.errors import UserError
+
+
+def field_of(section: str, key: str) -> dataclasses.Field:
+    return {f.name: f for f in dataclasses.fields(C.SECTIONS[section])}[key]
+
+
+def help_text(section: str, key: str) -> str:
+    return field_of(section, key).metadata.get("help", "")
+
+
+def default_value(section: str, key: str) -> Any:
+    return getattr(getattr(C.RunConfig(), section), key)
+
+
+class RunSettings(Observable):
+    """Topic "changed" carries (section, key, value) for every value that changed."""
+
+    def __init__(self, cfg: C.RunConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or C.RunConfig()
+
+    def get(self, section: str, key: str) -> Any:
+        return getattr(getattr(self.cfg, section), key)
+
+    def set(self, section: str, key: str, value: Any) -> None:
+        self.update({section: {key: value}})
+
+    def update(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Apply ``{section: {key: value}}`` (a preflight remedy has this shape)."""
+        before = copy.deepcopy(self.cfg)
+        C.update(self.cfg, changes, source="settings")  # coerces types, rejects unknown keys
+        for section, values in changes.items():
+            for key in values or {}:
+                new = self.get(section, key)
+                if getattr(getattr(before, section), key) != new:
+                    self.notify("changed", section, key, new)
+
+    set_values = update  # the name scripts and older callers use
+
+    def load(self, saved: dict[str, Any]) -> list[str]:
+        """Restore saved settings one value at a time: a stale or bad value is skipped
+        (and named) rather than losing the whole set."""
+        skipped = []
+        for section, values in (saved or {}).items():
+            for key, value in (values or {}).items() if isinstance(values, dict) else ():
+                try:
+                    self.set(section, key, value)
+                except UserError:
+                    skipped.append(f"{section}.{key}")
+        return skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
+
+    def validated(self) -> C.RunConfig:
+        """A validated copy, or a UserError naming the bad setting."""
+        return copy.deepcopy(self.cfg).validate()
+
+    # --- derived ----------------------------------------------------------------
+    def rounds(self) -> int:
+        """T = ceil(max_steps / merge_every), as the engine counts them."""
+        return math.ceil(self.cfg.train.max_steps / max(1, self.cfg.boost.merge_every))
+
+    def k(self, n_layers: int | None) -> int | None:
+        b = self.cfg.boost
+        if b.layers is not None:
+            return len(set(b.layers))
+        if b.layers_per_round is not None:
+            return b.layers_per_round
+        return default_k(n_layers) if n_layers else None
+
+    def trainable_params(self, model_info: dict | None) -> tuple[int | None, bool]:
+        """Booster parameters trained in one round, and whether the count is exact.
+
+        Each target linear of a boosted layer gets r·(in + out) values. The engine's
+        model info gives the per-layer sum when it has it ("booster_values_per_rank");
+        otherwise every target is taken as hidden × hidden, an estimate (marked ≈).
+        """
+        if not model_info:
+            return None, False
+        k = self.k(model_info.get("n_layers"))
+        if not k:
+            return None, False
+        r = self.cfg.boost.rank
+        per_rank = model_info.get("booster_values_per_rank")
+        if per_rank:
+            return int(k * r * per_rank), True
+        targets = self.cfg.model.target_modules or model_info.get("targets") or []
+        n_targets = len(targets) or 7
+        return int(k * r * n_targets * 2 * model_info.get("hidden_size", 0)), False
+
+    def epochs_to_steps(self, epochs: float, n_train: int) -> int:
+        per_step = self.cfg.train.batch_size * self.cfg.train.grad_accum
+        return max(1, math.ceil(epochs * n_train / per_step))
+
+    def steps_to_epochs(self, n_train: int) -> float:
+        per_step = self.cfg.train.batch_size * self.cfg.train.grad_accum
+        return self.cfg.train.max_steps * per_step / max(1, n_train)
