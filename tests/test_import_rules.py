@@ -19,7 +19,7 @@ def loaded_after(statement: str) -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["xgblora_app", "xgblora_engine.protocol",
+@pytest.mark.parametrize("module", ["xgblora_app", "xgblora_app.main_window", "xgblora_engine.protocol",
                                     "xgblora_engine.config", "xgblora_engine"])
 def test_light_modules_load_no_torch(module):
     assert not loaded_after(f"import {module}") & set(HEAVY)

@@ -144,8 +144,9 @@ class EngineBridge(QObject):
             self._set_state("dead")
         getattr(self, SIGNAL_OF[type(event)]).emit(event)
         self.event.emit(event)
-        if isinstance(event, P.StateChanged) and event.state == "idle":
+        if isinstance(event, P.StateChanged) and event.state == "idle" and self.current_job is not None:
             self.current_job = None
+            self.jobs_changed.emit()
         if self.state == "idle":
             self._pump()
 

@@ -125,7 +125,8 @@ class FakeEngineClient:
                 chunk = next(self._job)
             except StopIteration:
                 self._job = None
-                self._out.append(P.StateChanged(state="idle"))
+                if self._alive:  # a worker that died says nothing more
+                    self._out.append(P.StateChanged(state="idle"))
                 break
             self._out.extend(chunk)
             budget -= 1

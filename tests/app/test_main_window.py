@@ -1,0 +1,114 @@
+"""The window as a whole: pages, shortcuts, persistence, start-up, theme."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+from tests.app.helpers import train_run_folder
+from xgblora_app.main_window import PAGES, MainWindow
+from xgblora_engine import protocol as P
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_page_is_reachable_and_the_engine_was_asked_about_model_and_data(window, fake):
+    assert [window.nav.item(i).text() for i in range(window.nav.count())] == list(PAGES)
+    for i in range(len(PAGES)):
+        window.nav.setCurrentRow(i)
+        assert window.stack.currentWidget() is window.panels[i]
+    inspects = [c for c in fake.sent if isinstance(c, P.Inspect)]
+    assert any(c.model for c in inspects) and any(c.data for c in inspects)
+    assert window.engine_label.text() == "Engine: ready"
+
+
+def test_ctrl_return_starts_and_escape_stops(qtbot, window, fake):
+    window.form.set_values({"train": {"max_steps": 400}})
+    fake.steps_per_poll = 1
+    qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert fake.sent_types()[-1] == "StartRun" and window.stack.currentWidget() is window.train_panel
+    qtbot.waitUntil(lambda: window.train_panel.stop_button.isEnabled(), timeout=3000)
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert fake.sent_types()[-1] == "Stop"
+    qtbot.waitUntil(lambda: window.status.text().startswith("Run stopped"), timeout=3000)
+    window.train_panel.start()
+    qtbot.waitUntil(lambda: window.train_panel.stop_button.isEnabled(), timeout=3000)
+    qtbot.keyClick(window, Qt.Key.Key_Period, Qt.KeyboardModifier.ControlModifier)
+    assert fake.sent_types()[-1] == "Stop"
+
+
+def test_settings_page_and_geometry_persist(qtbot, fake, runs_root, tmp_path):
+    path = str(tmp_path / "prefs.ini")
+    first = MainWindow(lambda: fake, runs_folder=runs_root, settings=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(first)
+    first.show()
+    first.form.set_values({"boost": {"rank": 3}, "data": {"seq_len": 96}})
+    first.nav.setCurrentRow(PAGES.index("Method"))
+    first.resize(first.minimumSizeHint().width() + 10, 500)  # the offscreen screen clamps larger ones
+    qtbot.waitUntil(lambda: first.bridge.state == "idle" and not first.bridge.busy, timeout=3000)
+    qtbot.waitUntil(lambda: first.studio.session.model_info is not None, timeout=3000)
+    expected = first.size()
+    first.close()
+    second = MainWindow(lambda: fake, runs_folder=runs_root, settings=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(second)
+    assert second.studio.settings.get("boost", "rank") == 3 and second.method_panel.rank.value() == 3
+    assert second.data_panel.seq_len.value() == 96
+    # the offscreen screen is 800 px wide and clamps the restored width; the height comes back
+    assert second.nav.currentRow() == PAGES.index("Method") and second.size().height() == expected.height()
+    assert second.studio.session.n_layers == 30  # remembered: no model load needed at start-up
+
+
+def test_worker_death_in_the_window_offers_resume(qtbot, window, fake):
+    window.form.set_values({"train": {"max_steps": 60}})
+    fake.die_at_step = 15
+    window.start()
+    qtbot.waitUntil(lambda: window.resume_button.isVisible(), timeout=5000)
+    assert "SIGKILL" in window.banner.text() and window.isVisible()
+    assert window.engine_label.text() == "Engine: stopped unexpectedly"
+    fake.die_at_step = None
+    qtbot.mouseClick(window.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.status.text().startswith("Run completed"), timeout=5000)
+    assert window.runs.count() == 1 and window.runs.runs[0].status == "completed"
+
+
+def test_history_actions_lead_to_their_pages(qtbot, window, fake, runs_root):
+    run = train_run_folder(runs_root, "killed", steps=20, killed_after=5)
+    window.runs_panel.refresh()
+    window.runs_panel.select(str(run))
+    qtbot.mouseClick(window.runs_panel.export_button, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is window.export_panel and window.export_panel.run.currentData() == str(run)
+    qtbot.mouseClick(window.runs_panel.resume_button, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is window.train_panel and fake.sent_types()[-1] == "ResumeRun"
+    qtbot.waitUntil(lambda: window.status.text().startswith("Run completed"), timeout=5000)
+
+
+def test_plots_follow_a_dark_palette(qtbot, window):
+    app = QApplication.instance()
+    old = app.palette()
+    dark = QPalette(old)
+    for role in (QPalette.ColorRole.Window, QPalette.ColorRole.Base):
+        dark.setColor(role, QColor(30, 30, 30))
+    dark.setColor(QPalette.ColorRole.Text, QColor(230, 230, 230))
+    try:
+        app.setPalette(dark)
+        qtbot.waitUntil(lambda: window.plots.view.backgroundBrush().color().lightness() < 60, timeout=2000)
+    finally:
+        app.setPalette(old)
+
+
+def test_start_up_is_quick_and_loads_no_torch():
+    code = ("import sys, time; t = time.perf_counter(); "
+            "from xgblora_app.main_window import MainWindow; from PySide6.QtWidgets import QApplication; "
+            "app = QApplication([]); from xgblora_app.fake_client import FakeEngineClient; "
+            "w = MainWindow(lambda: FakeEngineClient()); w.show(); app.processEvents(); "
+            "print(time.perf_counter() - t); print('torch' in sys.modules or 'transformers' in sys.modules)")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)})
+    seconds, heavy = out.stdout.split()[-2:]
+    assert heavy == "False"
+    assert float(seconds) < 2.0, f"window up in {seconds}s ({time.perf_counter() - start:.1f}s with the interpreter)"

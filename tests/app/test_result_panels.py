@@ -1,0 +1,116 @@
+"""Export, Try-it and Runs panels on run folders in tmp_path."""
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from tests.app.helpers import handmade_run_folder, train_run_folder
+from xgblora_app.panels.chat_panel import ChatPanel
+from xgblora_app.panels.export_panel import ExportPanel, run_command
+from xgblora_app.panels.runs_panel import RunsPanel
+from xgblora_engine import protocol as P
+
+
+# --- export --------------------------------------------------------------------------
+def test_export_shows_the_result_of_each_format(qtbot, panel, studio, fake, runs_root):
+    run = train_run_folder(runs_root, "done", steps=10)
+    fake.failing_formats = {"gguf"}
+    export = panel(ExportPanel)
+    assert export.run.currentData() == str(run) and export.out.text() == str(run / "exports")
+    for fmt in ("peft", "gguf", "ollama"):
+        export.format_boxes[fmt].setChecked(True)
+    qtbot.mouseClick(export.export_button, Qt.MouseButton.LeftButton)
+    sent = fake.sent[-1]
+    assert isinstance(sent, P.Export) and sent.formats == ["hf", "peft", "gguf", "ollama"] and sent.quant == "f16"
+    qtbot.waitUntil(lambda: export.export_button.isEnabled(), timeout=5000)
+    rows = export.rows
+    assert rows["hf"].stage.text() == "verified" and rows["hf"].open_button.isEnabled()
+    assert rows["gguf"].stage.text() == "FAILED" and "logits differ" in rows["gguf"].result.text()
+    assert not rows["gguf"].copy_button.isEnabled()
+    assert rows["ollama"].command.text().startswith("ollama create")
+    assert "same logits" in rows["peft"].result.text() and rows["peft"].progress.value() == 100
+
+
+def test_export_explains_what_is_missing(qtbot, panel, studio, fake, runs_root):
+    export = panel(ExportPanel)
+    export.export()
+    assert export.banner.isVisible() and "Pick a run" in export.banner.text()
+    assert not any(isinstance(c, P.Export) for c in fake.sent)
+
+
+def test_run_commands_per_format(tmp_path):
+    (tmp_path / "model-f16.gguf").write_text("")
+    assert run_command("gguf", str(tmp_path), "").startswith(f"llama-cli -m {tmp_path}/model-f16.gguf")
+    assert run_command("ollama", "/x", "ok\nollama create a -f /x/Modelfile") == "ollama create a -f /x/Modelfile"
+    assert "pipeline" in run_command("hf", "/x", "")
+
+
+# --- try it --------------------------------------------------------------------------
+def test_base_and_fine_tuned_answers_side_by_side(qtbot, panel, studio, fake, runs_root):
+    run = train_run_folder(runs_root, "tuned", steps=10)
+    chat = panel(ChatPanel)
+    assert chat.run.currentData() == str(run) and "tuned" in chat.tuned_pane.title()
+    chat.prompt.setPlainText("What is a lambda?")
+    qtbot.mouseClick(chat.generate_button, Qt.MouseButton.LeftButton)
+    generates = [c for c in fake.sent if isinstance(c, P.Generate)]
+    assert [g.run_dir for g in generates] == [None]  # the second waits for the first
+    qtbot.waitUntil(lambda: chat.generate_button.isEnabled(), timeout=3000)
+    generates = [c for c in fake.sent if isinstance(c, P.Generate)]
+    assert [g.run_dir for g in generates] == [None, str(run)]
+    assert "not sure" in chat.base_pane.text.toPlainText()
+    assert "(fine-tuned)" in chat.tuned_pane.text.toPlainText()
+    assert "end-of-turn" in chat.tuned_pane.meta.text()
+
+
+def test_ctrl_return_in_the_prompt_generates(qtbot, panel, studio, fake, runs_root):
+    train_run_folder(runs_root, "tuned", steps=10)
+    chat = panel(ChatPanel)
+    chat.prompt.setPlainText("hi")
+    chat.prompt.setFocus()
+    qtbot.keyClick(chat.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert any(isinstance(c, P.Generate) for c in fake.sent)
+
+
+# --- runs ----------------------------------------------------------------------------
+def test_runs_panel_lists_run_folders_and_redraws_their_plots(qtbot, panel, studio, runs_root):
+    hand = handmade_run_folder(runs_root)
+    runs = panel(RunsPanel)
+    assert runs.count() == 1 and runs.table.item(0, 1).text() == "completed"
+    runs.table.selectRow(0)
+    xs = list(runs.plots.raw.xData)
+    assert xs == [1, 2, 3, 4] and list(runs.plots.eval.xData) == [4]
+    assert runs.series.heat.shape == (2, 6) and runs.series.heat[1, [0, 5]].tolist() == [1.0, 1.0]
+    runs.plots.refresh(force=True)
+    assert runs.plots.heat_image.image.sum() == 4 and runs.plots.predicted_line.isVisible()
+    assert "merge_every" in runs.config_view.toPlainText()
+    assert runs.export_button.isEnabled() and not runs.resume_button.isEnabled()
+    assert runs.selected().path == hand
+
+
+def test_killed_runs_can_be_resumed_from_history(qtbot, panel, studio, runs_root):
+    train_run_folder(runs_root, "killed", steps=20, killed_after=6)
+    runs = panel(RunsPanel)
+    runs.table.selectRow(0)
+    assert runs.resume_button.isEnabled()
+    with qtbot.waitSignal(runs.resume_requested) as blocker:
+        qtbot.mouseClick(runs.resume_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [str(runs_root / "killed")]
+
+
+def test_delete_asks_first(qtbot, panel, studio, runs_root, monkeypatch):
+    handmade_run_folder(runs_root, "keep")
+    runs = panel(RunsPanel)
+    runs.table.selectRow(0)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    runs.delete_selected()
+    assert (runs_root / "keep").exists() and runs.count() == 1
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    runs.delete_selected()
+    assert not (runs_root / "keep").exists() and runs.count() == 0
+
+
+def test_a_corrupt_run_is_reported_not_fatal(qtbot, panel, studio, runs_root):
+    broken = handmade_run_folder(runs_root, "broken")
+    (broken / "run.json").write_text("{")
+    runs = panel(RunsPanel)
+    runs.table.selectRow(0)
+    assert runs.table.item(0, 1).text() == "corrupt" and "corrupt" in runs.banner.text()

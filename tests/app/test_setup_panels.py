@@ -1,0 +1,160 @@
+"""Model, Data, Method and Preflight panels against the scripted engine."""
+
+import json
+
+from PySide6.QtCore import Qt
+
+from xgblora_app.panels.data_panel import DataPanel
+from xgblora_app.panels.method_panel import MethodPanel
+from xgblora_app.panels.model_panel import ModelPanel
+from xgblora_app.panels.preflight_panel import PreflightPanel
+from xgblora_app.state.run_settings import help_text
+from xgblora_engine import protocol as P
+
+
+# --- model ---------------------------------------------------------------------------
+def test_model_info_is_shown_once_inspected(qtbot, panel, studio, fake):
+    model = panel(ModelPanel)
+    model.inspect()
+    qtbot.waitUntil(lambda: model.info_labels["n_layers"].text() == "30", timeout=3000)
+    assert fake.sent[-1].model == "default" and model.info_labels["architecture"].text() == "llama"
+    assert "134.5M" in model.info_labels["n_params"].text() and studio.session.n_layers == 30
+
+
+def test_a_model_that_cannot_load_is_explained_in_the_panel(qtbot, panel, studio):
+    model = panel(ModelPanel)
+    model.radios["hub"].setChecked(True)
+    model.hub_id.setText("missing/model")
+    model._choice_changed()
+    assert studio.settings.get("model", "name") == "missing/model"
+    qtbot.waitUntil(model.banner.isVisible, timeout=3000)
+    assert "not in the Hugging Face cache" in model.banner.text() and "local folder" in model.banner.text()
+
+
+def test_loading_options_edit_the_settings_both_ways(qtbot, panel, studio):
+    model = panel(ModelPanel)
+    model.quantize.setCurrentText("4bit")
+    assert studio.settings.get("model", "quantize") == "4bit"
+    studio.settings.set("model", "gradient_checkpointing", True)  # e.g. a preflight remedy
+    assert model.checkpointing.isChecked()
+    assert model.dtype.toolTip() == help_text("model", "dtype")
+
+
+# --- data ----------------------------------------------------------------------------
+def test_sample_data_shows_format_counts_preview_and_histogram(qtbot, panel, studio):
+    data = panel(DataPanel)
+    data.check()
+    qtbot.waitUntil(lambda: "training and" in data.counts.text(), timeout=5000)
+    assert "alpaca" in data.detected.text() and data.mapping.rowCount() >= 2
+    assert "<|im_start|>assistant" in data.preview.toPlainText()
+    assert data.bars.opts["height"] is not None and sum(data.bars.opts["height"]) > 100
+    assert data.limit_line.value() == studio.settings.get("data", "seq_len")
+    assert studio.session.data_report["n_train"] > 0
+
+
+def test_a_bad_data_file_gives_a_message_in_the_panel(qtbot, panel, studio, tmp_path):
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{not json\n')
+    data = panel(DataPanel)
+    data.file_path.setText(str(bad))
+    data.radios["file"].setChecked(True)
+    data._path_changed()
+    qtbot.waitUntil(data.banner.isVisible, timeout=5000)
+    assert "line 2" in data.banner.text() and data.counts.text() == "No usable data."
+    assert data.isVisible() and data.banner.kind == "error"
+
+
+def test_column_mapping_is_editable(qtbot, panel, studio, tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": f"a{i}", "notes": f"n{i}"})
+                              for i in range(20)))
+    studio.settings.set("data", "path", str(path))
+    data = panel(DataPanel)
+    data.check()
+    qtbot.waitUntil(lambda: data.mapping.rowCount() > 0, timeout=5000)
+    fields = [data.mapping.cellWidget(r, 0).text().strip() for r in range(data.mapping.rowCount())]
+    combo = data.mapping.cellWidget(fields.index("output"), 1)
+    assert combo.currentText() == "answer"
+    combo.setCurrentText("notes")
+    assert studio.settings.get("data", "columns") == {"output": "notes"}
+    qtbot.waitUntil(lambda: "output = 'notes'" in data.detected.text(), timeout=5000)
+
+
+def test_hub_datasets_are_read_by_the_engine_not_the_window(qtbot, panel, studio, fake):
+    data = panel(DataPanel)
+    data.radios["hub"].setChecked(True)
+    data.hub_id.setText("someone/some-data")
+    data._path_changed()
+    qtbot.waitUntil(lambda: any(isinstance(c, P.Inspect) and c.data == "someone/some-data" for c in fake.sent),
+                    timeout=3000)
+    qtbot.waitUntil(data.banner.isVisible, timeout=3000)  # the fake engine is offline too
+
+
+# --- method --------------------------------------------------------------------------
+def test_rounds_and_parameters_update_live(qtbot, panel, studio):
+    studio.session.set_model_info({"n_layers": 30, "hidden_size": 576, "n_params": 134_515_008,
+                                   "targets": ["q", "k", "v", "o", "g", "u", "d"]})
+    method = panel(MethodPanel)
+    method.steps.setValue(205)
+    method.kappa.setValue(10)
+    assert "= 21 rounds" in method.summary.text() and "10 of 30 layers" in method.summary.text()
+    method.k.setValue(5)
+    method.rank.setValue(2)
+    assert "≈ 80.6k" in method.summary.text()  # 5 layers × r 2 × 7 targets × 2 × 576
+    assert studio.settings.get("boost", "layers_per_round") == 5
+    assert len(method.picture.rows) == 4 and all(len(r) == 5 for r in method.picture.rows)
+    method.k.setValue(0)
+    assert studio.settings.get("boost", "layers_per_round") is None  # auto
+
+
+def test_presets_and_tooltips(qtbot, panel, studio):
+    studio.session.set_model_info({"n_layers": 30, "hidden_size": 576})
+    method = panel(MethodPanel)
+    qtbot.mouseClick(method.preset_buttons["quality"], Qt.MouseButton.LeftButton)
+    assert method.rank.value() == 2 and method.sampling.currentText() == "stratified" and method.k.value() == 15
+    assert help_text("boost", "merge_every") in method.kappa.toolTip() and "Cost:" in method.kappa.toolTip()
+
+
+def test_length_in_epochs_uses_the_data_count(qtbot, panel, studio):
+    method = panel(MethodPanel)
+    assert not method.epochs.isEnabled()
+    studio.session.set_data_report({"n_train": 400})
+    method.by_epochs.setChecked(True)
+    method.batch.setValue(4)
+    method.epochs.setValue(2.0)
+    assert studio.settings.get("train", "max_steps") == 200
+
+
+# --- preflight -----------------------------------------------------------------------
+def test_preflight_verdict_and_one_click_remedies_change_the_method(qtbot, panel, studio, fake):
+    fake.available = 900 * 2**20
+    studio.settings.update({"train": {"batch_size": 8}, "data": {"seq_len": 512}})
+    preflight = panel(PreflightPanel)
+    method = MethodPanel(studio)
+    qtbot.addWidget(method)
+    qtbot.mouseClick(preflight.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: preflight.verdict.text() == "Will not fit", timeout=3000)
+    assert fake.sent[-1].trial and preflight.bar.result.verdict == "wont_fit"
+    assert "weights" in preflight.parts.text() and preflight.remedies_box.isVisible()
+    batch = next(b for b in preflight.remedy_buttons if b.text().startswith("batch"))
+    qtbot.mouseClick(batch, Qt.MouseButton.LeftButton)
+    assert method.batch.value() == 4 and method.accum.value() == 2  # the Method panel shows the change
+    assert "(settings changed)" in preflight.verdict.text()
+    for label in ("sequences", "load the frozen base in 4-bit"):
+        button = next(b for b in preflight.remedy_buttons if b.text().startswith(label))
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert studio.settings.get("model", "quantize") == "4bit" and method.seq_len.value() == 256
+    preflight.run()
+    qtbot.waitUntil(lambda: preflight.verdict.text() == "Fits", timeout=3000)
+    assert not preflight.remedies_box.isVisible()
+
+
+def test_memory_limit_is_sent_with_the_estimate(qtbot, panel, studio, fake):
+    preflight = panel(PreflightPanel)
+    preflight.limit.setValue(2.0)
+    preflight.trial.setChecked(False)
+    preflight.run()
+    qtbot.waitUntil(lambda: preflight.bar.result is not None, timeout=3000)
+    estimate = fake.sent[-1]
+    assert estimate.memory_limit_bytes == 2 * 2**30 and not estimate.trial
+    assert preflight.bar.result.available == 2 * 2**30

@@ -1,0 +1,114 @@
+"""Train panel: start → live plots; pause/continue/stop commands; warnings; a dead worker."""
+
+from PySide6.QtCore import Qt
+
+from xgblora_app.panels.train_panel import TrainPanel
+from xgblora_engine import protocol as P
+
+
+def xs(curve):
+    """The data a curve was given (getData() returns the clipped, downsampled view)."""
+    return [] if curve.xData is None else list(curve.xData)
+
+
+def short_run(studio, steps=20, kappa=5):
+    studio.settings.update({"train": {"max_steps": steps, "eval_every": 10}, "boost": {"merge_every": kappa}})
+
+
+def test_start_sends_the_settings_and_the_plots_fill(qtbot, panel, studio, fake):
+    short_run(studio)
+    train = panel(TrainPanel)
+    qtbot.mouseClick(train.start_button, Qt.MouseButton.LeftButton)
+    start = fake.sent[-1]
+    assert isinstance(start, P.StartRun) and start.config["train"]["max_steps"] == 20
+    assert start.run_dir.startswith(str(studio.session.runs_root))
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
+    qtbot.waitUntil(lambda: len(xs(train.plots.raw)) == 20, timeout=2000)
+    assert len(xs(train.plots.smooth)) == 20
+    assert len(xs(train.plots.eval)) == 2  # steps 10 and 20
+    assert len(train.plots.merges.data) == 4  # a marker per merge
+    assert xs(train.plots.rss_curve) and train.plots.predicted_line.isVisible()
+    assert len(xs(train.plots.speed)) == 20 and len(xs(train.plots.lr)) == 20
+    assert train.progress.value() == 20 and train.start_button.isEnabled()
+    assert studio.session.run_dir == start.run_dir
+
+
+def test_heatmap_fills_round_by_round(qtbot, panel, studio, fake):
+    short_run(studio, steps=30, kappa=3)
+    studio.settings.set("boost", "layers_per_round", 4)
+    fake.steps_per_poll = 1
+    train = panel(TrainPanel)
+    train.start()
+    qtbot.waitUntil(lambda: len(train.series.rounds) >= 2, timeout=3000)
+    partial = train.series.heat.sum()
+    assert train.series.heat.shape == (10, 30) and 0 < partial < 40
+    qtbot.waitUntil(lambda: len(train.series.rounds) == 10, timeout=5000)
+    qtbot.waitUntil(lambda: train.plots.heat_image.image is not None
+                    and train.plots.heat_image.image.sum() == 40, timeout=2000)
+    assert train.plots.heat_image.image.shape == (30, 10)  # layers up, rounds across
+
+
+def test_pause_continue_and_stop_send_their_commands(qtbot, panel, studio, fake):
+    short_run(studio, steps=500)
+    fake.steps_per_poll = 1
+    train = panel(TrainPanel)
+    train.start()
+    qtbot.waitUntil(lambda: train.pause_button.isEnabled(), timeout=3000)
+    qtbot.mouseClick(train.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: train.continue_button.isEnabled(), timeout=2000)
+    assert "Paused" in train.status.text() and not train.pause_button.isEnabled()
+    qtbot.mouseClick(train.continue_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: train.pause_button.isEnabled(), timeout=2000)
+    qtbot.mouseClick(train.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run stopped"), timeout=3000)
+    assert fake.sent_types()[-4:] == ["StartRun", "Pause", "Resume", "Stop"]
+    assert train.resume_button.isVisible()  # a stopped run can be resumed
+
+
+def test_worker_death_keeps_the_window_says_why_and_resumes(qtbot, panel, studio, fake):
+    short_run(studio, steps=40)
+    fake.die_at_step = 12
+    train = panel(TrainPanel)
+    train.start()
+    qtbot.waitUntil(lambda: train.banner.isVisible() and "SIGKILL" in train.banner.text(), timeout=5000)
+    assert "ran out of memory" in train.banner.text() and train.isVisible()
+    assert train.resume_button.isVisible() and studio.bridge.state == "dead"
+    fake.die_at_step = None
+    qtbot.mouseClick(train.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
+    assert fake.starts == 2 and fake.sent_types()[-1] == "ResumeRun"
+    resume = fake.sent[-1]
+    assert resume.run_dir == studio.session.run_dir
+    steps = xs(train.plots.raw)
+    assert steps[0] == 1 and steps[-1] == 40 and len(steps) == 40  # resumed steps replace none twice
+
+
+def test_nan_round_rollback_is_shown_with_what_happens_next(qtbot, panel, studio, fake):
+    short_run(studio)
+    fake.nan_round = 2
+    train = panel(TrainPanel)
+    train.start()
+    qtbot.waitUntil(lambda: "rolled back" in train.banner.text(), timeout=5000)
+    assert train.banner.kind == "warning" and "half the learning rate" in train.banner.text()
+
+
+def test_a_refused_start_offers_to_start_anyway(qtbot, panel, studio, fake):
+    train = panel(TrainPanel)
+    studio.bridge.dispatch(P.Error(message="predicted peak 9 GB of 4 GB available on cpu: will not fit; "
+                                           "training was not started", hint="batch 4 → 2", kind="user"))
+    assert train.banner.isVisible() and "Start anyway" in [
+        b.text() for b in train.banner.findChildren(type(train.start_button))]
+
+
+def test_invalid_settings_are_explained_in_the_panel(qtbot, panel, studio, fake):
+    train = panel(TrainPanel)
+    studio.settings.cfg.boost.merge_every = 0  # as if loaded from a hand-edited file
+    train.start()
+    assert "merge interval" in train.banner.text() and "StartRun" not in fake.sent_types()
+
+
+def test_events_of_other_jobs_do_not_touch_the_run_view(qtbot, panel, studio, fake):
+    train = panel(TrainPanel)
+    studio.bridge.submit(P.Inspect(data="/no/such/file.jsonl"))
+    qtbot.waitUntil(lambda: not studio.bridge.busy, timeout=2000)
+    assert not train.banner.isVisible() and len(train.series.steps) == 0

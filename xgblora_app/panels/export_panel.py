@@ -1,0 +1,248 @@
+"""Export: a run to one or more formats, with progress, each format's verification
+result, a button to open its folder and the command that runs it."""
+
+from __future__ import annotations
+
+import html
+import shlex
+from pathlib import Path
+
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xgblora_app.context import Studio
+from xgblora_app.state.runs import list_runs
+from xgblora_app.widgets import Banner, section_title
+from xgblora_engine import protocol as P
+
+FORMATS = {"hf": "Hugging Face (merged safetensors)", "peft": "PEFT LoRA adapter",
+           "gguf": "GGUF (llama.cpp)", "ollama": "Ollama (GGUF + Modelfile)"}
+GGUF_TYPES = ("f16", "q8_0", "bf16", "f32")
+
+
+def run_command(fmt: str, path: str, message: str) -> str:
+    """What to type to use the export (the engine's own suggestion first, when it gives one)."""
+    for line in message.splitlines():
+        if line.strip().startswith(("ollama create ", "ollama run ", "llama-cli ", "llama-server ")):
+            return line.strip()
+    q = shlex.quote(path)
+    if fmt == "gguf":
+        ggufs = sorted(Path(path).glob("*.gguf")) if Path(path).is_dir() else []
+        return f"llama-cli -m {shlex.quote(str(ggufs[0])) if ggufs else q + '/*.gguf'} -cnv"
+    if fmt == "ollama":
+        return f"ollama create my-xgblora -f {shlex.quote(str(Path(path) / 'Modelfile'))} && ollama run my-xgblora"
+    if fmt == "peft":
+        return (f"python -c \"from peft import AutoPeftModelForCausalLM as M; "
+                f"m = M.from_pretrained('{path}')\"")
+    return f"python -c \"from transformers import pipeline; print(pipeline('text-generation', '{path}')('Hello'))\""
+
+
+class FormatRow:
+    """One format's progress, verdict, checks, folder button and command."""
+
+    def __init__(self, grid: QGridLayout, row: int, fmt: str) -> None:
+        self.fmt = fmt
+        self.name = QLabel(f"<b>{fmt}</b>")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.stage = QLabel("waiting")
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        self.open_button = QPushButton("Open folder")
+        self.open_button.setEnabled(False)
+        self.command = QLineEdit()
+        self.command.setReadOnly(True)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.command.text()))
+        self.path = ""
+        self.open_button.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(self.path)))
+        grid.addWidget(self.name, row, 0)
+        grid.addWidget(self.progress, row, 1)
+        grid.addWidget(self.stage, row, 2)
+        grid.addWidget(self.open_button, row, 3)
+        grid.addWidget(self.result, row + 1, 1, 1, 3)
+        grid.addWidget(self.command, row + 2, 1, 1, 2)
+        grid.addWidget(self.copy_button, row + 2, 3)
+
+    def progress_to(self, stage: str, fraction: float) -> None:
+        self.stage.setText(stage)
+        self.progress.setValue(int(fraction * 100))
+
+    def done(self, e: P.ExportDone) -> None:
+        self.path = e.path
+        self.progress.setValue(100)
+        self.stage.setText("verified" if e.ok else "FAILED")
+        checks = " · ".join(f"{'✓' if c.get('ok') else ('–' if c.get('skipped') else '✗')} "
+                            f"{html.escape(str(c.get('name', '')))}"
+                            + (f": {html.escape(str(c['detail']))}" if c.get("detail") else "") for c in e.checks)
+        colour = "rgb(0,158,115)" if e.ok else "rgb(213,60,0)"
+        first = html.escape(e.message.splitlines()[0]) if e.message else ""
+        self.result.setText(f"<span style='color:{colour}'><b>{'OK' if e.ok else 'Failed'}</b></span> "
+                            f"{html.escape(e.path)}<br>{first}<br><small>{checks}</small>")
+        self.open_button.setEnabled(Path(e.path).exists())
+        if e.ok:
+            self.command.setText(run_command(self.fmt, e.path, e.message))
+            self.copy_button.setEnabled(True)
+
+
+class ExportPanel(QWidget):
+    def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.studio = studio
+        self.export_ids: set[int] = set()
+        self.rows: dict[str, FormatRow] = {}
+        self._build()
+        self.refresh_runs()
+        studio.session.subscribe("runs_changed", self.refresh_runs)
+        studio.session.subscribe("run_dir", lambda _: self.refresh_runs())
+        studio.bridge.export_progress.connect(self._on_progress)
+        studio.bridge.export_done.connect(self._on_done)
+        studio.bridge.error.connect(self._on_error)
+        studio.bridge.state_changed.connect(self._on_state)
+        studio.bridge.worker_exited.connect(lambda _: self.export_button.setEnabled(True))
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.addWidget(section_title("Export a run"))
+        box = QGroupBox("What and where")
+        form = QFormLayout(box)
+        self.run = QComboBox()
+        self.run.currentIndexChanged.connect(self._suggest_out)
+        form.addRow("Run", self.run)
+        formats = QHBoxLayout()
+        self.format_boxes = {}
+        for fmt, label in FORMATS.items():
+            check = QCheckBox(label)
+            check.setChecked(fmt == "hf")
+            formats.addWidget(check)
+            self.format_boxes[fmt] = check
+        formats.addStretch(1)
+        form.addRow("Formats", formats)
+        self.dtype = QComboBox()
+        self.dtype.addItems(["auto", "fp32", "bf16", "fp16"])
+        self.dtype.setToolTip("dtype of the merged weights (auto: the base model's)")
+        self.quant = QComboBox()
+        self.quant.addItems(GGUF_TYPES)
+        self.quant.setToolTip("GGUF tensor type for gguf/ollama; q8_0 is smaller but can drift from the "
+                              "fine-tuned model's answers on small models")
+        self.verify = QCheckBox("Verify each export in its runtime (reload and compare outputs)")
+        self.verify.setChecked(True)
+        options = QHBoxLayout()
+        for w in (QLabel("dtype"), self.dtype, QLabel("GGUF type"), self.quant, self.verify):
+            options.addWidget(w)
+        options.addStretch(1)
+        form.addRow("Options", options)
+        self.out = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        out = QHBoxLayout()
+        out.addWidget(self.out, 1)
+        out.addWidget(browse)
+        form.addRow("Destination", out)
+        layout.addWidget(box)
+        row = QHBoxLayout()
+        self.export_button = QPushButton("Export")
+        self.export_button.clicked.connect(self.export)
+        row.addWidget(self.export_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.banner = Banner()
+        layout.addWidget(self.banner)
+        self.results_box = QGroupBox("Results")
+        self.grid = QGridLayout(self.results_box)
+        self.grid.setColumnStretch(1, 1)
+        self.results_box.hide()
+        layout.addWidget(self.results_box)
+        layout.addStretch(1)
+
+    # --- choosing -----------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        current = self.run.currentData() or self.studio.session.run_dir
+        self.run.blockSignals(True)
+        self.run.clear()
+        for r in list_runs(self.studio.session.runs_root):
+            if r.exportable:
+                self.run.addItem(f"{r.name} — {r.status}, step {r.step}", str(r.path))
+        index = self.run.findData(current) if current else -1
+        self.run.setCurrentIndex(index if index >= 0 else 0)
+        self.run.blockSignals(False)
+        self._suggest_out()
+
+    def select_run(self, run_dir: str) -> None:
+        self.refresh_runs()
+        index = self.run.findData(run_dir)
+        if index >= 0:
+            self.run.setCurrentIndex(index)
+
+    def _suggest_out(self) -> None:
+        run_dir = self.run.currentData()
+        if run_dir and (not self.out.text() or self.out.property("suggested")):
+            self.out.setText(str(Path(run_dir) / "exports"))
+            self.out.setProperty("suggested", True)
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Export into", self.out.text())
+        if path:
+            self.out.setText(path)
+            self.out.setProperty("suggested", False)
+
+    def formats(self) -> list[str]:
+        return [f for f, box in self.format_boxes.items() if box.isChecked()]
+
+    # --- exporting ----------------------------------------------------------------
+    def export(self) -> None:
+        run_dir, formats, out = self.run.currentData(), self.formats(), self.out.text().strip()
+        problem = ("Pick a run that has trained at least one step." if not run_dir else
+                   "Choose at least one format." if not formats else
+                   "Choose a destination folder." if not out else "")
+        if problem:
+            self.banner.show_message("warning", problem)
+            return
+        self.banner.clear()
+        self._reset_rows(formats)
+        self.export_button.setEnabled(False)
+        self.export_ids.add(self.studio.bridge.submit(P.Export(
+            run_dir=run_dir, out=out, formats=formats, dtype=self.dtype.currentText(),
+            quant=self.quant.currentText() if {"gguf", "ollama"} & set(formats) else None,
+            verify=self.verify.isChecked())))
+
+    def _reset_rows(self, formats: list[str]) -> None:
+        while self.grid.count():
+            item = self.grid.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self.rows = {fmt: FormatRow(self.grid, i * 3, fmt) for i, fmt in enumerate(formats)}
+        self.results_box.show()
+
+    def _on_progress(self, e: P.ExportProgress) -> None:
+        if self.studio.job_is(self.export_ids) and e.format in self.rows:
+            self.rows[e.format].progress_to(e.stage, e.fraction)
+
+    def _on_done(self, e: P.ExportDone) -> None:
+        if self.studio.job_is(self.export_ids) and e.format in self.rows:
+            self.rows[e.format].done(e)
+
+    def _on_error(self, e: P.Error) -> None:
+        if e.command_id in self.export_ids:
+            self.banner.show_message("error", e.message, e.hint)
+            self.export_button.setEnabled(True)
+
+    def _on_state(self, e: P.StateChanged) -> None:
+        if e.state == "idle" and self.studio.job_is(self.export_ids):
+            self.export_button.setEnabled(True)

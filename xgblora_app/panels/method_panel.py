@@ -1,0 +1,175 @@
+"""Method: the XGBLoRA settings (rank, layers per round, merge interval, length, LR,
+batch…), presets, a picture of the layers each round boosts, and the resulting rounds T
+and trainable parameter count, updated as the settings change."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xgblora_app.bindings import Bindings
+from xgblora_app.context import Studio
+from xgblora_app.format import human_count
+from xgblora_app.panels.layer_picture import LayerPicture
+from xgblora_app.state.presets import PRESETS, preset_changes
+from xgblora_app.widgets import section_title
+from xgblora_engine import config as C
+
+# What each setting costs, beside what it does (its help text comes from the config).
+COSTS = {
+    "rank": "booster parameters and optimizer state grow linearly with r (tiny either way)",
+    "layers_per_round": "more layers: more trainable parameters per round, and backward reaches deeper",
+    "merge_every": "fewer, longer rounds; each merge costs a fraction of a step",
+    "sampling": "top-biased rounds stop backward earlier: cheaper steps, less change to low layers",
+    "max_steps": "training time grows linearly",
+    "lr": "too high diverges (a NaN round is rolled back and retried at a lower LR)",
+    "batch_size": "activation memory grows linearly; the biggest memory lever",
+    "grad_accum": "same memory as one micro-batch, proportionally slower steps",
+    "seq_len": "activation and logits memory grow linearly with the sequence length",
+    "round_warmup": "a few damped steps at the start of every round",
+    "eval_every": "each evaluation pauses training for a pass over the held-out set",
+}
+SAMPLINGS = C.SAMPLING[:3]  # "explicit" comes from a layer list, not from this menu
+
+
+class MethodPanel(QWidget):
+    def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.studio = studio
+        self.bind = Bindings(studio.settings, COSTS)
+        self._build()
+        studio.settings.subscribe("changed", lambda *_: self.refresh())
+        studio.session.subscribe("model_info", lambda _: self.refresh())
+        studio.session.subscribe("data_report", lambda _: self.refresh())
+        self.refresh()
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.addWidget(section_title("Method: gradient boosting over rank-r LoRA boosters"))
+        presets = QHBoxLayout()
+        presets.addWidget(QLabel("Presets:"))
+        self.preset_buttons = {}
+        for name, preset in PRESETS.items():
+            button = QPushButton(preset["label"])
+            button.setToolTip(preset["tooltip"])
+            button.clicked.connect(lambda _=False, n=name: self.apply_preset(n))
+            presets.addWidget(button)
+            self.preset_buttons[name] = button
+        presets.addStretch(1)
+        layout.addLayout(presets)
+        row = QHBoxLayout()
+        row.addWidget(self._boost_box())
+        row.addWidget(self._train_box())
+        layout.addLayout(row)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        box = QGroupBox("Layers")
+        v = QVBoxLayout(box)
+        self.picture = LayerPicture()
+        v.addWidget(self.picture)
+        layout.addWidget(box)
+        layout.addStretch(1)
+
+    def _boost_box(self) -> QGroupBox:
+        b = self.bind
+        box = QGroupBox("Boosting")
+        form = QFormLayout(box)
+        self.rank = b.spin("boost", "rank", 1, 256)
+        self.k = b.spin("boost", "layers_per_round", 0, 1024, auto_text="auto (≈ a third)")
+        self.sampling = b.combo("boost", "sampling", SAMPLINGS)
+        self.kappa = b.spin("boost", "merge_every", 1, 100_000)
+        self.warmup = b.spin("train", "round_warmup", 0, 10_000)
+        form.addRow("Rank r", self.rank)
+        form.addRow("Layers per round k", self.k)
+        form.addRow("Layer sampling", self.sampling)
+        form.addRow("Merge every κ steps", self.kappa)
+        form.addRow("Warmup steps per round", self.warmup)
+        return box
+
+    def _train_box(self) -> QGroupBox:
+        b = self.bind
+        box = QGroupBox("Training")
+        form = QFormLayout(box)
+        self.by_steps, self.by_epochs = QRadioButton("steps"), QRadioButton("epochs")
+        self.by_steps.setChecked(True)
+        self.steps = b.spin("train", "max_steps", 1, 10_000_000)
+        self.epochs = QDoubleSpinBox(minimum=0.01, maximum=10_000, decimals=2, singleStep=0.5)
+        self.epochs.setToolTip("passes over the training examples; converted to optimizer steps with the batch "
+                               "size and accumulation (needs the data's example count)")
+        self.epochs.valueChanged.connect(self._epochs_changed)
+        length = QHBoxLayout()
+        for w in (self.by_steps, self.steps, self.by_epochs, self.epochs):
+            length.addWidget(w)
+        self.by_steps.toggled.connect(self._length_mode)
+        self.lr = b.sci("train", "lr")
+        self.batch = b.spin("train", "batch_size", 1, 4096)
+        self.accum = b.spin("train", "grad_accum", 1, 4096)
+        self.seq_len = b.spin("data", "seq_len", 8, 131072)
+        self.seed = b.spin("train", "seed", 0, 2**31 - 1)
+        self.eval_every = b.spin("train", "eval_every", 0, 10_000_000)
+        form.addRow("Length", length)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Gradient accumulation", self.accum)
+        form.addRow("Sequence length", self.seq_len)
+        form.addRow("Evaluate every N steps", self.eval_every)
+        form.addRow("Seed", self.seed)
+        self._length_mode()
+        return box
+
+    # --- actions --------------------------------------------------------------------
+    def apply_preset(self, name: str) -> None:
+        self.studio.settings.update(preset_changes(name, self.studio.session.n_layers))
+
+    def _length_mode(self) -> None:
+        by_steps = self.by_steps.isChecked()
+        self.steps.setEnabled(by_steps)
+        self.epochs.setEnabled(not by_steps and self._n_train() is not None)
+
+    def _epochs_changed(self, epochs: float) -> None:
+        n_train = self._n_train()
+        if self.by_epochs.isChecked() and n_train:
+            self.studio.settings.set("train", "max_steps", self.studio.settings.epochs_to_steps(epochs, n_train))
+
+    def _n_train(self) -> int | None:
+        return (self.studio.session.data_report or {}).get("n_train")
+
+    # --- derived --------------------------------------------------------------------
+    def refresh(self) -> None:
+        s, info = self.studio.settings, self.studio.session.model_info or {}
+        n_layers = info.get("n_layers")
+        k = s.k(n_layers)
+        n_train = self._n_train()
+        self._length_mode()
+        if n_train and not self.by_epochs.isChecked():
+            self.epochs.blockSignals(True)
+            self.epochs.setValue(s.steps_to_epochs(n_train))
+            self.epochs.blockSignals(False)
+        cfg = s.cfg
+        text = (f"<b>T = ⌈{cfg.train.max_steps} / {cfg.boost.merge_every}⌉ = {s.rounds()} rounds</b> of "
+                f"{cfg.boost.merge_every} steps, each boosting "
+                + (f"<b>{k} of {n_layers} layers</b>" if k and n_layers else "about a third of the layers")
+                + f" with rank-{cfg.boost.rank} boosters. ")
+        params, exact = s.trainable_params(info)
+        if params is not None:
+            share = params / info["n_params"] * 1000 if info.get("n_params") else None
+            text += (f"Trainable parameters per round: <b>{'' if exact else '≈ '}{human_count(params)}</b>"
+                     + (f" ({share:.3g} ‰ of {human_count(info['n_params'])})" if share else "") + ". ")
+        else:
+            text += "Trainable parameters appear once the model is loaded (Model panel). "
+        effective = cfg.train.batch_size * cfg.train.grad_accum
+        text += f"Effective batch {effective} examples per step"
+        if n_train:
+            text += f", ≈ {s.steps_to_epochs(n_train):.2f} epochs over {n_train} examples"
+        self.summary.setText(text + ".")
+        self.picture.update_draws(n_layers, k, cfg.train.seed, cfg.boost.sampling, cfg.boost.layers)

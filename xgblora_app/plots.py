@@ -1,0 +1,175 @@
+"""Live plots of a run (pyqtgraph), drawn from a ``TrainingSeries``.
+
+Events only append to the series; a 20 Hz timer hands the changed arrays to
+pyqtgraph, so a burst of a thousand events costs one redraw, and a quiet run costs
+nothing. Long runs stay cheap: curves clip to the view and downsample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QRectF, Qt, QTimer
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from xgblora_app import theme
+from xgblora_app.state.series import TrainingSeries
+
+REDRAW_MS = 50  # at most 20 redraws a second
+
+
+def _pen(name: str, width: float = 2.0, style=Qt.PenStyle.SolidLine):
+    return pg.mkPen(theme.SERIES[name], width=width, style=style)
+
+
+class TrainingPlots(QWidget):
+    def __init__(self, series: TrainingSeries | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.series = series or TrainingSeries()
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.ci.setSpacing(10)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+        self._build_loss()
+        self._build_heat()
+        self._build_eval()
+        self._build_memory()
+        self._build_speed()
+        for plot in (self.eval_plot, self.memory_plot, self.speed_plot, self.lr_plot):
+            plot.setXLink(self.loss_plot)  # zooming one step axis zooms them all
+        self.plots = [self.loss_plot, self.heat_plot, self.eval_plot, self.memory_plot, self.speed_plot,
+                      self.lr_plot]
+        self.redraws = 0
+        self._drawn_version = -1
+        self.apply_theme()
+        self.timer = QTimer(self)
+        self.timer.setInterval(REDRAW_MS)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    # --- layout ----------------------------------------------------------------
+    def _plot(self, row: int, col: int, title: str, left: str, units: str | None = None,
+              bottom: str = "optimizer step") -> pg.PlotItem:
+        plot = self.view.addPlot(row=row, col=col, title=title)
+        plot.setLabel("left", left, units=units)
+        plot.setLabel("bottom", bottom)
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        plot.setMenuEnabled(False)
+        return plot
+
+    def _curve(self, plot: pg.PlotItem, pen, name: str | None = None, **kw) -> pg.PlotDataItem:
+        curve = plot.plot(pen=pen, name=name, **kw)
+        curve.setClipToView(True)
+        curve.setDownsampling(auto=True, method="peak")
+        return curve
+
+    def _build_loss(self) -> None:
+        self.loss_plot = self._plot(0, 0, "Training loss", "loss")
+        self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        self.raw = self._curve(self.loss_plot, _pen("raw", 1.0), "raw")
+        self.smooth = self._curve(self.loss_plot, _pen("smooth", 2.5), "smoothed")
+        self.merges = pg.ScatterPlotItem(symbol="t", size=9, pen=pg.mkPen(None),
+                                         brush=pg.mkBrush(*theme.SERIES["merge"]), name="merge")
+        self.loss_plot.addItem(self.merges)
+        self.loss_plot.legend.addItem(self.merges, "merge")
+
+    def _build_heat(self) -> None:
+        self.heat_plot = self._plot(0, 1, "Layers boosted per round", "layer", bottom="round")
+        self.heat_image = pg.ImageItem(axisOrder="row-major")
+        self.heat_plot.addItem(self.heat_image)
+        self.heat_plot.invertY(False)
+
+    def _build_eval(self) -> None:
+        self.eval_plot = self._plot(1, 0, "Held-out loss", "loss")
+        self.eval = self._curve(self.eval_plot, _pen("eval", 2.0), symbol="o", symbolSize=6,
+                                symbolBrush=theme.SERIES["eval"], symbolPen=None)
+
+    def _build_memory(self) -> None:
+        self.memory_plot = self._plot(1, 1, "Memory", "bytes", units="B")
+        self.memory_plot.addLegend(offset=(-8, -8), labelTextSize="8pt")
+        self.rss_curve = self._curve(self.memory_plot, _pen("rss"), "process RSS")
+        self.allocated_curve = self._curve(self.memory_plot, _pen("allocated"), "device allocated",
+                                           connect="finite")
+        self.predicted_line = pg.InfiniteLine(angle=0, movable=False, pen=_pen("predicted", 1.5, Qt.PenStyle.DashLine),
+                                              label="predicted peak", labelOpts={"position": 0.12})
+        self.predicted_line.hide()
+        self.memory_plot.addItem(self.predicted_line)
+
+    def _build_speed(self) -> None:
+        self.speed_plot = self._plot(2, 0, "Throughput", "tokens/s")
+        self.speed = self._curve(self.speed_plot, _pen("speed", 1.5))
+        self.lr_plot = self._plot(2, 1, "Learning rate", "lr")
+        self.lr = self._curve(self.lr_plot, _pen("lr", 1.5))
+
+    # --- drawing -----------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        s = self.series
+        if s.version == self._drawn_version and not force:
+            return
+        dirty = set(s.GROUPS) if force else set(s.dirty)
+        s.dirty.clear()
+        self._drawn_version = s.version
+        self.redraws += 1
+        if "loss" in dirty:
+            self.raw.setData(s.steps.view(), s.loss.view())
+            self.smooth.setData(s.steps.view(), s.smooth.view())
+            self.merges.setData(s.merge_steps.view(), s.merge_loss.view())
+        if "eval" in dirty:
+            self.eval.setData(s.eval_steps.view(), s.eval_loss.view())
+        if "memory" in dirty:
+            self.rss_curve.setData(s.mem_steps.view(), s.rss.view())
+            allocated = s.allocated.view()
+            has_device = bool(np.isfinite(allocated).any()) if len(allocated) else False
+            self.allocated_curve.setData(s.mem_steps.view() if has_device else [], allocated if has_device else [])
+            if s.predicted_peak:
+                self.predicted_line.setValue(s.predicted_peak)
+                self.predicted_line.show()
+            else:
+                self.predicted_line.hide()
+        if "speed" in dirty:
+            self.speed.setData(s.speed_steps.view(), s.tokens_per_s.view())
+            self.lr.setData(s.speed_steps.view(), s.lr.view())
+        if "heat" in dirty:
+            self._draw_heat()
+
+    def _draw_heat(self) -> None:
+        heat = self.series.heat.T  # rows: layers, columns: rounds
+        self.heat_image.setImage(heat, levels=(0.0, 1.0), autoLevels=False)
+        rounds, layers = self.series.heat.shape
+        # pixel (round r, layer l) is centred on (r, l): rounds count from 1, layers from 0
+        self.heat_image.setRect(QRectF(0.5, -0.5, rounds, layers))
+        self.heat_plot.setLimits(xMin=0.5, xMax=rounds + 0.5, yMin=-0.5, yMax=layers - 0.5)
+        self.heat_plot.setRange(xRange=(0.5, rounds + 0.5), yRange=(-0.5, layers - 0.5), padding=0)
+
+    def reset(self) -> None:
+        self.series.reset()
+        self.refresh(force=True)
+
+    @property
+    def rounds(self) -> list[list[int]]:
+        return self.series.rounds
+
+    # --- theme -------------------------------------------------------------------
+    def apply_theme(self) -> None:
+        background, foreground = theme.plot_background(), theme.plot_foreground()
+        self.view.setBackground(background)
+        for plot in self.plots:
+            plot.titleLabel.setAttr("color", foreground)
+            plot.titleLabel.setText(plot.titleLabel.text)
+            for name in ("left", "bottom"):
+                axis = plot.getAxis(name)
+                axis.setPen(foreground)
+                axis.setTextPen(foreground)
+        for legend in (self.loss_plot.legend, self.memory_plot.legend):
+            legend.setLabelTextColor(foreground)
+        empty, boosted = theme.heat_colors()
+        lut = np.array([[empty.red(), empty.green(), empty.blue()], [boosted.red(), boosted.green(), boosted.blue()]],
+                       dtype=np.ubyte)
+        self.heat_image.setLookupTable(lut)
+        self.refresh(force=True)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.PaletteChange:
+            self.apply_theme()
+        super().changeEvent(event)
