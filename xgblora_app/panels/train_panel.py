@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -42,7 +42,12 @@ class TrainPanel(QWidget):
         self.total_steps = 0
         self.step_seconds: float | None = None  # smoothed, for the ETA
         self.last_force = False
+        self.latest: P.StepMetrics | None = None  # shown by the status timer, not per event
         self._build()
+        # A progress bar repaints on every setValue (~1 ms here): steps update it at 10 Hz.
+        self.status_timer = QTimer(self, interval=100)
+        self.status_timer.timeout.connect(self._show_latest)
+        self.status_timer.start()
         b = studio.bridge
         b.run_started.connect(self._on_run_started)
         b.step_metrics.connect(self._on_step)
@@ -177,9 +182,15 @@ class TrainPanel(QWidget):
     def _on_step(self, e: P.StepMetrics) -> None:
         if not self._ours():
             return
-        self.progress.setValue(e.step)
         a = 0.2  # recent steps count most: speed changes with the layers drawn
         self.step_seconds = e.seconds if self.step_seconds is None else (1 - a) * self.step_seconds + a * e.seconds
+        self.latest = e
+
+    def _show_latest(self) -> None:
+        e, self.latest = self.latest, None
+        if e is None:
+            return
+        self.progress.setValue(e.step)
         eta = (self.total_steps - e.step) * self.step_seconds
         self.status.setText(f"Step {e.step}/{self.total_steps} · round {e.round} · loss {e.loss:.4f} · "
                             f"{e.tokens_per_s:.0f} tokens/s · about {duration(eta)} left")
@@ -215,6 +226,7 @@ class TrainPanel(QWidget):
     def _on_finished(self, e: P.Finished) -> None:
         if not self._ours():
             return
+        self._show_latest()
         self.running = False
         if e.run_dir:
             self.studio.session.set_run_dir(e.run_dir)
@@ -226,6 +238,7 @@ class TrainPanel(QWidget):
         self._update_buttons()
 
     def _on_worker_exited(self, e: P.WorkerExited) -> None:
+        self._show_latest()
         was_running, self.running = self.running, False
         self.log(f"engine process exited: {e.message}")
         if e.exitcode == 0 and not was_running:
