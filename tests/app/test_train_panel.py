@@ -79,6 +79,7 @@ def test_worker_death_keeps_the_window_says_why_and_resumes(qtbot, panel, studio
     assert fake.starts == 2 and fake.sent_types()[-1] == "ResumeRun"
     resume = fake.sent[-1]
     assert resume.run_dir == studio.session.run_dir
+    qtbot.waitUntil(lambda: xs(train.plots.raw)[-1] == 40, timeout=2000)  # next 20 Hz redraw
     steps = xs(train.plots.raw)
     assert steps[0] == 1 and steps[-1] == 40 and len(steps) == 40  # resumed steps replace none twice
 
