@@ -71,8 +71,7 @@ class TrainingPlots(QWidget):
         self.smooth = self._curve(self.loss_plot, _pen("smooth", 2.5), "smoothed")
         self.merges = pg.ScatterPlotItem(symbol="t", size=9, pen=pg.mkPen(None),
                                          brush=pg.mkBrush(*theme.SERIES["merge"]), name="merge")
-        self.loss_plot.addItem(self.merges)
-        self.loss_plot.legend.addItem(self.merges, "merge")
+        self.loss_plot.addItem(self.merges)  # named: the legend picks it up
 
     def _build_heat(self) -> None:
         self.heat_plot = self._plot(0, 1, "Layers boosted per round", "layer", bottom="round")
@@ -87,10 +86,12 @@ class TrainingPlots(QWidget):
 
     def _build_memory(self) -> None:
         self.memory_plot = self._plot(1, 1, "Memory", "bytes", units="B")
-        self.memory_plot.addLegend(offset=(-8, -8), labelTextSize="8pt")
+        # from zero, so the gap to the predicted peak reads true; the legend sits in the room below
+        self.memory_plot.plot([0], [0], pen=None)
+        self.memory_plot.addLegend(offset=(8, -8), labelTextSize="8pt")
         self.rss_curve = self._curve(self.memory_plot, _pen("rss"), "process RSS")
-        self.allocated_curve = self._curve(self.memory_plot, _pen("allocated"), "device allocated",
-                                           connect="finite")
+        self.allocated_curve = self._curve(self.memory_plot, _pen("allocated"), connect="finite")
+        self._allocated_in_legend = False  # added once a GPU reports it; on CPU it stays out
         self.predicted_line = pg.InfiniteLine(angle=0, movable=False, pen=_pen("predicted", 1.5, Qt.PenStyle.DashLine),
                                               label="predicted peak", labelOpts={"position": 0.12})
         self.predicted_line.hide()
@@ -122,6 +123,9 @@ class TrainingPlots(QWidget):
             allocated = s.allocated.view()
             has_device = bool(np.isfinite(allocated).any()) if len(allocated) else False
             self.allocated_curve.setData(s.mem_steps.view() if has_device else [], allocated if has_device else [])
+            if has_device and not self._allocated_in_legend:
+                self.memory_plot.legend.addItem(self.allocated_curve, "device allocated")
+                self._allocated_in_legend = True
             if s.predicted_peak:
                 self.predicted_line.setValue(s.predicted_peak)
                 self.predicted_line.show()
@@ -163,6 +167,9 @@ class TrainingPlots(QWidget):
                 axis.setTextPen(foreground)
         for legend in (self.loss_plot.legend, self.memory_plot.legend):
             legend.setLabelTextColor(foreground)
+            for _, label in legend.items:  # existing labels keep their colour otherwise
+                label.setText(label.text, color=foreground)
+        self.predicted_line.label.setColor(foreground)
         empty, boosted = theme.heat_colors()
         lut = np.array([[empty.red(), empty.green(), empty.blue()], [boosted.red(), boosted.green(), boosted.blue()]],
                        dtype=np.ubyte)

@@ -113,3 +113,26 @@ def test_events_of_other_jobs_do_not_touch_the_run_view(qtbot, panel, studio, fa
     studio.bridge.submit(P.Inspect(data="/no/such/file.jsonl"))
     qtbot.waitUntil(lambda: not studio.bridge.busy, timeout=2000)
     assert not train.banner.isVisible() and len(train.series.steps) == 0
+
+
+def test_a_run_started_as_the_last_one_ends_is_followed_to_its_end(qtbot, panel, studio, fake):
+    short_run(studio, steps=10)
+    train = panel(TrainPanel)
+    follow_up = []
+
+    def start_next(event):
+        if not follow_up:  # queued behind the finishing job: its last events must not end this one
+            studio.settings.set("train", "max_steps", 30)
+            train.start()
+            follow_up.append(train.active)
+
+    studio.bridge.finished.connect(start_next)
+    train.start()
+    qtbot.waitUntil(lambda: bool(follow_up) and studio.bridge.current_job is not None
+                    and studio.bridge.current_job.id == follow_up[0], timeout=5000)
+    assert train.running and not train.resume_button.isVisible()
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run completed after 30 steps"), timeout=5000)
+    qtbot.waitUntil(lambda: xs(train.plots.raw)[-1:] == [30], timeout=2000)
+    assert len(xs(train.plots.raw)) == 30
+    first, second = [c.run_dir for c in fake.sent if isinstance(c, P.StartRun)]
+    assert first != second  # started within the same second: still two folders

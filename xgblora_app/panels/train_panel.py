@@ -32,13 +32,24 @@ RUN_JOBS = (P.StartRun, P.ResumeRun)
 ACTIVE = {"loading", "preflight", "training", "paused", "stopping"}
 
 
+def fresh_run_dir(root: Path, name: str, taken: set[Path]) -> Path:
+    """A run folder that does not exist and was not handed out yet (names have one-second
+    resolution, and a queued run's folder is made only when the engine starts it)."""
+    path, n = root / name, 1
+    while path.exists() or path in taken:
+        n += 1
+        path = root / f"{name}-{n}"
+    return path
+
+
 class TrainPanel(QWidget):
     def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.studio = studio
         self.series = TrainingSeries()
-        self.run_ids: set[int] = set()
-        self.running = False  # a run job of ours is under way
+        self.run_ids: set[int] = set()  # every run job this panel sent (errors are matched by id)
+        self.active: int | None = None  # the run job the panel shows; None when none is under way
+        self.issued: set[Path] = set()  # run folders given to StartRun jobs
         self.total_steps = 0
         self.step_seconds: float | None = None  # smoothed, for the ETA
         self.last_force = False
@@ -119,13 +130,13 @@ class TrainPanel(QWidget):
             self.banner.show_message("error", exc.message, exc.hint)
             return
         self.last_force = self.force.isChecked() if force is None else force
-        run_dir = self.studio.session.runs_root / new_run_name(cfg.model.name)
-        self._begin(f"Starting {run_dir.name}: preparing the data and loading the model…")
+        run_dir = fresh_run_dir(self.studio.session.runs_root, new_run_name(cfg.model.name), self.issued)
+        self.issued.add(run_dir)
         self.series.reset()
         self.plots.refresh(force=True)
         self.log(f"— new run {run_dir}")
-        self.run_ids.add(self.studio.bridge.submit(P.StartRun(config=cfg.to_dict(), run_dir=str(run_dir),
-                                                              force=self.last_force)))
+        self._begin(P.StartRun(config=cfg.to_dict(), run_dir=str(run_dir), force=self.last_force),
+                    f"Starting {run_dir.name}: preparing the data and loading the model…")
 
     def resume_run(self, run_dir: str | None = None) -> None:
         """Continue a stopped/failed/killed run; starts a fresh worker if the last one died."""
@@ -137,9 +148,9 @@ class TrainPanel(QWidget):
             self.log("— starting a new engine process")
             bridge.start()
         self.studio.session.set_run_dir(run_dir)
-        self._begin(f"Resuming {Path(run_dir).name} from its newest checkpoint…")
         self.log(f"— resuming {run_dir}")
-        self.run_ids.add(bridge.submit(P.ResumeRun(run_dir=run_dir, force=self.force.isChecked())))
+        self._begin(P.ResumeRun(run_dir=run_dir, force=self.force.isChecked()),
+                    f"Resuming {Path(run_dir).name} from its newest checkpoint…")
 
     def pause(self) -> None:
         if self.pause_button.isEnabled():
@@ -154,8 +165,13 @@ class TrainPanel(QWidget):
             self.studio.bridge.control(P.Stop())
             self.status.setText("Stopping after the current optimizer step (a checkpoint is written)…")
 
-    def _begin(self, text: str) -> None:
-        self.running = True
+    @property
+    def running(self) -> bool:
+        return self.active is not None
+
+    def _begin(self, job: P.Command, text: str) -> None:
+        self.active = self.studio.bridge.submit(job)
+        self.run_ids.add(self.active)
         self.banner.clear()
         self.step_seconds = None
         self.status.setText(text)
@@ -163,7 +179,9 @@ class TrainPanel(QWidget):
 
     # --- events ---------------------------------------------------------------------
     def _ours(self) -> bool:
-        return self.studio.job_is(self.run_ids)
+        """Whether the event being dispatched comes from the run job on show (a finished
+        job's last events, arriving after a new one was queued, are not)."""
+        return self.active is not None and self.studio.job_is({self.active})
 
     def _feed(self, event) -> None:
         if self._ours():
@@ -227,7 +245,7 @@ class TrainPanel(QWidget):
         if not self._ours():
             return
         self._show_latest()
-        self.running = False
+        self.active = None
         if e.run_dir:
             self.studio.session.set_run_dir(e.run_dir)
         held_out = f", held-out loss {fmt_loss(e.final_eval_loss)}" if e.final_eval_loss is not None else ""
@@ -239,7 +257,7 @@ class TrainPanel(QWidget):
 
     def _on_worker_exited(self, e: P.WorkerExited) -> None:
         self._show_latest()
-        was_running, self.running = self.running, False
+        was_running, self.active = self.running, None
         self.log(f"engine process exited: {e.message}")
         if e.exitcode == 0 and not was_running:
             return
@@ -259,8 +277,8 @@ class TrainPanel(QWidget):
         self._update_buttons()
 
     def _on_state(self, e: P.StateChanged) -> None:
-        if e.state == "idle" and self.running and self._ours():
-            self.running = False  # the job ended without a Finished (e.g. refused before it started)
+        if e.state == "idle" and self._ours():
+            self.active = None  # the job ended without a Finished (e.g. refused before it started)
         if e.state == "paused":
             self.status.setText("Paused after the current optimizer step. Continue or stop.")
         elif e.detail and self._ours():
