@@ -86,14 +86,15 @@ class TrainingPlots(QWidget):
 
     def _build_memory(self) -> None:
         self.memory_plot = self._plot(1, 1, "Memory", "bytes", units="B")
-        # from zero, so the gap to the predicted peak reads true; the legend sits in the room below
-        self.memory_plot.plot([0], [0], pen=None)
+        # y from zero (set in refresh), so the gap to the predicted peak reads true; the legend
+        # sits in the room this leaves under the curves
+        self.memory_plot.enableAutoRange(y=False)
         self.memory_plot.addLegend(offset=(8, -8), labelTextSize="8pt")
         self.rss_curve = self._curve(self.memory_plot, _pen("rss"), "process RSS")
         self.allocated_curve = self._curve(self.memory_plot, _pen("allocated"), connect="finite")
         self._allocated_in_legend = False  # added once a GPU reports it; on CPU it stays out
         self.predicted_line = pg.InfiniteLine(angle=0, movable=False, pen=_pen("predicted", 1.5, Qt.PenStyle.DashLine),
-                                              label="predicted peak", labelOpts={"position": 0.12})
+                                              label="predicted peak", labelOpts={"position": 0.12, "anchors": [(0, 1), (0, 1)]})
         self.predicted_line.hide()
         self.memory_plot.addItem(self.predicted_line)
 
@@ -126,6 +127,9 @@ class TrainingPlots(QWidget):
             if has_device and not self._allocated_in_legend:
                 self.memory_plot.legend.addItem(self.allocated_curve, "device allocated")
                 self._allocated_in_legend = True
+            top = max(float(np.nanmax(s.rss.view())) if len(s.rss) else 0.0,
+                      float(np.nanmax(allocated)) if has_device else 0.0, float(s.predicted_peak or 0))
+            self.memory_plot.setYRange(0, top * 1.3 if top else 1.0, padding=0)  # room for the label
             if s.predicted_peak:
                 self.predicted_line.setValue(s.predicted_peak)
                 self.predicted_line.show()
