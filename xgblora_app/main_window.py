@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -210,6 +210,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true",
                         help="drive the window with a scripted engine (no model is loaded); runs go to a temp folder")
     parser.add_argument("--runs", type=Path, default=None, help="folder of run folders (default: the user data dir)")
+    parser.add_argument("--quit-after", type=float, default=None, metavar="SECONDS",
+                        help="close the window after this long (start-up checks of a bundle)")
     args, _ = parser.parse_known_args(argv[1:])  # the rest is Qt's (-style, -platform …)
     return args
 
@@ -237,4 +239,10 @@ def run_app(argv: list[str]) -> int:
         factory = demo_factory(runs)
     window = MainWindow(factory, runs_folder=runs)
     window.show()
-    return app.exec()
+    if args.quit_after is not None:
+        QTimer.singleShot(0, lambda: print("xgblora-studio: window shown", flush=True))
+        QTimer.singleShot(int(args.quit_after * 1000), window.close)
+    code = app.exec()
+    window.deleteLater()  # Qt objects go before the interpreter tears down
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    return code

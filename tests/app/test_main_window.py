@@ -112,3 +112,12 @@ def test_start_up_is_quick_and_loads_no_torch():
     seconds, heavy = out.stdout.split()[-2:]
     assert heavy == "False"
     assert float(seconds) < 2.0, f"window up in {seconds}s ({time.perf_counter() - start:.1f}s with the interpreter)"
+
+
+def test_the_entry_point_opens_the_window_and_closes_cleanly(tmp_path):
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-m", "xgblora_app", "--demo", "--runs", str(tmp_path / "runs"),
+                          "--quit-after", "1"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "window shown" in out.stdout
