@@ -68,6 +68,7 @@ class Banner(QFrame):
         return self.label.text()
 
     def clear(self) -> None:
+        self.kind = "info"
         self._clear_buttons()
         self.label.clear()
         self.hide()
