@@ -200,6 +200,28 @@ class Worker:
         prepared = prepare(cfg, self.emit)
         self.emit(preflight(prepared, cfg, cmd.memory_limit_bytes, cmd.trial))
 
+    def do_Export(self, cmd: P.Export) -> None:
+        from xgblora_engine.export.run import export_run
+
+        self.emit(P.StateChanged(state="exporting", detail=f"exporting {', '.join(cmd.formats)}"))
+
+        def progress(fmt: str, stage: str, fraction: float) -> None:
+            self.emit(P.ExportProgress(format=fmt, stage=stage, fraction=fraction))
+
+        results = export_run(cmd.run_dir, cmd.out, cmd.formats, cmd.dtype, cmd.quant, cmd.verify, progress,
+                             log=lambda text: self.emit(P.LogLine(level="info", text=text)))
+        for result in results:
+            self.emit(result.to_event())
+
+    def do_Generate(self, cmd: P.Generate) -> None:
+        from xgblora_engine.export.chat import generate
+
+        self.emit(P.StateChanged(state="generating"))
+        model = cmd.run_dir or cmd.model
+        text, tokens, seconds, stopped = generate(model, cmd.prompt, cmd.max_new_tokens, cmd.system)
+        self.emit(P.GenerationResult(model=model, prompt=cmd.prompt, text=text, tokens=tokens, seconds=seconds,
+                                     stopped=stopped))
+
     def do_Inspect(self, cmd: P.Inspect) -> None:
         from dataclasses import asdict
 

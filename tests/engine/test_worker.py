@@ -151,3 +151,16 @@ def test_out_of_memory_in_a_step_is_reported_and_the_run_stays_resumable(tiny_co
     resumed = []
     resume_training(str(tmp_path / "run"), resumed.append)
     assert resumed[-1].status == "completed" and resumed[-1].steps == 6
+
+
+def test_export_and_generate_through_the_worker(client, tiny_config, tmp_path):
+    from xgblora_engine.session import run_training
+
+    run = run_training(copy.deepcopy(tiny_config), str(tmp_path / "run"), lambda e: None).path
+    client.send(P.Export(run_dir=str(run), out=str(tmp_path / "export"), formats=["hf", "peft"], verify=True))
+    done = [wait_for(client, is_a(P.ExportDone))[0] for _ in range(2)]
+    assert {d.format for d in done} == {"hf", "peft"}
+    assert all(d.checks for d in done), done
+    client.send(P.Generate(model=str(tiny_config.model.name), prompt="w1 w2", max_new_tokens=5, run_dir=str(run)))
+    result, _ = wait_for(client, is_a(P.GenerationResult))
+    assert result.tokens <= 5 and result.model == str(run)
