@@ -58,3 +58,16 @@ def test_inspect_preflight_train_kill_resume_and_history(qtbot, real_window):
     assert runs.count() == 1 and runs.runs[0].status == "completed"
     runs.table.selectRow(0)
     assert len(runs.series.steps) == 40 and len(runs.series.rounds) == 10
+
+    # export the finished run from the Export panel, through the real worker
+    ex = w.export_panel
+    run_path = runs.runs[0].path
+    ex.select_run(str(run_path))
+    for fmt, box in ex.format_boxes.items():
+        box.setChecked(fmt in ("hf", "peft"))
+    ex.out.setText(str(run_path / "exports" / "e2e"))
+    qtbot.mouseClick(ex.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: all(row.path for row in ex.rows.values()), timeout=240_000)
+    assert set(ex.rows) == {"hf", "peft"}
+    for row in ex.rows.values():
+        assert row.result.text() and (run_path / "exports" / "e2e").exists()
