@@ -129,8 +129,11 @@ def _logical_numel(param) -> int:
     return param.numel() * 2 if type(param).__name__ == "Params4bit" else param.numel()
 
 
-def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | None = None) -> Estimate:
-    """Peak memory of a training step, in parts. ``cfg`` is a RunConfig with k resolved."""
+def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | None = None,
+             tokens: int | None = None) -> Estimate:
+    """Peak memory of a training step, in parts. ``cfg`` is a RunConfig with k resolved;
+    ``tokens`` is the longest batch's size (batch × its padded length), which is less than
+    batch × seq_len when the data is shorter than the limit."""
     b, t, d = cfg.boost, cfg.train, cfg.data
     quant = cfg.model.quantize
     act_bytes = BYTES[dtype]
@@ -139,7 +142,7 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
     weights = (shape.n_params - linear_params) * BYTES[dtype] + linear_params * weight_per_param
     k = b.layers_per_round or max(1, round(shape.n_layers / 3))
     booster = k * b.rank * shape.linear_dims_per_layer * 4 * 4
-    tokens = t.batch_size * d.seq_len
+    tokens = tokens if tokens is not None else t.batch_size * d.seq_len
     per_token_layer = 12 * shape.hidden + 5 * shape.intermediate
     if cfg.model.gradient_checkpointing:
         activations = tokens * (shape.n_layers * shape.hidden + per_token_layer) * act_bytes

@@ -96,7 +96,7 @@ def preflight(prepared: Prepared, cfg: RunConfig, limit: int | None, trial: bool
     shape = memory.shape_of(prepared.loaded.model)
     longest = _longest_batch(prepared, cfg)
     labelled = int((longest["labels"][:, 1:] != -100).sum())
-    est = memory.estimate(shape, cfg, _device_kind(info.device), info.dtype, labelled)
+    est = memory.estimate(shape, cfg, _device_kind(info.device), info.dtype, labelled, int(longest["input_ids"].numel()))
     measured = measure_trial(prepared, cfg, longest) if trial else None
     predicted = est.total
     if measured is not None:  # the trial sees everything but the originals that accumulate later
