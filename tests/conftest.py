@@ -22,3 +22,42 @@ def build_tiny_llama():
 @pytest.fixture
 def tiny_llama():
     return build_tiny_llama()
+
+
+TINY_LAYERS = 3
+TINY_FAMILIES = ("llama", "qwen2", "mistral", "gemma", "phi", "phi3", "gpt2", "gpt_neox")
+
+
+def tiny_config(family: str):
+    """A config of ``family`` small enough for a model under 1 MB (3 layers, hidden 32)."""
+    import transformers as tf
+
+    common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=TINY_LAYERS,
+                  num_attention_heads=4, max_position_embeddings=64)
+    configs = {
+        "llama": lambda: tf.LlamaConfig(**common, num_key_value_heads=2),
+        "qwen2": lambda: tf.Qwen2Config(**common, num_key_value_heads=2),
+        "mistral": lambda: tf.MistralConfig(**common, num_key_value_heads=2),
+        "gemma": lambda: tf.GemmaConfig(**common, num_key_value_heads=2, head_dim=8),
+        "phi": lambda: tf.PhiConfig(**common),
+        "phi3": lambda: tf.Phi3Config(**common, num_key_value_heads=2, pad_token_id=0),
+        "gpt2": lambda: tf.GPT2Config(vocab_size=64, n_embd=32, n_layer=TINY_LAYERS, n_head=4, n_positions=64,
+                                       bos_token_id=0, eos_token_id=0),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(**common),
+    }
+    return configs[family]()
+
+
+def build_tiny(family: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(tiny_config(family)).eval()
+
+
+@pytest.fixture(params=TINY_FAMILIES)
+def tiny_models(request):
+    """(family, tiny fp32 model), once per family; narrow it with
+    ``@pytest.mark.parametrize("tiny_models", ["gpt2"], indirect=True)``."""
+    return request.param, build_tiny(request.param)

@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
-import os
+import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from xgblora_engine.config import ModelConfig
+from xgblora_engine.config import DTYPES, QUANTIZE, ModelConfig
 from xgblora_engine.errors import UserError
+from xgblora_engine.models.hub import hub_location
+from xgblora_engine.models.quantize import bnb_config, logical_numel, quantize_in_place
 from xgblora_engine.models.source import ModelSource, resolve_source
 from xgblora_engine.models.targets import find_layers, target_names
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CUDA_DEVICE = re.compile(r"^cuda(:\d+)?$")
 
 
 @dataclass
 class ModelInfo:
     name: str
-    architecture: str
+    architecture: str  # config.model_type, e.g. "llama"
     n_layers: int
     hidden_size: int
     vocab_size: int
-    n_params: int
-    dtype: str
+    n_params: int  # logical count: a packed 4-bit weight counts every value it holds
+    dtype: str  # fp32 | bf16 | fp16: the compute dtype of the frozen base
     device: str
-    quantization: str
-    weight_bytes: int
-    targets: list[str] = field(default_factory=list)
+    quantization: str  # none | 4bit | 8bit
+    weight_bytes: int  # parameters and buffers as stored
+    layers_path: str = ""
+    targets: list[str] = field(default_factory=list)  # leaf names of the linears in a block
 
 
 @dataclass
@@ -39,17 +43,29 @@ class LoadedModel:
     info: ModelInfo
 
 
-def choose_device(requested: str, cuda_available: bool) -> str:
+def choose_device(requested: str, cuda_available: bool, cuda_count: int = 1) -> str:
+    """auto: the first GPU when there is one, else the CPU."""
+    requested = requested.strip().lower()
     if requested == "auto":
         return "cuda" if cuda_available else "cpu"
-    if requested.startswith("cuda") and not cuda_available:
+    if requested == "cpu":
+        return requested
+    if not CUDA_DEVICE.match(requested):
+        raise UserError(f"invalid device '{requested}'", "use auto, cpu, cuda or cuda:N")
+    if not cuda_available:
         raise UserError(f"device '{requested}' was asked for but no CUDA GPU is available",
                         "use --device cpu, or check the NVIDIA driver and that torch is a CUDA build")
+    index = int(requested.partition(":")[2] or 0)
+    if index >= cuda_count:
+        raise UserError(f"device '{requested}' does not exist: {cuda_count} GPU(s) found",
+                        f"use cuda:0 to cuda:{cuda_count - 1}")
     return requested
 
 
 def choose_dtype(requested: str, device_type: str, bf16_supported: bool) -> str:
-    """auto: bf16 on a GPU that supports it, else fp32 (CPU half math is slow and lossy)."""
+    """auto: bf16 on a GPU that supports it, else fp32 (half math on a CPU is slow and lossy)."""
+    if requested not in DTYPES:
+        raise UserError(f"invalid dtype '{requested}'", f"choose one of: {', '.join(DTYPES)}")
     if requested == "auto":
         return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
     if requested == "bf16" and device_type == "cuda" and not bf16_supported:
@@ -57,134 +73,118 @@ def choose_dtype(requested: str, device_type: str, bf16_supported: bool) -> str:
     return requested
 
 
-def _hub_kwargs(source: ModelSource) -> dict:
-    kwargs: dict = {}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    return kwargs
+def _device_and_dtype(cfg: ModelConfig) -> tuple[str, str]:
+    cuda = torch.cuda.is_available()
+    device = choose_device(cfg.device, cuda, torch.cuda.device_count() if cuda else 0)
+    bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return device, choose_dtype(cfg.dtype, device.split(":")[0], bf16_ok)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+def _location(source: ModelSource, need_weights: bool) -> str:
+    """The path (or, for an uncached Hub id, the id) that from_pretrained reads."""
+    if source.kind == "hub":
+        return hub_location(source.path, need_weights)
+    return source.path
+
+
+def _gguf_kwargs(source: ModelSource, for_model: bool) -> dict:
+    if not source.gguf_file:
+        return {}
+    if not for_model:
+        return {"gguf_file": source.gguf_file}
+    from transformers import GgufConfig
+
+    # Explicitly dequantized: with the optional `kernels` package transformers would
+    # otherwise keep the weights packed in GgufLinear modules, which cannot be boosted.
+    return {"gguf_file": source.gguf_file, "quantization_config": GgufConfig(dequantize=True)}
 
 
 def _load_error(source: ModelSource, exc: Exception) -> UserError:
-    text = str(exc)
-    if source.kind == "hub":
-        if "is not a valid model identifier" in text or "404" in text or "Repository Not Found" in text:
-            return UserError(f"unknown model '{source.path}': the Hub has no such repository",
-                             "check the spelling of the id, or pass a local folder or .gguf file")
-        return UserError(f"model '{source.path}' is not in the local Hugging Face cache and the Hub "
-                         f"cannot be reached{' (HF_HUB_OFFLINE is set)' if _offline() else ''}",
-                         f"download it once while online (`hf download {source.path}`), "
-                         "or pass a local folder or .gguf file")
-    return UserError(f"could not load model from {source.path}: {text.splitlines()[0] if text else type(exc).__name__}",
-                     "check that the folder or file is a complete Hugging Face / GGUF model")
+    text = str(exc).strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    what = f"'{source.path}'" if source.kind == "hub" else source.path
+    if source.gguf_file:
+        what = f"{source.path}/{source.gguf_file}"
+    return UserError(f"could not load model {what}: {first_line}",
+                     "check that it is a complete Hugging Face model folder or a .gguf file "
+                     "of an architecture transformers supports")
 
 
 def load_tokenizer(cfg: ModelConfig, source: ModelSource | None = None):
+    """The tokenizer alone (fast: no weights are read). A missing pad token becomes eos."""
     from transformers import AutoTokenizer
 
     source = source or resolve_source(cfg.name)
+    location = _location(source, need_weights=False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path, **_hub_kwargs(source))
-    except (OSError, ValueError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(location, **_gguf_kwargs(source, for_model=False))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _load_error(source, exc) from None
-    if tokenizer.pad_token_id is None:
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def _quantization_config(kind: str, compute_dtype: torch.dtype):
-    from transformers import BitsAndBytesConfig
-
-    if kind == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype)
-    return BitsAndBytesConfig(load_in_8bit=True)
-
-
 def load_model(cfg: ModelConfig, tokenizer=None) -> LoadedModel:
-    from transformers import AutoModelForCausalLM
-
+    """Model and tokenizer (the one given, else loaded), every parameter frozen, in eval
+    mode on the chosen device."""
+    if cfg.quantize not in QUANTIZE:
+        raise UserError(f"invalid quantization '{cfg.quantize}'", f"choose one of: {', '.join(QUANTIZE)}")
     source = resolve_source(cfg.name)
-    device = choose_device(cfg.device, torch.cuda.is_available())
-    bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    dtype = choose_dtype(cfg.dtype, device.split(":")[0], bf16_ok)
+    device, dtype = _device_and_dtype(cfg)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg, source)
-    kwargs = {**_hub_kwargs(source), "dtype": TORCH_DTYPES[dtype]}
-    try:
-        if cfg.quantize != "none" and source.gguf_file:
-            model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
-            _drop_gguf_marker(model)
-            model = quantize_in_place(model, cfg.quantize, TORCH_DTYPES[dtype])
-        elif cfg.quantize != "none":
-            kwargs["quantization_config"] = _quantization_config(cfg.quantize, TORCH_DTYPES[dtype])
-            model = AutoModelForCausalLM.from_pretrained(source.path, device_map={"": device}, **kwargs)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
-            if source.gguf_file:
-                _drop_gguf_marker(model)
-    except UserError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise _load_error(source, exc) from None
-    if cfg.quantize == "none" or source.gguf_file:
-        model.to(device)
+    model = _load_weights(source, device, TORCH_DTYPES[dtype], cfg.quantize)
     model.requires_grad_(False)
     model.eval()
     return LoadedModel(model, tokenizer, source, describe(model, source, dtype, device, cfg.quantize))
 
 
-def _drop_gguf_marker(model: nn.Module) -> None:
-    """GGUF weights arrive dequantized; the quantizer marker only blocks saving them."""
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.is_quantized = False
+def _load_weights(source: ModelSource, device: str, dtype: torch.dtype, quantize: str) -> nn.Module:
+    from transformers import AutoModelForCausalLM
 
-
-def quantize_in_place(model: nn.Module, kind: str, compute_dtype: torch.dtype) -> nn.Module:
-    """Swap every linear inside the transformer blocks for a bitsandbytes one.
-
-    Used where transformers cannot quantize at load time (a GGUF source). The LM head and
-    embeddings stay in full precision, as transformers does."""
-    import bitsandbytes as bnb
-
-    _, layers = find_layers(model)
-    for layer in layers:
-        for name, module in list(layer.named_modules()):
-            if type(module) is not nn.Linear:
-                continue
-            parent_name, _, child = name.rpartition(".")
-            parent = layer.get_submodule(parent_name) if parent_name else layer
-            setattr(parent, child, _bnb_linear(bnb, module, kind, compute_dtype))
+    location = _location(source, need_weights=True)
+    kwargs: dict = {"dtype": dtype, "device_map": {"": device}, **_gguf_kwargs(source, for_model=True)}
+    if quantize != "none" and not source.gguf_file:
+        kwargs["quantization_config"] = bnb_config(quantize, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        if source.gguf_file:
+            drop_gguf_marker(model)
+            if quantize != "none":
+                quantize_in_place(model, quantize, dtype, device)
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(source, exc) from None
+    except (RuntimeError, NotImplementedError) as exc:
+        if quantize == "none":
+            raise _load_error(source, exc) from None
+        raise UserError(f"could not load the model in {quantize} on {device}: {str(exc).splitlines()[0]}",
+                        "bitsandbytes may not support this device; use --quantize none") from None
     return model
 
 
-def _bnb_linear(bnb, linear: nn.Linear, kind: str, compute_dtype: torch.dtype) -> nn.Module:
-    bias = linear.bias is not None
-    weight = linear.weight.data.to(torch.float32)
-    if kind == "4bit":
-        q = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=bias,
-                              compute_dtype=compute_dtype, quant_type="nf4")
-        q.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
-    else:
-        q = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=bias, has_fp16_weights=False)
-        q.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
-    if bias:
-        q.bias = nn.Parameter(linear.bias.data.to(compute_dtype), requires_grad=False)
-    return q.to(linear.weight.device)
+def drop_gguf_marker(model: nn.Module) -> None:
+    """GGUF weights arrive dequantized; a leftover quantizer marker only blocks save_pretrained."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
 
 
 def describe(model: nn.Module, source: ModelSource, dtype: str, device: str, quantize: str) -> ModelInfo:
-    _, layers = find_layers(model)
-    config = model.config
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    weight_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
+    layers_path, layers = find_layers(model)
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    tensors = list(model.parameters()) + list(model.buffers())
     return ModelInfo(
-        name=source.display_name, architecture=str(getattr(config, "model_type", type(model).__name__)),
-        n_layers=len(layers), hidden_size=int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0)),
-        vocab_size=int(getattr(config, "vocab_size", 0)), n_params=sum(p.numel() for p in model.parameters()),
-        dtype=dtype, device=device, quantization=quantize, weight_bytes=weight_bytes,
-        targets=target_names(model))
+        name=source.display_name,
+        architecture=str(getattr(model.config, "model_type", type(model).__name__)),
+        n_layers=len(layers),
+        hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+        vocab_size=int(getattr(config, "vocab_size", 0) or 0),
+        n_params=sum(logical_numel(p) for p in model.parameters()),
+        dtype=dtype, device=device, quantization=quantize,
+        weight_bytes=sum(t.numel() * t.element_size() for t in tensors),
+        layers_path=layers_path,
+        targets=target_names(model),
+    )

