@@ -4,7 +4,8 @@ The analytic estimate adds up what a step holds at its peak:
 
 * weights: parameters × bytes per parameter (fp32 4, bf16/fp16 2, int8 ≈1, nf4 ≈0.56)
 * boosters: k layers × their targets × r·(in+out) fp32 values × 4 (value, grad, 2 Adam moments)
-* merged originals: the CPU copy of each boosted linear's W0 (host memory; counted on CPU runs)
+* merged originals: the CPU copy of each boosted bf16/fp16 linear's W0 (host memory; counted
+  on CPU runs; fp32 weights take merges in place and need none)
 * activations: tokens × layers reached × per-token-per-layer values × bytes. The worst
   round samples layer 0, so backward reaches every layer. Per token and layer a llama-style
   block saves about 12·hidden + 5·intermediate values (measured with saved-tensor hooks on
@@ -154,7 +155,9 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
              "activations": int(activations), "logits": int(logits)}
     if device == "cpu":
         # the CPU copies of original weights kept for exact merges live in the same RAM
-        parts["merge originals"] = int(min(1.0, k / shape.n_layers * 3) * linear_params * BYTES[dtype]) if quant == "none" else 0
+        # (bf16/fp16 only: fp32 weights take merges in place)
+        keeps_originals = quant == "none" and dtype != "fp32"
+        parts["merge originals"] = int(min(1.0, k / shape.n_layers * 3) * linear_params * BYTES[dtype]) if keeps_originals else 0
         parts["runtime"] = CPU_RUNTIME
     else:
         parts["runtime"] = CUDA_RUNTIME + int(0.1 * (activations + logits))

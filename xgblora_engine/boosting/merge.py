@@ -2,7 +2,11 @@
 
 Two policies, chosen per module by what its weight is:
 
-* **rebuild** (fp32, bf16, fp16 weights): ``W = cast(W0 + ledger.delta(module))`` computed
+* **add** (fp32 weights): ``W += scaling·B·A`` for the round's boosters, in place. fp32
+  rounds each merge at ~1e-7 of the weight, far below any booster update
+  (benchmarks/merge_precision.py), and needs no copy of W0. Replaying a ledger round by
+  round (resume) repeats the same additions in the same order: bit-identical weights.
+* **rebuild** (bf16, fp16 weights): ``W = cast(W0 + ledger.delta(module))`` computed
   in fp32 from a CPU copy of the original weight taken at the module's first merge. The
   bf16 rounding of one merge never feeds the next, so small updates are not rounded
   away, and replaying a ledger on a fresh model (resume) gives bit-identical weights.
@@ -80,17 +84,35 @@ class Merger:
         self.compression_error: dict[str, float] = {}
 
     def merge_modules(self, ledger: BoosterLedger, modules: list[str]) -> None:
-        """Make each module's live weight equal W0 + its ledger sum."""
+        """Make each module's live weight equal W0 + its ledger sum, after the ledger's
+        newest round was recorded."""
+        newest = ledger.rounds[-1].round if ledger.rounds else None
         for name in modules:
             module = self._frozen_module(name)
             if isinstance(module, MergedLowRank) or is_quantized(module):
                 self._merge_low_rank(name, module, ledger)
+            elif module.weight.dtype == torch.float32:
+                self._add(module, [e for e in ledger.entries_for(name) if e.round == newest])
             else:
                 self._rebuild(name, module, ledger)
 
     def apply_ledger(self, ledger: BoosterLedger) -> None:
-        """Replay a whole ledger onto a freshly loaded model (resume)."""
-        self.merge_modules(ledger, ledger.modules())
+        """Replay a whole ledger onto a freshly loaded model (resume): fp32 weights take
+        the rounds one by one, exactly as training added them."""
+        modules = ledger.modules()
+        replayed = {n for n in modules if self._frozen_module(n).weight.dtype == torch.float32
+                    and not is_quantized(self._frozen_module(n))}
+        for entry in ledger.entries:
+            if entry.module in replayed:
+                self._add(self._frozen_module(entry.module), [entry])
+        self.merge_modules(ledger, [n for n in modules if n not in replayed])
+
+    @torch.no_grad()
+    def _add(self, module: nn.Module, entries: list) -> None:
+        weight = module.weight
+        for e in entries:
+            delta = (e.scaling * e.B).to(weight.device) @ e.A.to(weight.device)
+            weight.add_(delta.t() if is_fan_in_fan_out(module) else delta)
 
     def _frozen_module(self, name: str) -> nn.Module:
         module = self.model.get_submodule(name)

@@ -83,3 +83,50 @@ def test_rank_cap_recompresses_the_path():
     assert net.proj.merged_A.shape[0] == 2
     assert 0 < merger.compression_error["proj"] < 1
     assert ledger.rank_of("proj") == 4  # the ledger itself stays exact
+
+
+class Dense(nn.Module):
+    def __init__(self, dtype):
+        super().__init__()
+        self.proj = nn.Linear(64, 32, bias=False).to(dtype)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def dense_boost_and_merge(net, ledger, merger, round_index):
+    boosters = attach_boosters(net, ["proj"], 1, 2.0, 0.0, 0, round_index)
+    with torch.no_grad():
+        boosters["proj"].B.normal_(0, 0.05)
+    factors = {n: (*b.factors(), b.scaling) for n, b in boosters.items()}
+    detach_boosters(net, boosters)
+    ledger.record_round(RoundRecord(round_index, round_index, [0]), factors)
+    merger.merge_modules(ledger, ["proj"])
+
+
+def test_fp32_weights_take_merges_in_place_and_a_replay_is_bit_identical():
+    torch.manual_seed(0)
+    net, ledger = Dense(torch.float32), BoosterLedger()
+    w0 = net.proj.weight.detach().clone()
+    merger = Merger(net)
+    for r in range(1, 6):
+        dense_boost_and_merge(net, ledger, merger, r)
+    assert merger.originals == {}  # no copy of W0 for fp32
+    exact = w0.double() + ledger.delta("proj").double()
+    assert torch.allclose(net.proj.weight.double(), exact, atol=1e-6)
+    fresh = Dense(torch.float32)
+    fresh.proj.weight.data.copy_(w0)
+    Merger(fresh).apply_ledger(ledger)
+    assert torch.equal(fresh.proj.weight, net.proj.weight)
+
+
+def test_bf16_weights_are_rebuilt_from_the_original_so_small_updates_survive():
+    torch.manual_seed(0)
+    net, ledger = Dense(torch.bfloat16), BoosterLedger()
+    w0 = net.proj.weight.detach().float().clone()
+    merger = Merger(net)
+    for r in range(1, 6):
+        dense_boost_and_merge(net, ledger, merger, r)
+    assert set(merger.originals) == {"proj"}
+    expected = (w0 + ledger.delta("proj")).to(torch.bfloat16)
+    assert torch.equal(net.proj.weight, expected)
