@@ -122,6 +122,8 @@ class Hello(_Event, kw_only=True):
 
     version: int
     pid: int
+    # what the machine offers: xgblora_engine.devices.list_devices() (empty from older workers)
+    devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 class StateChanged(_Event, kw_only=True):
@@ -195,8 +197,11 @@ class PreflightResult(_Event, kw_only=True):
     parts: dict[str, int]  # bytes per part of the estimate (weights, optimizer, activations...)
     measured_peak: int | None  # None when no trial was run
     remedies: list[dict[str, Any]]  # {"label", "changes": {section: {key: value}}, "saves_bytes"}
-    device: str
+    device: str  # with several devices: the tightest one, whose figures are the ones above
     message: str
+    # one entry per device holding weights: {"device", "predicted_peak", "available",
+    # "verdict", "parts", "measured_peak"}; several when the model is sharded over GPUs
+    devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 class CheckpointSaved(_Event, kw_only=True):

@@ -105,7 +105,10 @@ class Worker:
                 self.pending.put(cmd)
 
     def serve(self) -> None:
-        self.emit(P.Hello(version=P.PROTOCOL_VERSION, pid=os.getpid()))
+        from xgblora_engine.devices import list_devices
+
+        # Listing the devices imports torch (about a second), which every job needs anyway.
+        self.emit(P.Hello(version=P.PROTOCOL_VERSION, pid=os.getpid(), devices=list_devices()))
         threading.Thread(target=self.read_commands, daemon=True).start()
         while True:
             cmd = self.pending.get()

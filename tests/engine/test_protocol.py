@@ -72,6 +72,19 @@ def test_defaults():
     assert 0 < before <= P.LogLine(level="info", text="x").t
 
 
+def test_messages_of_an_older_worker_without_device_lists_still_decode():
+    hello = P.decode_event(envelope({"type": "Hello", "version": 1, "pid": 7}))
+    assert hello.devices == []
+    old_preflight = {k: v for k, v in P.to_dict(sample(P.PreflightResult)).items() if k != "devices"}
+    assert P.decode_event(envelope(old_preflight)).devices == []
+    assert P.from_dict(old_preflight).devices == []  # an old run's events.jsonl
+
+
+def test_a_newer_peer_s_extra_fields_are_ignored():
+    hello = P.decode_event(envelope({"type": "Hello", "version": 1, "pid": 7, "gpus_in_use": [0]}))
+    assert hello.pid == 7
+
+
 def test_fields_are_keyword_only():
     with pytest.raises(TypeError):
         P.Hello(1, 2)

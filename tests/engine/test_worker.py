@@ -54,6 +54,13 @@ def test_worker_greets_and_rejects_malformed_commands(client):
     assert result.data_report["format"] == "alpaca"
 
 
+def test_worker_hello_lists_the_devices_of_this_machine(client):
+    hello, _ = wait_for(client, is_a(P.Hello))
+    expected = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    assert [d["device"] for d in hello.devices] == expected  # ["cpu"] on the CPU-only test machine
+    assert hello.devices[0]["total_bytes"] >= hello.devices[0]["free_bytes"] > 0
+
+
 def test_run_with_pause_resume_and_stop(client, tiny_config, tmp_path):
     cfg = copy.deepcopy(tiny_config)
     cfg.train.max_steps = 400
