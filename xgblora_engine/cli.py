@@ -23,6 +23,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--dtype": ("model", "dtype"),
     "--quantize": ("model", "quantize"),
     "--device": ("model", "device"),
+    "--shard-gpus": ("model", "shard_gpus"),
     "--gradient-checkpointing": ("model", "gradient_checkpointing"),
     "--target-modules": ("model", "target_modules"),
     "--data": ("data", "path"),
@@ -180,10 +181,18 @@ def _run_as_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_parallelism(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """Before any rank is launched: one message, not one per rank."""
+    from xgblora_engine.models.sharding import check_not_data_parallel
+
+    check_not_data_parallel(cfg.model.shard_gpus, args.num_processes)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from xgblora_engine import protocol as P
 
     cfg = config_from_args(args)
+    _check_parallelism(cfg, args)
     code = _distributed(args, sys.argv[1:] if args.argv is None else args.argv)
     if code is not None:
         return code
@@ -193,7 +202,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from xgblora_engine import protocol as P
+    from xgblora_engine.rundir import RunDir
 
+    if args.num_processes > 1:
+        run = RunDir.open(args.run_dir)
+        _check_parallelism(RunConfig.from_dict(load_config_file(run.config_path)), args)
     code = _distributed(args, sys.argv[1:] if args.argv is None else args.argv)
     if code is not None:
         return code

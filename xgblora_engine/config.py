@@ -27,6 +27,7 @@ class ModelConfig:
     dtype: str = field(default="auto", metadata={"help": "compute dtype of the frozen base: auto picks bf16 where the device supports it, else fp32"})
     quantize: str = field(default="none", metadata={"help": "load the frozen base in 4-bit (nf4) or 8-bit through bitsandbytes to save memory"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    shard_gpus: int = field(default=1, metadata={"help": "spread one copy of the model over this many GPUs (cuda:0 to cuda:N-1, whole layers per GPU) for models bigger than one card; 1: one device. Not with --num-processes, which copies the model to every GPU"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (non-reentrant): less memory, ~30% slower"})
     target_modules: list[str] | None = field(default=None, metadata={"help": "names of the linears inside a layer that get boosters; default: all of them"})
 
@@ -171,6 +172,7 @@ def validate(cfg: RunConfig) -> None:
     _choice(d.format, FORMATS, "data format")
     _choice(t.schedule, ("cosine", "constant"), "schedule")
     checks = [
+        (m.shard_gpus >= 1, f"invalid number of GPUs to shard over: {m.shard_gpus}", "use --shard-gpus 1 (one device) or the number of GPUs to spread the model over"),
         (b.rank >= 1, f"invalid rank {b.rank}: the rank of a booster must be at least 1", "use --rank 1 (the paper's setting) or higher"),
         (b.layers_per_round is None or b.layers_per_round >= 1, f"invalid layers per round {b.layers_per_round}: must be at least 1", "use --layers-per-round 1 or more"),
         (b.merge_every >= 1, f"invalid merge interval {b.merge_every}: must be at least 1 step", "use --merge-every 10, for example"),

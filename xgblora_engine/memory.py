@@ -16,6 +16,12 @@ The analytic estimate adds up what a step holds at its peak:
 
 The measured trial runs real optimizer steps on the longest batch with the deepest
 layer set and reads the device's peak (CUDA) or samples the process RSS (CPU).
+
+A model sharded over GPUs is checked GPU by GPU, each against its own free memory: its
+weights are those of the layers placed there, its activations those of its layers (all
+reached in the worst round), its boosters and Adam state those of min(k, its layers)
+layers (the worst draw puts every sampled layer on one GPU), the logits only on the GPU
+of the LM head, and each GPU pays its own CUDA runtime.
 """
 
 from __future__ import annotations
@@ -164,6 +170,76 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
     return Estimate(parts, device)
 
 
+# --- per device: a model sharded over GPUs --------------------------------------
+@dataclass
+class DeviceShare:
+    """What one device holds of a model."""
+
+    device: str  # "cpu", "cuda:1"
+    layers: int  # decoder layers whose weights are here
+    params: int  # parameters here, layers and the rest (embeddings, norm, LM head)
+    lm_head: bool  # the logits are computed here
+
+
+def shares_of(model) -> list[DeviceShare]:
+    """One share per device holding weights, read from where each parameter is; the
+    input embeddings' device comes first (it receives the batch)."""
+    from xgblora_engine.models.targets import find_layers
+
+    _, layers = find_layers(model)
+    layer_devices = [str(next(layer.parameters()).device) for layer in layers]
+    params: dict[str, int] = {}
+    for p in model.parameters():
+        params[str(p.device)] = params.get(str(p.device), 0) + _logical_numel(p)
+    head = model.get_output_embeddings()
+    head_device = str(head.weight.device) if head is not None else layer_devices[-1]
+    first = str(model.get_input_embeddings().weight.device)
+    order = list(dict.fromkeys([first, *layer_devices, *params]))
+    return [DeviceShare(d, layer_devices.count(d), params.get(d, 0), d == head_device) for d in order]
+
+
+def share_shape(shape: Shape, share: DeviceShare) -> Shape:
+    """The part of the model on one device, as a model of its own for ``estimate``."""
+    return Shape(share.params, share.layers, shape.hidden, shape.intermediate,
+                 shape.vocab if share.lm_head else 0, shape.linear_params_per_layer,
+                 shape.linear_dims_per_layer if share.layers else 0)
+
+
+def estimate_share(shape: Shape, cfg, share: DeviceShare, dtype: str, labelled_tokens: int | None = None,
+                   tokens: int | None = None) -> Estimate:
+    """Peak memory of one device; boosters for min(k, its layers) layers (the worst draw)."""
+    from copy import deepcopy
+
+    k = cfg.boost.layers_per_round or max(1, round(shape.n_layers / 3))
+    local = deepcopy(cfg)
+    local.boost.layers_per_round = max(1, min(k, share.layers))
+    kind = "cuda" if share.device.startswith("cuda") else "cpu"
+    est = estimate(share_shape(shape, share), local, kind, dtype, labelled_tokens, tokens)
+    est.device = share.device
+    return est
+
+
+def device_checks(shape: Shape, cfg, shares: list[DeviceShare], dtype: str, available_on, labelled: int | None = None,
+                  tokens: int | None = None, measured: dict[str, int] | None = None) -> list[dict]:
+    """Each device's predicted peak against its own free memory (``available_on(device)``).
+    A measured trial peak replaces the estimate, plus the merge originals that only
+    accumulate later."""
+    checks = []
+    for share in shares:
+        est = estimate_share(shape, cfg, share, dtype, labelled, tokens)
+        peak = (measured or {}).get(share.device)
+        predicted = est.total if peak is None else peak + est.parts.get("merge originals", 0)
+        avail = available_on(share.device)
+        checks.append({"device": share.device, "predicted_peak": int(predicted), "available": int(avail),
+                       "verdict": verdict(predicted, avail), "parts": est.parts, "measured_peak": peak})
+    return checks
+
+
+def tightest(checks: list[dict]) -> dict:
+    """The device closest to (or furthest past) its limit: it decides the verdict."""
+    return max(checks, key=lambda c: c["predicted_peak"] / max(1, c["available"]))
+
+
 # --- verdict and remedies ----------------------------------------------------
 def verdict(predicted: int, avail: int) -> str:
     if predicted <= FITS * avail:
@@ -173,9 +249,17 @@ def verdict(predicted: int, avail: int) -> str:
     return "wont_fit"
 
 
-def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None) -> list[dict]:
-    """Concrete changes, each with the bytes it saves, largest saving first."""
-    base = estimate(shape, cfg, device, dtype, labelled).total
+def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
+             share: DeviceShare | None = None) -> list[dict]:
+    """Concrete changes, each with the bytes it saves (on ``share``'s device when the
+    model is sharded), largest saving first."""
+
+    def cost(c, lab: int | None) -> int:
+        if share is not None:
+            return estimate_share(shape, c, share, dtype, lab).total
+        return estimate(shape, c, device, dtype, lab).total
+
+    base = cost(cfg, labelled)
     options = []
 
     def consider(label: str, changes: dict) -> None:
@@ -186,7 +270,7 @@ def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None) -
         trial = update(deepcopy(cfg), changes)
         ratio = (trial.train.batch_size * trial.data.seq_len) / (cfg.train.batch_size * cfg.data.seq_len)
         lab = int(labelled * ratio) if labelled is not None else None
-        saved = base - estimate(shape, trial, device, dtype, lab).total
+        saved = base - cost(trial, lab)
         if saved > 0:
             options.append({"label": label, "changes": changes, "saves_bytes": int(saved)})
 

@@ -8,6 +8,8 @@ import time
 
 from xgblora_engine import protocol as P
 
+VERDICTS = {"fits": "fits", "tight": "tight", "wont_fit": "will not fit"}
+
 
 class ConsoleReporter:
     """Consumes protocol events and draws them on the terminal."""
@@ -97,7 +99,12 @@ class ConsoleReporter:
         from xgblora_engine.memory import human, summary
 
         self._print(f"memory: {e.message}")
-        self._print(f"  parts: {summary(e.parts)}")
+        if len(e.devices) > 1:  # a sharded model: every GPU against its own free memory
+            for d in e.devices:
+                self._print(f"  {d['device']}: {human(d['predicted_peak'])} of {human(d['available'])} "
+                            f"({VERDICTS.get(d['verdict'], d['verdict'])}): {summary(d['parts'])}")
+        else:
+            self._print(f"  parts: {summary(e.parts)}")
         for r in e.remedies:
             self._print(f"  remedy: {r['label']} (saves ~{human(r['saves_bytes'])})")
 

@@ -19,6 +19,7 @@ from xgblora_engine.config import RunConfig, load_config_file, save_config
 from xgblora_engine.distributed import RankSlice, SingleProcess
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text
+from xgblora_engine.models.sharding import check_not_data_parallel
 from xgblora_engine.rundir import RunDir
 
 Emit = Callable[[object], None]
@@ -56,7 +57,7 @@ def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
                                "token included: a model trained on them learns not to stop",
                        hint=f"raise --seq-len above {cfg.data.seq_len}, or shorten those examples"))
     emit(P.StateChanged(state="loading", detail=f"loading model {cfg.model.name}"))
-    loaded = load_model(cfg.model, tokenizer)
+    loaded = load_model(cfg.model, tokenizer, run=cfg)
     emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
     targets = targets_by_layer(loaded.model, cfg.model.target_modules)
     k = resolve_k(cfg, len(targets))
@@ -84,31 +85,47 @@ def resolve_k(cfg: RunConfig, n_layers: int) -> int:
 
 
 def describe_model(info) -> str:
+    devices = getattr(info, "devices", None) or [info.device]
+    where = info.device if len(devices) < 2 else " + ".join(devices) + " (sharded)"
     return (f"{info.architecture}, {info.n_layers} layers, hidden {info.hidden_size}, "
-            f"{info.n_params / 1e6:.1f}M parameters, {info.dtype} on {info.device}"
+            f"{info.n_params / 1e6:.1f}M parameters, {info.dtype} on {where}"
             + (f", {info.quantization} base" if info.quantization not in (None, "none") else ""))
 
 
 # --- preflight ---------------------------------------------------------------------
 def preflight(prepared: Prepared, cfg: RunConfig, limit: int | None, trial: bool) -> P.PreflightResult:
-    """Analytic estimate, optionally a measured trial, and a verdict with remedies."""
-    info = prepared.loaded.info
-    shape = memory.shape_of(prepared.loaded.model)
+    """Analytic estimate, optionally a measured trial, and a verdict with remedies, for
+    every device holding weights (one, or each GPU of a sharded model); the tightest
+    device gives the verdict and the headline figures."""
+    info, model = prepared.loaded.info, prepared.loaded.model
+    shape = memory.shape_of(model)
     longest = _longest_batch(prepared, cfg)
     labelled = int((longest["labels"][:, 1:] != -100).sum())
-    est = memory.estimate(shape, cfg, _device_kind(info.device), info.dtype, labelled, int(longest["input_ids"].numel()))
-    measured = measure_trial(prepared, cfg, longest) if trial else None
-    predicted = est.total
-    if measured is not None:  # the trial sees everything but the originals that accumulate later
-        predicted = measured + est.parts.get("merge originals", 0)
-    avail = memory.available(info.device, limit)
-    verdict = memory.verdict(predicted, avail)
-    fixes = memory.remedies(shape, cfg, _device_kind(info.device), info.dtype, labelled) if verdict != "fits" else []
-    words = {"fits": "fits", "tight": "is tight", "wont_fit": "will not fit"}[verdict]
-    message = (f"predicted peak {memory.human(predicted)} of {memory.human(avail)} available on {info.device}: {words}"
-               + (f" (measured trial peak {memory.human(measured)})" if measured else ""))
-    return P.PreflightResult(verdict=verdict, predicted_peak=int(predicted), available=int(avail), parts=est.parts,
-                             measured_peak=measured, remedies=fixes, device=info.device, message=message)
+    shares = memory.shares_of(model)
+    measured = measure_peaks(prepared, cfg, longest) if trial else None
+    checks = memory.device_checks(shape, cfg, shares, info.dtype, lambda d: memory.available(d, limit), labelled,
+                                  int(longest["input_ids"].numel()), measured)
+    worst = memory.tightest(checks)
+    share = next(s for s in shares if s.device == worst["device"])
+    fixes = (memory.remedies(shape, cfg, _device_kind(share.device), info.dtype, labelled, share)
+             if worst["verdict"] != "fits" else [])
+    return P.PreflightResult(verdict=worst["verdict"], predicted_peak=worst["predicted_peak"],
+                             available=worst["available"], parts=worst["parts"], measured_peak=worst["measured_peak"],
+                             remedies=fixes, device=worst["device"], message=_preflight_message(checks, worst),
+                             devices=checks)
+
+
+VERDICT_WORDS = {"fits": "fits", "tight": "is tight", "wont_fit": "will not fit"}
+
+
+def _preflight_message(checks: list[dict], worst: dict) -> str:
+    h = memory.human
+    if len(checks) == 1:
+        trial = f" (measured trial peak {h(worst['measured_peak'])})" if worst["measured_peak"] else ""
+        return (f"predicted peak {h(worst['predicted_peak'])} of {h(worst['available'])} available on "
+                f"{worst['device']}: {VERDICT_WORDS[worst['verdict']]}{trial}")
+    each = ", ".join(f"{c['device']} {h(c['predicted_peak'])} of {h(c['available'])}" for c in checks)
+    return f"predicted peak per device: {each}: {VERDICT_WORDS[worst['verdict']]} (tightest: {worst['device']})"
 
 
 def _device_kind(device: str) -> str:
@@ -122,28 +139,35 @@ def _longest_batch(prepared: Prepared, cfg: RunConfig):
 
 
 def measure_trial(prepared: Prepared, cfg: RunConfig, batch, steps: int = 2) -> int:
+    """The highest device peak of ``measure_peaks`` (the only one, unsharded)."""
+    return max(measure_peaks(prepared, cfg, batch, steps).values())
+
+
+def measure_peaks(prepared: Prepared, cfg: RunConfig, batch, steps: int = 2) -> dict[str, int]:
     """Peak memory of real optimizer steps on the longest batch with boosters on the
-    lowest k layers (backward then reaches every layer: the worst round)."""
+    lowest k layers (backward then reaches every layer: the worst round), per device:
+    each GPU's allocator peak, or the process RSS on the CPU."""
     import torch
 
     from xgblora_engine.boosting.booster import attach_boosters, booster_parameters, detach_boosters
-    from xgblora_engine.boosting.loss import batch_to, summed_loss
+    from xgblora_engine.boosting.loss import batch_to, input_device, summed_loss
 
-    model, device = prepared.loaded.model, prepared.loaded.info.device
+    model = prepared.loaded.model
+    gpus = [d for d in (prepared.loaded.info.devices or [prepared.loaded.info.device]) if d.startswith("cuda")]
     names = [n for layer in range(prepared.k) for n in prepared.targets_by_layer[layer]]
     boosters = attach_boosters(model, names, cfg.boost.rank, cfg.boost.scaling, cfg.boost.dropout, cfg.train.seed, 0)
     optimizer = torch.optim.AdamW(booster_parameters(boosters), lr=0.0)
-    batch = batch_to(batch, torch.device(device))
+    batch = batch_to(batch, input_device(model))
     model.train()
     try:
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(device)
+        for gpu in gpus:
+            torch.cuda.reset_peak_memory_stats(gpu)
         with memory.PeakRSS() as rss:
             for _ in range(steps):
                 summed_loss(model, batch).backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        return torch.cuda.max_memory_reserved(device) if device.startswith("cuda") else rss.peak
+        return {gpu: torch.cuda.max_memory_reserved(gpu) for gpu in gpus} if gpus else {"cpu": rss.peak}
     finally:
         detach_boosters(model, boosters)
         model.eval()
@@ -166,6 +190,7 @@ def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunContro
     """Train a new run into ``out`` (or a fresh folder in the runs root)."""
     cfg.validate()
     options = options or Options()
+    check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
     main = options.dist.is_main
     run = RunDir.create(out, cfg.model.name) if main else None
     run = RunDir(options.dist.broadcast(str(run.path) if main else None))  # every rank, one folder
@@ -189,6 +214,7 @@ def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
     options = options or Options()
     run = RunDir.open(run_dir)
     cfg = RunConfig.from_dict(load_config_file(run.config_path)).validate()
+    check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
     record = _recording(run, emit) if options.dist.is_main else _silent
     checkpoint, skipped = latest_valid(run.checkpoints_path)
     for note in skipped:

@@ -236,7 +236,7 @@ class Worker:
             from xgblora_engine.models.loading import load_model
 
             cfg.model.name = cmd.model
-            model_info = asdict(load_model(cfg.model).info)
+            model_info = asdict(load_model(cfg.model, run=cfg).info)
         if cmd.data:
             from xgblora_engine.data.dataset import prepare_data
             from xgblora_engine.models.loading import load_tokenizer

@@ -43,3 +43,25 @@ def tiny_config(tiny_model_dir, tiny_data):
     cfg.train.max_steps, cfg.train.lr, cfg.train.batch_size, cfg.train.eval_every = 6, 1e-2, 2, 0
     cfg.data.seq_len = 32
     return cfg
+
+
+def place_with_hooks(model, device_map: dict[str, str]):
+    """Put each named module on its device behind accelerate's AlignDevicesHook, the hook
+    ``from_pretrained(device_map=...)`` installs on a model sharded over GPUs. On this
+    CPU-only machine the "other GPU" is the meta device: tensors there refuse to mix with
+    CPU tensors exactly as a second GPU's would, but hold no values."""
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+
+    for name, device in device_map.items():
+        module = model.get_submodule(name).to(device)
+        add_hook_to_module(module, AlignDevicesHook(execution_device=device, io_same_device=False))
+    return model
+
+
+def llama_device_map(model, later: str = "cpu") -> dict[str, str]:
+    """Embeddings and the lower half of the layers on the CPU, the upper half, the final
+    norm and the LM head on ``later``."""
+    n = len(model.model.layers)
+    placed = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu"}
+    placed |= {f"model.layers.{i}": "cpu" if i < n // 2 else later for i in range(n)}
+    return placed | {"model.norm": later, "lm_head": later}

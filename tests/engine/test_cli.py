@@ -22,6 +22,8 @@ def run_cli(capsys, *args):
     (["--quantize", "2bit"], "invalid quantization '2bit'"),
     (["--lr", "fast"], "'train.lr' has an invalid value 'fast'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--shard-gpus", "0"], "invalid number of GPUs to shard over: 0"),
+    (["--shard-gpus", "2", "--num-processes", "2"], "data-parallel processes (2) and a model sharded over 2 GPUs"),
 ])
 def test_bad_inputs_before_loading(capsys, tmp_path, args, message):
     code, err = run_cli(capsys, "train", "--out", str(tmp_path / "run"), *args)
@@ -64,3 +66,23 @@ def test_no_traceback_from_the_real_command(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: data file not found: {tmp_path / 'x.csv'}"]
     assert "Traceback" not in result.stderr
+
+
+def test_sharding_on_a_machine_without_gpus_is_refused_by_the_engine(capsys, tiny_model_dir, tiny_data):
+    code, err = run_cli(capsys, "estimate", "--no-trial", "--model", str(tiny_model_dir), "--data", str(tiny_data),
+                        "--shard-gpus", "2")
+    assert code == 2 and "sharding the model over 2 GPUs was asked for but no CUDA GPU is available" in err
+    assert "hint: use --shard-gpus 1" in err
+
+
+def test_resume_refuses_data_parallel_for_a_sharded_run(capsys, tmp_path):
+    from xgblora_engine.config import RunConfig, save_config
+    from xgblora_engine.rundir import RunDir
+
+    run = RunDir.create(tmp_path / "run", "m")
+    cfg = RunConfig()
+    cfg.model.shard_gpus = 2
+    save_config(cfg, run.config_path)
+    run.update_status(status="stopped", step=4)
+    code, err = run_cli(capsys, "resume", str(run.path), "--num-processes", "2")
+    assert code == 2 and "do not mix" in err and "hint:" in err

@@ -88,6 +88,9 @@ def test_preflight_refuses_a_run_that_will_not_fit_unless_forced(tmp_path, tiny_
                      options=Options(memory_limit=50 * 2**20))
     verdict = next(e for e in events if isinstance(e, P.PreflightResult))
     assert verdict.verdict == "wont_fit" and verdict.remedies and "--force" in info.value.hint
+    [cpu] = verdict.devices  # one device: its entry repeats the headline figures
+    assert (cpu["device"], cpu["predicted_peak"], cpu["available"]) == ("cpu", verdict.predicted_peak, 50 * 2**20)
+    assert cpu["parts"] == verdict.parts and verdict.message.startswith("predicted peak ")
     assert not any(isinstance(e, P.StepMetrics) for e in events)
     forced = []
     run_training(copy.deepcopy(tiny_config), str(tmp_path / "b"), forced.append,
@@ -115,3 +118,16 @@ def test_estimate_parts_are_positive_for_a_quantized_base(tmp_path):
     assert quant.n_params == full.n_params
     est_full, est_quant = memory.estimate(full, RunConfig(), "cpu", "fp32"), memory.estimate(quant, cfg, "cpu", "fp32")
     assert 0 < est_quant.parts["weights"] < est_full.parts["weights"]
+
+
+def test_a_sharded_model_is_refused_in_a_data_parallel_group(tmp_path, tiny_config):
+    from xgblora_engine.distributed import SingleProcess
+
+    class TwoRanks(SingleProcess):
+        world = 2
+
+    cfg = copy.deepcopy(tiny_config)
+    cfg.model.shard_gpus = 2
+    with pytest.raises(UserError, match="data-parallel processes \\(2\\) and a model sharded over 2 GPUs do not mix"):
+        run_training(cfg, str(tmp_path / "r"), lambda e: None, options=Options(dist=TwoRanks()))
+    assert not (tmp_path / "r").exists()

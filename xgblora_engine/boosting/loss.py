@@ -3,6 +3,10 @@
 With loss on the response only, most positions carry no label; projecting just the
 labelled hidden states through the LM head shrinks the largest activation of a small
 model (batch × seq × vocab logits) to (labelled tokens × vocab).
+
+A model sharded over GPUs takes its batch on the device of the input embeddings and
+returns its hidden states from the last GPU; the LM head may sit on yet another one. So
+the label mask follows the hidden states and the targets follow the logits.
 """
 
 from __future__ import annotations
@@ -29,11 +33,16 @@ def summed_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
     keep = targets != IGNORE
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               use_cache=False).last_hidden_state
-    logits = model.get_output_embeddings()(hidden[keep]).float()
+    logits = model.get_output_embeddings()(hidden[keep.to(hidden.device)]).float()
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma-2 style soft-capping is part of the model's logits
         logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, targets[keep], reduction="sum")
+    return F.cross_entropy(logits, targets[keep].to(logits.device), reduction="sum")
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where batches go: the device of the input embeddings (the first GPU of a shard)."""
+    return model.get_input_embeddings().weight.device
 
 
 def batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -24,7 +24,13 @@ from xgblora_engine.boosting.booster import (
     detach_boosters,
 )
 from xgblora_engine.boosting.ledger import BoosterLedger, RoundRecord
-from xgblora_engine.boosting.loss import batch_to, count_targets, mean_loss, summed_loss
+from xgblora_engine.boosting.loss import (
+    batch_to,
+    count_targets,
+    input_device,
+    mean_loss,
+    summed_loss,
+)
 from xgblora_engine.boosting.merge import Merger
 from xgblora_engine.boosting.sampling import sample_layers
 from xgblora_engine.boosting.schedule import Schedule
@@ -82,7 +88,7 @@ class BoostingTrainer:
         self.emit = emit
         self.control = control or RunControl()
         self.state = state or TrainerState()
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # a sharded model's layers sit on other GPUs too
         self.schedule = Schedule(cfg.train.lr, cfg.train.max_steps, cfg.boost.merge_every,
                                  cfg.train.round_warmup, cfg.train.schedule)
         self.merger = Merger(model)

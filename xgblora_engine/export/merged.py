@@ -35,11 +35,12 @@ def open_run(run_dir: str | Path) -> RunInfo:
 
 
 def base_config(cfg):
-    """The run's model settings for export: the original checkpoint, unquantized, fp32, CPU."""
+    """The run's model settings for export: the original checkpoint, unquantized, fp32, CPU
+    (not sharded, even when the run was)."""
     import copy
 
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.quantize, model_cfg.dtype, model_cfg.device = "none", "fp32", "cpu"
+    model_cfg.quantize, model_cfg.dtype, model_cfg.device, model_cfg.shard_gpus = "none", "fp32", "cpu", 1
     return model_cfg
 
 

@@ -1,4 +1,5 @@
-"""Load a frozen base model and its tokenizer, with the dtype, device and quantization asked for."""
+"""Load a frozen base model and its tokenizer, with the dtype, device and quantization asked
+for, on one device or spread over several GPUs (``shard_gpus``, see models/sharding.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from xgblora_engine.config import DTYPES, QUANTIZE, ModelConfig
+from xgblora_engine.config import DTYPES, QUANTIZE, ModelConfig, RunConfig
+from xgblora_engine.devices import BF16_MIN_MAJOR
 from xgblora_engine.errors import UserError
 from xgblora_engine.models.hub import hub_location
 from xgblora_engine.models.quantize import bnb_config, logical_numel, quantize_in_place
+from xgblora_engine.models.sharding import shard_device_map, shard_gpus_to_use
 from xgblora_engine.models.source import ModelSource, resolve_source
 from xgblora_engine.models.targets import find_layers, target_names
 
@@ -28,11 +31,12 @@ class ModelInfo:
     vocab_size: int
     n_params: int  # logical count: a packed 4-bit weight counts every value it holds
     dtype: str  # fp32 | bf16 | fp16: the compute dtype of the frozen base
-    device: str
+    device: str  # where the batch goes: the device of the input embeddings
     quantization: str  # none | 4bit | 8bit
     weight_bytes: int  # parameters and buffers as stored
     layers_path: str = ""
     targets: list[str] = field(default_factory=list)  # leaf names of the linears in a block
+    devices: list[str] = field(default_factory=list)  # every device holding weights, input first
 
 
 @dataclass
@@ -73,11 +77,18 @@ def choose_dtype(requested: str, device_type: str, bf16_supported: bool) -> str:
     return requested
 
 
-def _device_and_dtype(cfg: ModelConfig) -> tuple[str, str]:
+def _device_and_dtype(cfg: ModelConfig) -> tuple[str, str, list[int]]:
+    """(input device, dtype, GPUs to shard over: [] when not sharded)."""
     cuda = torch.cuda.is_available()
-    device = choose_device(cfg.device, cuda, torch.cuda.device_count() if cuda else 0)
-    bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    return device, choose_dtype(cfg.dtype, device.split(":")[0], bf16_ok)
+    count = torch.cuda.device_count() if cuda else 0
+    gpus = shard_gpus_to_use(cfg.shard_gpus, cfg.device, cuda, count)
+    if gpus:  # bf16 only if every GPU of the shard has it (capability 8.0+)
+        device = f"cuda:{gpus[0]}"
+        bf16_ok = all(torch.cuda.get_device_capability(i)[0] >= BF16_MIN_MAJOR for i in gpus)
+    else:
+        device = choose_device(cfg.device, cuda, count)
+        bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return device, choose_dtype(cfg.dtype, device.split(":")[0], bf16_ok), gpus
 
 
 def _location(source: ModelSource, need_weights: bool) -> str:
@@ -125,25 +136,32 @@ def load_tokenizer(cfg: ModelConfig, source: ModelSource | None = None):
     return tokenizer
 
 
-def load_model(cfg: ModelConfig, tokenizer=None) -> LoadedModel:
+def load_model(cfg: ModelConfig, tokenizer=None, run: RunConfig | None = None) -> LoadedModel:
     """Model and tokenizer (the one given, else loaded), every parameter frozen, in eval
-    mode on the chosen device."""
+    mode on the chosen device, or spread over GPUs. ``run``, the whole run's settings,
+    sizes what each GPU keeps free for training when the model is sharded."""
     if cfg.quantize not in QUANTIZE:
         raise UserError(f"invalid quantization '{cfg.quantize}'", f"choose one of: {', '.join(QUANTIZE)}")
     source = resolve_source(cfg.name)
-    device, dtype = _device_and_dtype(cfg)
+    device, dtype, gpus = _device_and_dtype(cfg)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg, source)
-    model = _load_weights(source, device, TORCH_DTYPES[dtype], cfg.quantize)
+    device_map: dict = {"": device}
+    if gpus:
+        device_map = shard_device_map(_location(source, need_weights=True), _gguf_kwargs(source, for_model=False),
+                                      run or RunConfig(model=cfg), dtype, TORCH_DTYPES[dtype], gpus,
+                                      "none" if source.gguf_file else cfg.quantize)  # .gguf: loaded full first
+    model = _load_weights(source, device_map, TORCH_DTYPES[dtype], cfg.quantize)
     model.requires_grad_(False)
     model.eval()
     return LoadedModel(model, tokenizer, source, describe(model, source, dtype, device, cfg.quantize))
 
 
-def _load_weights(source: ModelSource, device: str, dtype: torch.dtype, quantize: str) -> nn.Module:
+def _load_weights(source: ModelSource, device_map: dict, dtype: torch.dtype, quantize: str) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     location = _location(source, need_weights=True)
-    kwargs: dict = {"dtype": dtype, "device_map": {"": device}, **_gguf_kwargs(source, for_model=True)}
+    device = device_map.get("")  # None when sharded: each linear stays on its own GPU
+    kwargs: dict = {"dtype": dtype, "device_map": device_map, **_gguf_kwargs(source, for_model=True)}
     if quantize != "none" and not source.gguf_file:
         kwargs["quantization_config"] = bnb_config(quantize, dtype)
     try:
@@ -159,7 +177,8 @@ def _load_weights(source: ModelSource, device: str, dtype: torch.dtype, quantize
     except (RuntimeError, NotImplementedError) as exc:
         if quantize == "none":
             raise _load_error(source, exc) from None
-        raise UserError(f"could not load the model in {quantize} on {device}: {str(exc).splitlines()[0]}",
+        where = device or "the GPUs of the shard"
+        raise UserError(f"could not load the model in {quantize} on {where}: {str(exc).splitlines()[0]}",
                         "bitsandbytes may not support this device; use --quantize none") from None
     return model
 
@@ -187,4 +206,6 @@ def describe(model: nn.Module, source: ModelSource, dtype: str, device: str, qua
         weight_bytes=sum(t.numel() * t.element_size() for t in tensors),
         layers_path=layers_path,
         targets=target_names(model),
+        devices=list(dict.fromkeys([str(model.get_input_embeddings().weight.device),
+                                    *(str(p.device) for p in model.parameters())])),
     )

@@ -55,8 +55,9 @@ def bnb_config(kind: str, compute_dtype: torch.dtype):
 
 
 def quantize_in_place(model: nn.Module, kind: str, compute_dtype: torch.dtype,
-                      device: str | torch.device = "cpu") -> nn.Module:
-    """Swap every nn.Linear inside the transformer blocks for a bitsandbytes one on ``device``.
+                      device: str | torch.device | None = "cpu") -> nn.Module:
+    """Swap every nn.Linear inside the transformer blocks for a bitsandbytes one on ``device``
+    (None: on the linear's own device, as in a model sharded over GPUs).
 
     LM head and embeddings stay in full precision, as transformers leaves them."""
     bnb = import_bitsandbytes()
@@ -64,7 +65,7 @@ def quantize_in_place(model: nn.Module, kind: str, compute_dtype: torch.dtype,
     for layer in layers:
         for name, module in layer_linears(layer).items():
             if type(module) is nn.Linear:
-                _replace(layer, name, _bnb_linear(bnb, module, kind, compute_dtype, device))
+                _replace(layer, name, _bnb_linear(bnb, module, kind, compute_dtype, device or module.weight.device))
     return model
 
 

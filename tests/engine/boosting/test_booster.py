@@ -92,3 +92,13 @@ def test_only_booster_factors_train(tiny_llama):
     trainable = [n for n, p in tiny_llama.named_parameters() if p.requires_grad]
     assert len(trainable) == 2 * len(boosters)
     assert all(n.endswith((".A", ".B")) for n in trainable)
+
+
+def test_each_booster_is_made_on_the_device_of_its_linear(tiny_llama):
+    from tests.engine.conftest import llama_device_map, place_with_hooks
+
+    model = place_with_hooks(tiny_llama, llama_device_map(tiny_llama, later="meta"))
+    boosters = attach_boosters(model, llama_targets(model, [1, 2]), 1, 2.0, 0.0, 0, 1)
+    for name, booster in boosters.items():
+        expected = "cpu" if ".layers.1." in name else "meta"
+        assert booster.A.device.type == booster.B.device.type == expected

@@ -130,3 +130,25 @@ def test_bf16_weights_are_rebuilt_from_the_original_so_small_updates_survive():
     assert set(merger.originals) == {"proj"}
     expected = (w0 + ledger.delta("proj")).to(torch.bfloat16)
     assert torch.equal(net.proj.weight, expected)
+
+
+class TwoDevices(nn.Module):
+    """One fp32 linear on the CPU, one on the meta device (a stand-in for a second GPU:
+    an operation mixing the two fails as cpu/cuda mixing does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.near = nn.Linear(64, 32, bias=False)
+        self.far = nn.Linear(64, 32, bias=False).to("meta")
+        self.quantized = MergedLowRank(nn.Linear(64, 32, bias=False).to("meta"))
+
+
+def test_merges_stay_on_each_module_s_own_device():
+    torch.manual_seed(0)
+    net, ledger = TwoDevices(), BoosterLedger()
+    w0 = net.near.weight.detach().clone()
+    factors = {name: (torch.randn(1, 64), 0.05 * torch.randn(32, 1), 2.0) for name in ("near", "far", "quantized")}
+    ledger.record_round(RoundRecord(1, 1, [0]), factors)
+    Merger(net).merge_modules(ledger, list(factors))
+    assert net.far.weight.device.type == "meta" and net.quantized.merged_A.device.type == "meta"
+    assert torch.allclose(net.near.weight, w0 + ledger.delta("near"), atol=1e-6)

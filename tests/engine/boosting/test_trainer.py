@@ -5,6 +5,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from tests.engine.conftest import llama_device_map, place_with_hooks
 from xgblora_engine import protocol as P
 from xgblora_engine.boosting import trainer as trainer_module
 from xgblora_engine.boosting.booster import attach_boosters, detach_boosters
@@ -166,3 +167,28 @@ def test_merge_overhead_is_reported(tiny_llama):
     merged = [e for e in events if isinstance(e, P.RoundMerged)]
     assert all(e.merge_seconds >= 0 and e.round_seconds > 0 and math.isfinite(e.booster_norm) for e in merged)
     assert all(e.booster_norm > 0 for e in merged)
+
+
+# --- layers on several devices (a model sharded over GPUs) -------------------------
+def test_training_through_accelerate_s_per_layer_hooks_changes_nothing(tiny_llama):
+    """The hooks a sharded model carries, every execution device the CPU: same losses,
+    same ledger as the plain model."""
+    hooked = place_with_hooks(copy.deepcopy(tiny_llama), llama_device_map(tiny_llama))
+    runs = []
+    for model in (tiny_llama, hooked):
+        events = []
+        state = make_trainer(model, config(), events=events).fit()
+        runs.append(([e.loss for e in events if isinstance(e, P.StepMetrics)], state.ledger))
+    (plain_losses, plain_ledger), (hooked_losses, hooked_ledger) = runs
+    assert hooked_losses == plain_losses
+    assert all(torch.equal(a.B, b.B) for a, b in zip(plain_ledger.entries, hooked_ledger.entries))
+
+
+def test_batches_go_to_the_input_embeddings_and_targets_follow_the_logits(tiny_llama):
+    """LM head on another device (meta stands in for a second GPU): the loss is computed
+    there, with the targets moved to it, instead of failing on mixed devices."""
+    model = place_with_hooks(tiny_llama, {"lm_head": "meta"})
+    trainer = make_trainer(model, config())
+    assert trainer.device == torch.device("cpu")
+    loss = summed_loss(model, make_batches(1)[0])
+    assert loss.device.type == "meta" and loss.dim() == 0

@@ -1,0 +1,38 @@
+"""What `xgblora estimate` and `xgblora train` print for a preflight."""
+
+import io
+
+from xgblora_engine import protocol as P
+from xgblora_engine.progress import ConsoleReporter
+
+GB = 2**30
+
+
+def printed(event) -> str:
+    stream = io.StringIO()
+    ConsoleReporter(stream)(event)
+    return stream.getvalue()
+
+
+def check(device, peak, avail, verdict):
+    return {"device": device, "predicted_peak": peak, "available": avail, "verdict": verdict,
+            "parts": {"weights": peak // 2, "activations": peak // 2}, "measured_peak": None}
+
+
+def test_one_device_prints_its_parts():
+    result = P.PreflightResult(verdict="fits", predicted_peak=GB, available=8 * GB, parts={"weights": GB},
+                               measured_peak=None, remedies=[], device="cpu", message="predicted peak 1.00 GB ...",
+                               devices=[check("cpu", GB, 8 * GB, "fits")])
+    assert printed(result).splitlines() == ["memory: predicted peak 1.00 GB ...", "  parts: weights 1.00 GB"]
+
+
+def test_a_sharded_model_prints_every_gpu_against_its_own_memory():
+    devices = [check("cuda:0", 20 * GB, 24 * GB, "tight"), check("cuda:1", 30 * GB, 24 * GB, "wont_fit")]
+    result = P.PreflightResult(verdict="wont_fit", predicted_peak=30 * GB, available=24 * GB, parts=devices[1]["parts"],
+                               measured_peak=None, remedies=[{"label": "load the frozen base in 4-bit (nf4)",
+                                                              "changes": {}, "saves_bytes": 9 * GB}],
+                               device="cuda:1", message="predicted peak per device: ...", devices=devices)
+    lines = printed(result).splitlines()
+    assert lines[1] == "  cuda:0: 20.00 GB of 24.00 GB (tight): weights 10.00 GB, activations 10.00 GB"
+    assert lines[2] == "  cuda:1: 30.00 GB of 24.00 GB (will not fit): weights 15.00 GB, activations 15.00 GB"
+    assert lines[3] == "  remedy: load the frozen base in 4-bit (nf4) (saves ~9.00 GB)"
