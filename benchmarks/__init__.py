@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of the engine; see docs/benchmarks.md."""

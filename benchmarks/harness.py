@@ -1,0 +1,384 @@
+"""One training method run the same way as every other: the shared core of the benchmarks.
+
+A *method* is XGBLoRA (the engine's own trainer, unchanged), PEFT LoRA on every target
+linear, or full fine-tuning. All see the same model, data order, batch, sequence length,
+seed, loss (per target token, logits only at labelled positions), AdamW, clipping and
+global cosine schedule. Each run reports:
+
+* the training-loss curve and held-out loss curve against steps and training seconds
+  (evaluation time excluded);
+* exact match and token F1 of greedy answers on held-out items;
+* median step time, wall and CPU (the CPU time is steadier on a shared machine);
+* peak memory during training: sampled RSS on CPU, the allocator's peak on CUDA, and the
+  same minus what the loaded model already held (the training overhead);
+* merge seconds and round seconds (XGBLoRA), trainable parameters.
+
+``run_isolated`` runs one method in a fresh process, so peaks never leak between methods.
+
+    python -m benchmarks.harness --one '{"method": {...}, "setup": {...}}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("XGBLORA_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
+
+
+@dataclass
+class Method:
+    name: str
+    kind: str = "xgblora"  # xgblora | lora | full
+    lr: float = 2e-3
+    rank: int = 1
+    k: int | None = None  # XGBLoRA layers per round (None: the engine default)
+    kappa: int = 10  # XGBLoRA steps per round
+    sampling: str = "uniform"
+    warmup: int = 2  # XGBLoRA: per round; baselines: once at the start
+    optimizer_state: str = "fresh"  # XGBLoRA: fresh AdamW per round, or "carry" moments of re-drawn modules
+
+
+@dataclass
+class Setup:
+    model: str = "default"
+    data: str = "sample:unicode-names"
+    steps: int = 100
+    batch: int = 4
+    seq_len: int = 128
+    seed: int = 0
+    eval_every: int = 20
+    eval_examples: int = 40
+    answer_items: int = 40  # held-out items answered greedily for exact match / F1
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str = "none"
+    extra: dict = field(default_factory=dict)  # {section: {key: value}} passed to the RunConfig
+
+
+# --- set-up -------------------------------------------------------------------------
+def run_config(method: Method, setup: Setup):
+    from xgblora_engine.config import RunConfig, update
+
+    cfg = RunConfig()
+    cfg.model.name, cfg.model.device, cfg.model.dtype = setup.model, setup.device, setup.dtype
+    cfg.model.quantize = setup.quantize
+    cfg.data.path, cfg.data.seq_len, cfg.data.max_eval_examples = setup.data, setup.seq_len, setup.eval_examples
+    t = cfg.train
+    t.max_steps, t.batch_size, t.seed, t.lr, t.eval_every = setup.steps, setup.batch, setup.seed, method.lr, setup.eval_every
+    t.round_warmup = method.warmup
+    b = cfg.boost
+    b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
+    if method.kind != "xgblora":  # one round of the whole run: warmup once, then cosine
+        b.merge_every = setup.steps
+    update(cfg, setup.extra)
+    return cfg.validate()
+
+
+class Clock:
+    """Training seconds (wall and CPU) with evaluation time left out."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self._start: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        self._start = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> None:
+        if self._start:
+            self.wall += time.perf_counter() - self._start[0]
+            self.cpu += time.process_time() - self._start[1]
+            self._start = None
+
+
+@dataclass
+class Record:
+    steps: list[dict] = field(default_factory=list)  # step, loss, wall, cpu
+    evals: list[dict] = field(default_factory=list)  # step, train_seconds, loss
+    merges: list[dict] = field(default_factory=list)  # merge_seconds, round_seconds
+
+
+# --- methods ------------------------------------------------------------------------
+def train_xgblora(prepared, cfg, record: Record, clock: Clock, optimizer_state: str) -> int:
+    from xgblora_engine import protocol as P
+    from xgblora_engine.boosting.trainer import BoostingTrainer
+    from xgblora_engine.data.dataset import BatchStream, eval_batches
+
+    last = [time.perf_counter(), time.process_time()]
+
+    def emit(event) -> None:
+        now = [time.perf_counter(), time.process_time()]
+        if isinstance(event, P.StepMetrics):
+            record.steps.append({"step": event.step, "loss": event.loss, "wall": event.seconds,
+                                 "cpu": now[1] - last[1]})
+        elif isinstance(event, P.RoundMerged):
+            record.merges.append({"merge_seconds": event.merge_seconds, "round_seconds": event.round_seconds})
+        elif isinstance(event, P.EvalResult):
+            clock.stop()
+            record.evals.append({"step": event.step, "train_seconds": clock.wall, "train_cpu": clock.cpu,
+                                 "loss": event.eval_loss})
+            now = [time.perf_counter(), time.process_time()]
+            clock.start()
+        last[:] = now
+
+    stream = BatchStream(prepared.data.train, cfg.train.batch_size, cfg.train.seed, prepared.pad_id)
+    trainer = BoostingTrainer(prepared.loaded.model, prepared.targets_by_layer, stream,
+                              lambda: _timed_out(eval_batches(prepared.data.eval, cfg.train.batch_size, prepared.pad_id), clock),
+                              cfg, prepared.k, emit)
+    if optimizer_state == "carry":
+        carry_moments(trainer)
+    clock.start()
+    trainer.fit()
+    clock.stop()
+    return trainer_param_count(prepared, cfg)
+
+
+def _timed_out(batches, clock: Clock):
+    """Evaluation batches, with the clock stopped while they are read and scored."""
+    clock.stop()
+    yield from batches
+
+
+def carry_moments(trainer) -> None:
+    """Ablation: give a re-drawn module's fresh booster the Adam moments its last booster
+    ended with, instead of zeros (the engine's way)."""
+    import torch
+
+    saved: dict[str, dict] = {}
+    original = trainer.train_round
+
+    def train_round(boosters, round_index, lr_factor):
+        params = {id(p): (name, which) for name, b in boosters.items() for which, p in (("A", b.A), ("B", b.B))}
+        real = torch.optim.AdamW
+
+        class Carrying(real):
+            def __init__(self, ps, **kw):
+                super().__init__(ps, **kw)
+                for p in ps:
+                    state = saved.get(params[id(p)])
+                    if state is not None:
+                        self.state[p] = {key: v.clone() if torch.is_tensor(v) else v for key, v in state.items()}
+
+            def step(self, closure=None):
+                out = super().step(closure)
+                for p in (p for g in self.param_groups for p in g["params"]):
+                    saved[params[id(p)]] = self.state[p]
+                return out
+
+        torch.optim.AdamW = Carrying
+        try:
+            return original(boosters, round_index, lr_factor)
+        finally:
+            torch.optim.AdamW = real
+
+    trainer.train_round = train_round
+
+
+def trainer_param_count(prepared, cfg) -> int:
+    """Trainable values of one round: k layers' boosters."""
+    from xgblora_engine.boosting.booster import linear_shape
+
+    model = prepared.loaded.model
+    per_layer = [sum(sum(linear_shape(model.get_submodule(n))) for n in names)
+                 for names in prepared.targets_by_layer.values()]
+    return int(cfg.boost.rank * statistics.mean(per_layer) * prepared.k)
+
+
+def train_baseline(prepared, cfg, method: Method, record: Record, clock: Clock) -> int:
+    import torch
+
+    from xgblora_engine.boosting.loss import batch_to, count_targets, mean_loss, summed_loss
+    from xgblora_engine.boosting.schedule import Schedule
+    from xgblora_engine.data.dataset import BatchStream, eval_batches
+
+    model, device = prepared.loaded.model, prepared.loaded.model.device
+    params = trainable(model, prepared, method)
+    optimizer = torch.optim.AdamW(params, lr=method.lr, weight_decay=cfg.train.weight_decay)
+    schedule = Schedule(method.lr, cfg.train.max_steps, cfg.train.max_steps, method.warmup, cfg.train.schedule)
+    stream = BatchStream(prepared.data.train, cfg.train.batch_size, cfg.train.seed, prepared.pad_id)
+
+    def evaluate(step: int) -> None:
+        clock.stop()
+        model.eval()
+        loss, _ = mean_loss(model, eval_batches(prepared.data.eval, cfg.train.batch_size, prepared.pad_id), device)
+        record.evals.append({"step": step, "train_seconds": clock.wall, "train_cpu": clock.cpu, "loss": loss})
+        model.train()
+        clock.start()
+
+    evaluate(0)
+    for step in range(cfg.train.max_steps):
+        started = (time.perf_counter(), time.process_time())
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr(step)
+        batch = batch_to(stream.next_batch(), device)
+        loss = summed_loss(model, batch) / max(1, count_targets(batch["labels"]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        record.steps.append({"step": step + 1, "loss": float(loss.detach()), "wall": time.perf_counter() - started[0],
+                             "cpu": time.process_time() - started[1]})
+        if (step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps:
+            evaluate(step + 1)
+    clock.stop()
+    return sum(p.numel() for p in params)
+
+
+def trainable(model, prepared, method: Method) -> list:
+    """LoRA adapters injected on every target linear, or every weight for full fine-tuning."""
+    if method.kind == "full":
+        model.requires_grad_(True)
+    else:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        names = [n for names in prepared.targets_by_layer.values() for n in names]
+        config = LoraConfig(r=method.rank, lora_alpha=2 * method.rank, lora_dropout=0.0, target_modules=names)
+        inject_adapter_in_model(config, model)
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name)
+    model.train()
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# --- answers ------------------------------------------------------------------------
+def answer_scores(prepared, n_items: int) -> dict:
+    """Greedy answers to held-out prompts against their reference responses."""
+    import torch
+
+    from xgblora_engine.boosting.loss import IGNORE
+    from xgblora_engine.export.common import end_of_turn_ids
+
+    model, tok = prepared.loaded.model, prepared.loaded.tokenizer
+    eot = end_of_turn_ids(tok)
+    model.eval()
+    exact, f1s, examples = 0, [], []
+    items = prepared.data.eval[:n_items]
+    for e in items:
+        first = next(i for i, label in enumerate(e.labels) if label != IGNORE)
+        reference = tok.decode([t for t in e.labels[first:] if t != IGNORE and t not in eot],
+                               skip_special_tokens=True).strip()
+        ids = torch.tensor([e.input_ids[:first]], device=model.device)
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=len(e.labels) - first + 8, eos_token_id=eot, pad_token_id=eot[0],
+                                 temperature=None, top_p=None, top_k=None)
+        answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        exact += answer == reference
+        f1s.append(token_f1(answer, reference))
+        if len(examples) < 5:
+            examples.append({"reference": reference, "answer": answer})
+    return {"exact_match": exact / max(1, len(items)), "token_f1": statistics.mean(f1s) if f1s else 0.0,
+            "n_items": len(items), "examples": examples}
+
+
+def token_f1(answer: str, reference: str) -> float:
+    a, r = answer.split(), reference.split()
+    common = sum(min(a.count(w), r.count(w)) for w in set(r))
+    if not a or not r or common == 0:
+        return float(a == r)
+    precision, recall = common / len(a), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+# --- one run ------------------------------------------------------------------------
+def run(method: Method, setup: Setup) -> dict:
+    import torch
+
+    from xgblora_engine import memory
+    from xgblora_engine.session import prepare
+
+    torch.manual_seed(setup.seed)
+    cfg = run_config(method, setup)
+    prepared = prepare(cfg, lambda event: None)
+    device = str(prepared.loaded.model.device)
+    gc.collect()
+    loaded = _memory_now(device)
+    record, clock = Record(), Clock()
+    with memory.PeakRSS(every=0.02) as rss:
+        if method.kind == "xgblora":
+            n_trainable = train_xgblora(prepared, cfg, record, clock, method.optimizer_state)
+        else:
+            n_trainable = train_baseline(prepared, cfg, method, record, clock)
+    peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else rss.peak
+    answers = answer_scores(prepared, setup.answer_items) if setup.answer_items else {}
+    return summarise(method, setup, cfg, prepared, record, clock, n_trainable, peak, loaded, answers)
+
+
+def _memory_now(device: str) -> int:
+    import torch
+
+    from xgblora_engine import memory
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return memory.rss()
+
+
+def summarise(method, setup, cfg, prepared, record, clock, n_trainable, peak, loaded, answers) -> dict:
+    merge = sum(m["merge_seconds"] for m in record.merges)
+    rounds = sum(m["round_seconds"] for m in record.merges)
+    steps = record.steps[1:] or record.steps  # the first step pays one-off allocations
+    return {
+        "method": asdict(method), "setup": asdict(setup), "k": prepared.k if method.kind == "xgblora" else None,
+        "n_layers": len(prepared.targets_by_layer), "device": str(prepared.loaded.model.device),
+        "trainable_params": n_trainable, "final_eval_loss": record.evals[-1]["loss"],
+        "initial_eval_loss": record.evals[0]["loss"], "evals": record.evals,
+        "train_loss": [s["loss"] for s in record.steps],
+        "step_wall_s": statistics.median(s["wall"] for s in steps),
+        "step_cpu_s": statistics.median(s["cpu"] for s in steps),
+        "train_wall_s": clock.wall, "train_cpu_s": clock.cpu,
+        "merge_s": merge, "merge_fraction": merge / (merge + rounds) if record.merges else None,
+        "peak_bytes": int(peak), "loaded_bytes": int(loaded), "overhead_bytes": int(peak - loaded),
+        **answers,
+    }
+
+
+def run_isolated(method: Method, setup: Setup) -> dict:
+    """``run`` in a fresh Python process (clean peak memory); raises with its stderr on failure."""
+    payload = json.dumps({"method": asdict(method), "setup": asdict(setup)})
+    out = subprocess.run([sys.executable, "-m", "benchmarks.harness", "--one", payload], cwd=ROOT,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{method.name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def setup_from_args(args, **defaults) -> Setup:
+    """The flags every benchmark script shares: --model --device --data --steps --quick."""
+    setup = Setup(**defaults)
+    setup = replace(setup, model=args.model, device=args.device)
+    if getattr(args, "data", None):
+        setup = replace(setup, data=args.data)
+    if getattr(args, "steps", None):
+        setup = replace(setup, steps=args.steps)
+    return setup
+
+
+def add_common_flags(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M), a folder or a Hub id")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--data", help="data set (default: the script's own)")
+    ap.add_argument("--steps", type=int, help="optimizer steps per run")
+    ap.add_argument("--quick", action="store_true", help="a few steps of a few methods: checks the script runs")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one", required=True)
+    raw = json.loads(ap.parse_args().one)
+    print(json.dumps(run(Method(**raw["method"]), Setup(**raw["setup"]))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Run a list of methods one after another (each in a fresh process), keep every result
+as soon as it exists, and turn results into markdown tables and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from benchmarks.harness import RESULTS, Method, Setup, run_isolated
+
+MB = 2**20
+
+
+def run_all(name: str, jobs: list[tuple[Method, Setup]], resume: bool = True) -> list[dict]:
+    """Results of every job, saved to results/<name>.json after each one; with ``resume``,
+    jobs already in that file are not run again (a long suite survives an interruption)."""
+    path = RESULTS / f"{name}.json"
+    done = json.loads(path.read_text())["rows"] if resume and path.exists() else []
+    rows = []
+    for method, setup in jobs:
+        key = job_key(method, setup)
+        row = next((r for r in done if job_key_of(r) == key), None)
+        if row is None:
+            print(f"[{name}] {method.name} on {setup.data} ...", flush=True)
+            row = run_isolated(method, setup)
+            print(f"[{name}] {method.name}: eval loss {row['initial_eval_loss']:.3f} -> {row['final_eval_loss']:.3f}, "
+                  f"step {row['step_wall_s']:.3f}s, peak {row['peak_bytes'] / MB:.0f} MB", flush=True)
+        rows.append(row)
+        save(path, rows + [r for r in done if job_key_of(r) not in {job_key_of(x) for x in rows}])
+    return rows
+
+
+def job_key(method: Method, setup: Setup) -> str:
+    from dataclasses import asdict
+
+    return json.dumps([asdict(method), asdict(setup)], sort_keys=True)
+
+
+def job_key_of(row: dict) -> str:
+    return json.dumps([row["method"], row["setup"]], sort_keys=True)
+
+
+def save(path: Path, rows: list[dict]) -> None:
+    from xgblora_engine.fileio import atomic_write_text
+
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_text(path, json.dumps({"rows": rows}, indent=1))
+
+
+def loss_at_seconds(row: dict, seconds: float) -> float:
+    """Held-out loss reached after ``seconds`` of training, interpolated between evaluations."""
+    points = [(e["train_seconds"], e["loss"]) for e in row["evals"]]
+    for (t0, l0), (t1, l1) in zip(points, points[1:]):
+        if t0 <= seconds <= t1:
+            return l0 + (l1 - l0) * (seconds - t0) / max(t1 - t0, 1e-9)
+    return points[-1][1] if seconds >= points[-1][0] else points[0][1]
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, callable]]) -> str:
+    """A markdown table; columns are (header, alignment ':' marks, value function)."""
+    head = "| " + " | ".join(h for h, _, _ in columns) + " |"
+    rule = "|" + "|".join(a for _, a, _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(f(r)) for _, _, f in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def describe(m: dict, k: int | None) -> str:
+    if m["kind"] == "full":
+        return "full fine-tuning"
+    if m["kind"] == "lora":
+        return f"LoRA r={m['rank']}"
+    return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}"
+
+
+def plot_curves(rows: list[dict], path: Path, title: str, x: str = "step") -> None:
+    """Held-out loss against steps or training seconds, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for r in rows:
+        xs = [e["step"] if x == "step" else e["train_seconds"] for e in r["evals"]]
+        style = "-" if r["method"]["kind"] == "xgblora" else "--"
+        ax.plot(xs, [e["loss"] for e in r["evals"]], style, marker="o", markersize=3,
+                label=describe(r["method"], r.get("k")))
+    ax.set_xlabel("optimizer step" if x == "step" else "training seconds (evaluation excluded)")
+    ax.set_ylabel("held-out loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

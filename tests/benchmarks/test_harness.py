@@ -1,0 +1,64 @@
+"""The benchmark harness on a real tiny model: every method trains, and what it reports is sound."""
+
+import pytest
+
+from benchmarks.harness import Method, Setup, run, token_f1
+from benchmarks.suite import loss_at_seconds, table
+from tests.conftest import build_tiny_llama
+
+
+@pytest.fixture
+def tiny_setup(tiny_model_dir, tiny_data):
+    return Setup(model=str(tiny_model_dir), data=str(tiny_data), steps=4, batch=2, seq_len=32,
+                 eval_every=2, eval_examples=8, answer_items=3)
+
+
+
+@pytest.mark.parametrize("method", [Method("xgb", lr=3e-2, k=2, kappa=2),
+                                    Method("lora", "lora", lr=3e-2, rank=2),
+                                    Method("full", "full", lr=1e-3)], ids=lambda m: m.name)
+def test_every_method_trains_and_reports(tiny_setup, method):
+    r = run(method, tiny_setup)
+    assert r["final_eval_loss"] < r["initial_eval_loss"]
+    assert [e["step"] for e in r["evals"]] == [0, 2, 4]
+    times = [e["train_seconds"] for e in r["evals"]]
+    assert times == sorted(times) and times[0] < 0.05 and times[0] < times[-1]
+    assert len(r["train_loss"]) == 4 and r["step_wall_s"] > 0 and r["step_cpu_s"] > 0
+    assert r["peak_bytes"] >= r["loaded_bytes"] > 0
+    assert 0.0 <= r["exact_match"] <= 1.0 and r["n_items"] == 3
+    # tiny llama: hidden 32, intermediate 64, 4 heads of 8, 2 kv heads (k/v out 16)
+    per_layer_dims = 2 * (32 + 32) + 2 * (32 + 16) + 3 * (32 + 64)
+    every_weight = sum(p.numel() for p in build_tiny_llama().parameters())
+    expected = {"xgb": 2 * 1 * per_layer_dims, "lora": 4 * 2 * per_layer_dims, "full": every_weight}
+    assert r["trainable_params"] == expected[method.name]
+    if method.kind == "xgblora":
+        assert r["k"] == 2 and 0 < r["merge_fraction"] < 1
+    else:
+        assert r["merge_fraction"] is None
+
+
+def test_carried_adam_moments_change_only_the_rounds_after_the_first(tiny_setup):
+    every_layer = Method("fresh", lr=3e-2, k=4, kappa=2)  # each round boosts the same modules again
+    fresh = run(every_layer, tiny_setup)
+    carry = run(Method("carry", lr=3e-2, k=4, kappa=2, optimizer_state="carry"), tiny_setup)
+    assert carry["train_loss"][:3] == fresh["train_loss"][:3]  # round 1, and the first step after its merge
+    assert carry["train_loss"][3] != fresh["train_loss"][3]
+
+
+def test_token_f1():
+    assert token_f1("LATIN SMALL LETTER A", "LATIN SMALL LETTER A") == 1.0
+    assert token_f1("", "A") == 0.0
+    assert token_f1("LATIN LETTER", "LATIN SMALL LETTER A") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+
+
+def test_loss_at_seconds_interpolates_between_evaluations():
+    row = {"evals": [{"train_seconds": 0.0, "loss": 4.0}, {"train_seconds": 10.0, "loss": 2.0},
+                     {"train_seconds": 20.0, "loss": 1.0}]}
+    assert loss_at_seconds(row, 5.0) == pytest.approx(3.0)
+    assert loss_at_seconds(row, 15.0) == pytest.approx(1.5)
+    assert loss_at_seconds(row, 99.0) == 1.0
+
+
+def test_table_formats_missing_values():
+    text = table([{"a": 1.23456, "b": None}], [("a", "--:", lambda r: r["a"]), ("b", "--:", lambda r: r["b"])])
+    assert text.splitlines() == ["| a | b |", "|--:|--:|", "| 1.235 | – |"]
