@@ -59,6 +59,7 @@ class EngineBridge(QObject):
         self.factory = factory
         self.client: EngineClient | None = None
         self.state = "stopped"
+        self.devices: list[dict] = []  # what the worker's Hello listed (panels built later read it here)
         self.current_job: P.Command | None = None  # the job the events being dispatched belong to
         self.queue: deque[P.Command] = deque()
         self._ids = itertools.count(1)
@@ -133,6 +134,7 @@ class EngineBridge(QObject):
 
     def dispatch(self, event: P.Event) -> None:
         if isinstance(event, P.Hello):
+            self.devices = list(event.devices)
             self._set_state("idle")
         elif isinstance(event, P.StateChanged):
             self._set_state(event.state)

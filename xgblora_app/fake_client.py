@@ -7,7 +7,8 @@ ending in ``StateChanged("idle")``, Pause/Resume/Stop acting between steps, and 
 steps per ``poll()``, so a test sees plots fill over several timer ticks.
 
 With ``runs_root`` set, runs are written as real run folders (config.yaml, run.json,
-events.jsonl), so the Runs, Export and Try-it panels can be exercised end to end.
+events.jsonl), so the Runs, Export and Try-it panels can be exercised end to end. With
+``gpus=N`` its Hello lists N made-up GPUs beside the CPU, as a multi-GPU machine's would.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ SMOLLM2_INFO = {
     "weight_bytes": 538_060_032, "layers_path": "model.layers",
     "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
+FAKE_CPU = {"device": "cpu", "name": "x86_64", "total_bytes": 16 * 2**30, "free_bytes": 9 * 2**30, "bf16": False,
+            "compute_capability": None}
 EXPORT_STAGES = (("loading base", 0.1), ("merging ledger", 0.35), ("writing", 0.6), ("verifying", 0.9))
 
 Chunk = list  # the events of one optimizer step (or one scripted moment)
@@ -40,8 +43,9 @@ class FakeEngineClient:
     def __init__(self, *, model_info: dict | None = None, runs_root: str | Path | None = None,
                  steps_per_poll: int | None = 5, available: int = 4096 * MB, die_at_step: int | None = None,
                  failing_formats: tuple[str, ...] = (), nan_round: int | None = None,
-                 recorded_run: list[P.Event] | None = None) -> None:
+                 recorded_run: list[P.Event] | None = None, gpus: int = 0) -> None:
         self.model_info = dict(model_info or SMOLLM2_INFO)
+        self.devices = [FAKE_CPU] + fake_gpus(gpus)  # what the Hello reports
         self.runs_root = Path(runs_root) if runs_root else None
         self.steps_per_poll = steps_per_poll  # None: a job runs to its end in one poll
         self.available = available
@@ -62,7 +66,7 @@ class FakeEngineClient:
     def start(self) -> None:
         self.starts += 1
         self._alive, self._exit, self._job, self._paused, self._stop = True, None, None, False, False
-        self._out.append(P.Hello(version=P.PROTOCOL_VERSION, pid=1000 + self.starts))
+        self._out.append(P.Hello(version=P.PROTOCOL_VERSION, pid=1000 + self.starts, devices=self.devices))
 
     def is_alive(self) -> bool:
         return self._alive
@@ -283,6 +287,12 @@ class FakeEngineClient:
                                  measured_peak=int(total * 0.97) if trial else None, remedies=remedies,
                                  device="cpu", message=f"predicted peak {total / MB:.0f} MB of "
                                                        f"{avail / MB:.0f} MB available on cpu: {words}")
+
+
+def fake_gpus(n: int) -> list[dict]:
+    """``n`` identical 24 GB cards, as a worker on a multi-GPU machine lists them."""
+    return [{"device": f"cuda:{i}", "name": "NVIDIA GeForce RTX 4090", "total_bytes": 24 * 2**30,
+             "free_bytes": 21 * 2**30, "bf16": True, "compute_capability": "8.9"} for i in range(n)]
 
 
 def _remedies(cfg: RunConfig, k: int) -> list[dict]:

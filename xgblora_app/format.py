@@ -15,6 +15,24 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.2f} TB"
 
 
+def gigabytes(n: float) -> str:
+    """Memory as a device is sold: '24 GB' (whole), '7.5 GB' under 10."""
+    gb = n / 2**30
+    return f"{gb:.0f} GB" if gb >= 10 else f"{gb:.1f} GB"
+
+
+def device_label(device: dict) -> str:
+    """One line per device of the worker's Hello: 'cuda:0 NVIDIA RTX 4090 · 24 GB (21 GB free)'."""
+    name = device.get("device", "?")
+    label = name if name == "cpu" else f"{name} {device.get('name', '')}".rstrip()
+    total, free = device.get("total_bytes"), device.get("free_bytes")
+    if total:
+        label += f" · {gigabytes(total)}" + (" RAM" if name == "cpu" else "")
+        if free is not None:
+            label += f" ({gigabytes(free)} free)"
+    return label
+
+
 def human_count(n: float | None) -> str:
     if n is None:
         return "?"

@@ -20,10 +20,12 @@ def runs_root(tmp_path):
 
 
 @pytest.fixture
-def fake(runs_root):
+def fake(request, runs_root):
+    """The scripted engine; ``@pytest.mark.parametrize("fake", [{"gpus": 2}], indirect=True)``
+    passes it more options."""
     from xgblora_app.fake_client import FakeEngineClient
 
-    return FakeEngineClient(runs_root=runs_root, steps_per_poll=5)
+    return FakeEngineClient(runs_root=runs_root, steps_per_poll=5, **getattr(request, "param", {}))
 
 
 @pytest.fixture

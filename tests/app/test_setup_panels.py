@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 from PySide6.QtCore import Qt
 
 from xgblora_app.panels.data_panel import DataPanel
 from xgblora_app.panels.method_panel import MethodPanel
 from xgblora_app.panels.model_panel import ModelPanel
 from xgblora_app.panels.preflight_panel import PreflightPanel
+from xgblora_app.panels.train_panel import TrainPanel
 from xgblora_app.state.run_settings import help_text
 from xgblora_engine import protocol as P
 
@@ -38,6 +40,52 @@ def test_loading_options_edit_the_settings_both_ways(qtbot, panel, studio):
     studio.settings.set("model", "gradient_checkpointing", True)  # e.g. a preflight remedy
     assert model.checkpointing.isChecked()
     assert model.dtype.toolTip() == help_text("model", "dtype")
+
+
+# --- devices ---------------------------------------------------------------------------
+def test_one_device_is_listed_and_the_gpu_chooser_hidden(qtbot, panel, studio):
+    model = panel(ModelPanel)
+    assert [label.text() for label in model.device_labels] == ["cpu · 16 GB RAM (9.0 GB free)"]
+    assert not model.gpu_row.isVisible() and studio.settings.get("model", "shard_gpus") == 1
+
+
+@pytest.mark.parametrize("fake", [{"gpus": 2}], indirect=True)
+def test_two_gpus_are_listed_and_choosing_both_shards_the_run(qtbot, panel, studio, fake):
+    model = panel(ModelPanel)
+    assert [label.text() for label in model.device_labels] == [
+        "cpu · 16 GB RAM (9.0 GB free)", "cuda:0 NVIDIA GeForce RTX 4090 · 24 GB (21 GB free)",
+        "cuda:1 NVIDIA GeForce RTX 4090 · 24 GB (21 GB free)"]
+    assert model.gpu_row.isVisible() and model.gpus_for_run.maximum() == 2
+    assert model.gpus_for_run.toolTip() == help_text("model", "shard_gpus")
+    model.gpus_for_run.setValue(2)
+    assert studio.settings.get("model", "shard_gpus") == 2
+    train = panel(TrainPanel)
+    train.start()
+    start = next(c for c in fake.sent if isinstance(c, P.StartRun))
+    assert start.config["model"]["shard_gpus"] == 2
+    qtbot.waitUntil(lambda: studio.bridge.state == "training", timeout=3000)  # the engine took it
+
+
+def test_a_restarted_worker_that_sees_two_gpus_shows_the_chooser(qtbot, panel, studio, fake):
+    from xgblora_app.fake_client import FAKE_CPU, fake_gpus
+
+    model = panel(ModelPanel)
+    assert not model.gpu_row.isVisible()
+    fake.devices = [FAKE_CPU] + fake_gpus(2)
+    fake.die()
+    qtbot.waitUntil(lambda: studio.bridge.state == "dead", timeout=3000)
+    with qtbot.waitSignal(studio.bridge.hello, timeout=3000):
+        studio.bridge.start()
+    assert model.gpu_row.isVisible() and len(model.device_labels) == 3
+
+
+@pytest.mark.parametrize("fake", [{"gpus": 2}], indirect=True)
+def test_a_saved_gpu_count_this_machine_lacks_is_lowered(qtbot, panel, studio):
+    studio.settings.set("model", "shard_gpus", 4)  # saved on a bigger machine
+    model = panel(ModelPanel)
+    assert studio.settings.get("model", "shard_gpus") == 2 and model.gpus_for_run.value() == 2
+    model.show_devices([{"device": "cpu"}])  # a worker that sees no GPU
+    assert studio.settings.get("model", "shard_gpus") == 1 and not model.gpu_row.isVisible()
 
 
 # --- data ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Model: which base model to fine-tune, how to load it, and what it is once loaded."""
+"""Model: which base model to fine-tune, how to load it, what it is once loaded, and the
+devices the engine sees (with several GPUs: over how many to spread the model)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from xgblora_app.bindings import Bindings
 from xgblora_app.context import Studio
-from xgblora_app.format import human_bytes, human_count
+from xgblora_app.format import device_label, human_bytes, human_count
 from xgblora_app.state.hf_cache import cached_models
 from xgblora_app.state.run_settings import help_text
 from xgblora_app.widgets import Banner, section_title
 from xgblora_engine import config as C
 from xgblora_engine import protocol as P
+from xgblora_engine.devices import gpu_count
 
 SOURCES = ("default", "local", "cache", "hub")
 INFO_ROWS = (("name", "Model"), ("architecture", "Architecture"), ("n_layers", "Layers"),
@@ -46,6 +49,8 @@ class ModelPanel(QWidget):
         studio.bridge.inspect_result.connect(self._on_inspect)
         studio.bridge.error.connect(self._on_error)
         studio.bridge.run_started.connect(lambda e: studio.session.set_model_info(e.model_info))
+        studio.bridge.hello.connect(lambda e: self.show_devices(e.devices))
+        self.show_devices(studio.bridge.devices)  # the worker may have said hello before this panel existed
 
     # --- layout --------------------------------------------------------------------
     def _build(self) -> None:
@@ -56,7 +61,11 @@ class ModelPanel(QWidget):
         layout.addWidget(self._source_box())
         row = QHBoxLayout()
         row.addWidget(self._info_box(), 3)
-        row.addWidget(self._loading_box(), 2)
+        right = QVBoxLayout()
+        right.addWidget(self._loading_box())
+        right.addWidget(self._devices_box())
+        right.addStretch(1)
+        row.addLayout(right, 2)
         layout.addLayout(row)
         layout.addStretch(1)
 
@@ -147,6 +156,41 @@ class ModelPanel(QWidget):
         self.checkpointing.toggled.connect(lambda v: s.set("model", "gradient_checkpointing", v))
         return box
 
+    def _devices_box(self) -> QGroupBox:
+        box = QGroupBox("Devices the engine sees")
+        layout = QVBoxLayout(box)
+        self.device_list = QVBoxLayout()
+        layout.addLayout(self.device_list)
+        self.device_labels: list[QLabel] = []
+        self.gpu_row = QWidget()
+        form = QFormLayout(self.gpu_row)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.bind = Bindings(self.studio.settings)
+        self.gpus_for_run = self.bind.spin("model", "shard_gpus", 1, 64)
+        self.gpus_for_run.setSuffix(" GPU(s)")
+        form.addRow("GPUs for this run", self.gpus_for_run)
+        note = QLabel("More than one spreads the model over the GPUs (layers split between them), for a model "
+                      "bigger than one card. To train faster on several GPUs with a copy of the model on each, use "
+                      "data-parallel training from the command line: xgblora train --num-processes N.")
+        note.setWordWrap(True)
+        form.addRow(note)
+        layout.addWidget(self.gpu_row)
+        return box
+
+    def show_devices(self, devices: list[dict]) -> None:
+        """List what the worker reported; offer the GPU count only with two GPUs or more."""
+        for label in self.device_labels:
+            label.deleteLater()
+        self.device_labels = [QLabel(device_label(d)) for d in devices] or [QLabel("not known yet")]
+        for label in self.device_labels:
+            self.device_list.addWidget(label)
+        gpus = gpu_count(devices)
+        limit = gpus if gpus >= 2 else 1
+        if self.studio.settings.get("model", "shard_gpus") > limit:  # a saved choice this machine cannot run
+            self.studio.settings.set("model", "shard_gpus", limit)
+        self.gpus_for_run.setMaximum(limit)
+        self.gpu_row.setVisible(gpus >= 2)
+
     # --- choosing -----------------------------------------------------------------
     def refresh_cache(self) -> None:
         current = self.cache_list.currentText()
@@ -236,6 +280,8 @@ class ModelPanel(QWidget):
                 text = human_bytes(value)
             elif key == "targets":
                 text = ", ".join(value) or "–"
+            elif key == "device" and len(info.get("devices") or []) > 1:
+                text = " + ".join(info["devices"]) + " (sharded)"
             else:
                 text = str(value)
             self.info_labels[key].setText(text)
