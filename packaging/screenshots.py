@@ -46,7 +46,8 @@ class Shooter:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="xgblora-shots-"))
-        self.fake = FakeEngineClient(runs_root=self.work / "runs", steps_per_poll=3)
+        # a two-GPU machine, so the Model panel shows its device list and GPU chooser
+        self.fake = FakeEngineClient(runs_root=self.work / "runs", steps_per_poll=3, gpus=2)
         prefs = QSettings(str(self.work / "prefs.ini"), QSettings.Format.IniFormat)
         self.window = MainWindow(lambda: self.fake, runs_folder=self.work / "runs", settings=prefs)
         self.window.resize(*SIZE)

@@ -3,6 +3,7 @@ devices the engine sees (with several GPUs: over how many to spread the model)."
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -171,7 +172,9 @@ class ModelPanel(QWidget):
         form.addRow("GPUs for this run", self.gpus_for_run)
         note = QLabel("More than one spreads the model over the GPUs (layers split between them), for a model "
                       "bigger than one card. To train faster on several GPUs with a copy of the model on each, use "
-                      "data-parallel training from the command line: xgblora train --num-processes N.")
+                      "data-parallel training from the command line: "
+                      "<code style='white-space:nowrap'>xgblora train --num-processes N</code>.")
+        note.setTextFormat(Qt.TextFormat.RichText)
         note.setWordWrap(True)
         form.addRow(note)
         layout.addWidget(self.gpu_row)
