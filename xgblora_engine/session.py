@@ -85,8 +85,7 @@ def resolve_k(cfg: RunConfig, n_layers: int) -> int:
 
 
 def describe_model(info) -> str:
-    devices = getattr(info, "devices", None) or [info.device]
-    where = info.device if len(devices) < 2 else " + ".join(devices) + " (sharded)"
+    where = info.device if len(info.devices) < 2 else " + ".join(info.devices) + " (sharded)"
     return (f"{info.architecture}, {info.n_layers} layers, hidden {info.hidden_size}, "
             f"{info.n_params / 1e6:.1f}M parameters, {info.dtype} on {where}"
             + (f", {info.quantization} base" if info.quantization not in (None, "none") else ""))
