@@ -332,6 +332,7 @@ def summarise(method, setup, cfg, prepared, record, clock, n_trainable, peak, lo
     return {
         "method": asdict(method), "setup": asdict(setup), "k": prepared.k if method.kind == "xgblora" else None,
         "n_layers": len(prepared.targets_by_layer), "device": str(prepared.loaded.model.device),
+        "threads": _threads(),
         "trainable_params": n_trainable, "final_eval_loss": record.evals[-1]["loss"],
         "initial_eval_loss": record.evals[0]["loss"], "evals": record.evals,
         "train_loss": [s["loss"] for s in record.steps],
@@ -342,6 +343,12 @@ def summarise(method, setup, cfg, prepared, record, clock, n_trainable, peak, lo
         "peak_bytes": int(peak), "loaded_bytes": int(loaded), "overhead_bytes": int(peak - loaded),
         **answers,
     }
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run_isolated(method: Method, setup: Setup) -> dict:

@@ -6,7 +6,7 @@ and what it saves in memory and time. bitsandbytes' 4-bit kernels are slow on a 
 step of SmolLM2 takes tens of seconds), so on a CPU the default run is short; on a GPU
 pass --steps 100 for the real picture.
 
-    python -m benchmarks.quantized_base [--model default] [--device auto] [--steps 8] [--quick]
+    python -m benchmarks.quantized_base [--model default] [--device auto] [--steps 6] [--quick]
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(ap)
     args = ap.parse_args()
-    setup = setup_from_args(args, data="sample:unicode-names", steps=8, batch=2, eval_every=4,
-                            eval_examples=12, answer_items=0)
+    setup = setup_from_args(args, data="sample:unicode-names", steps=6, batch=2, eval_every=3,
+                            eval_examples=8, answer_items=0)
     if args.quick:
         setup = replace(setup, steps=2, eval_every=1, eval_examples=2)
-    method = Method("xgb-kappa4", lr=chosen_lr()["xgblora"], kappa=4)  # two merges even in a short run
+    method = Method("xgb-kappa3", lr=chosen_lr()["xgblora"], kappa=3)  # two merges even in a short run
     name = "quantized_base_quick" if args.quick else "quantized_base"
     rows = run_all(name, [(method, setup), (method, replace(setup, quantize="4bit"))])
     base = rows[0]

@@ -78,7 +78,8 @@ def describe(m: dict, k: int | None) -> str:
         return "full fine-tuning"
     if m["kind"] == "lora":
         return f"LoRA r={m['rank']}"
-    return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}"
+    extra = "" if m["sampling"] == "uniform" else f" {m['sampling']}"
+    return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}{extra}"
 
 
 def plot_curves(rows: list[dict], path: Path, title: str, x: str = "step") -> None:

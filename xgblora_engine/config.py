@@ -46,12 +46,12 @@ class DataConfig:
 
 @dataclass
 class BoostConfig:
-    rank: int = field(default=1, metadata={"help": "rank r of each booster; the paper finds r=1 suffices"})
+    rank: int = field(default=4, metadata={"help": "rank r of each booster; the paper uses r=1, r=4 learned more per step at the same memory (docs/benchmarks.md)"})
     alpha: float | None = field(default=None, metadata={"help": "booster scale is alpha/r; default 2r (scale 2)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the booster's input"})
     layers_per_round: int | None = field(default=None, metadata={"help": "k, layers boosted per round; default about a third of the layers"})
     layers: list[int] | None = field(default=None, metadata={"help": "explicit layer list used every round instead of sampling"})
-    merge_every: int = field(default=10, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
+    merge_every: int = field(default=20, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
     sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, stratified (spread over depth) or top-biased (cheaper backward)"})
 
     @property
@@ -62,7 +62,7 @@ class BoostConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = field(default=200, metadata={"help": "optimizer steps in all; rounds T = max_steps / merge_every"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the boosters"})
+    lr: float = field(default=1e-2, metadata={"help": "peak learning rate of the boosters (fresh every round, so higher than LoRA's)"})
     batch_size: int = field(default=4, metadata={"help": "examples per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     round_warmup: int = field(default=2, metadata={"help": "warmup steps at the start of every round (fresh Adam state)"})
@@ -175,10 +175,10 @@ def validate(cfg: RunConfig) -> None:
         (m.shard_gpus >= 1, f"invalid number of GPUs to shard over: {m.shard_gpus}", "use --shard-gpus 1 (one device) or the number of GPUs to spread the model over"),
         (b.rank >= 1, f"invalid rank {b.rank}: the rank of a booster must be at least 1", "use --rank 1 (the paper's setting) or higher"),
         (b.layers_per_round is None or b.layers_per_round >= 1, f"invalid layers per round {b.layers_per_round}: must be at least 1", "use --layers-per-round 1 or more"),
-        (b.merge_every >= 1, f"invalid merge interval {b.merge_every}: must be at least 1 step", "use --merge-every 10, for example"),
+        (b.merge_every >= 1, f"invalid merge interval {b.merge_every}: must be at least 1 step", "use --merge-every 20, for example"),
         (0.0 <= b.dropout < 1.0, f"invalid dropout {b.dropout}", "use a value in [0, 1)"),
         (t.max_steps >= 1, f"invalid max steps {t.max_steps}", "use --max-steps 1 or more"),
-        (t.lr > 0 and math.isfinite(t.lr), f"invalid learning rate {t.lr}", "use a positive value such as 2e-3"),
+        (t.lr > 0 and math.isfinite(t.lr), f"invalid learning rate {t.lr}", "use a positive value such as 1e-2"),
         (t.batch_size >= 1, f"invalid batch size {t.batch_size}", "use --batch-size 1 or more"),
         (t.grad_accum >= 1, f"invalid gradient accumulation {t.grad_accum}", "use --grad-accum 1 or more"),
         (t.round_warmup >= 0, f"invalid round warmup {t.round_warmup}", "use 0 or more steps"),

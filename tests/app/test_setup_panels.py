@@ -159,7 +159,8 @@ def test_presets_and_tooltips(qtbot, panel, studio):
     studio.session.set_model_info({"n_layers": 30, "hidden_size": 576})
     method = panel(MethodPanel)
     qtbot.mouseClick(method.preset_buttons["quality"], Qt.MouseButton.LeftButton)
-    assert method.rank.value() == 2 and method.sampling.currentText() == "stratified" and method.k.value() == 15
+    assert method.rank.value() == 4 and method.sampling.currentText() == "uniform" and method.k.value() == 20
+    assert method.kappa.value() == 20
     assert help_text("boost", "merge_every") in method.kappa.toolTip() and "Cost:" in method.kappa.toolTip()
 
 

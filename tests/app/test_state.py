@@ -53,7 +53,8 @@ def test_changes_are_announced_once_and_bad_values_rejected():
 
 def test_presets_scale_k_with_the_model():
     assert preset_changes("fast", 30)["boost"]["layers_per_round"] == 5
-    assert preset_changes("quality", 30)["boost"]["sampling"] == "stratified"
+    assert preset_changes("quality", 30)["boost"]["layers_per_round"] == 20
+    assert preset_changes("fast", 30)["boost"]["sampling"] == "top-biased"
     s = RunSettings()
     s.update(preset_changes("balanced", 30))
     s.validated()
