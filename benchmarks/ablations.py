@@ -43,7 +43,7 @@ def report(rows: list[dict], default_name: str) -> str:
         value = (lambda r: r["k"]) if field == "k" else (lambda r, f=field: r["method"][f])
         mine.sort(key=value)
         columns = [
-            (field, ":--", lambda r, v=value: f"{v(r)}" + (" (default)" if r is base else "")),
+            (field, ":--", lambda r, v=value: f"{v(r)}" + (" (reference)" if r is base else "")),
             ("held-out loss", "--:", lambda r: r["final_eval_loss"]),
             ("exact match", "--:", lambda r: r["exact_match"]),
             ("token F1", "--:", lambda r: r["token_f1"]),
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="XGBLoRA learning rate (default: the sweep's choice)")
     args = ap.parse_args()
     setup = setup_from_args(args, data="sample:unicode-names", steps=100, eval_every=25)
-    default = Method("default", lr=args.lr or chosen_lr()["xgblora"])
+    default = Method("default", lr=args.lr or chosen_lr()["xgblora"])  # the paper's r=1, k≈L/3, κ=10
     jobs = variants(default)
     out = "ablations"
     if args.quick:

@@ -117,10 +117,10 @@ def main() -> None:
         chosen, datasets = [chosen[0], chosen[5]], datasets[:1]
     out = "compare_quick" if args.quick else "compare"
     sections = []
-    for i, data in enumerate(datasets):
+    for data in datasets:
         setup = replace(base, data=data, seq_len=DATASETS.get(data, base.seq_len))
         mine = chosen
-        if i > 0 and not args.all:
+        if data != next(iter(DATASETS)) and not args.all:
             mine = [m for m in chosen if m.name in SECOND]
             setup = replace(setup, steps=min(setup.steps, 100), eval_every=20)
         stem = f"{out}_{data.split(':')[-1]}"
