@@ -115,7 +115,7 @@ def make_run(model_dir: Path, run: Path, quantize="none", **ledger_kw) -> Path:
     cfg = RunConfig()
     cfg.model.name = str(model_dir)
     cfg.model.quantize = quantize
-    cfg.boost.layers_per_round = 1
+    cfg.boost.layers_per_round, cfg.boost.rank = 1, 1  # the rank of the ledger written below
     cfg.boost.merge_every = 5
     cfg.train.max_steps = 15
     save_config(cfg, run / "config.yaml")
