@@ -19,7 +19,7 @@ def train_tiny(model_dir, tmp_path, quantize):
     cfg = RunConfig()
     cfg.model.name, cfg.model.quantize = str(model_dir), quantize
     cfg.data.path, cfg.data.seq_len = str(data), 64
-    cfg.boost.merge_every, cfg.boost.layers_per_round = 2, 1
+    cfg.boost.merge_every, cfg.boost.layers_per_round, cfg.boost.rank = 2, 1, 1  # small updates: see the nf4 check
     cfg.train.max_steps, cfg.train.batch_size, cfg.train.eval_every, cfg.train.lr = 4, 4, 0, 1e-3
     return run_training(cfg, str(tmp_path / f"run-{quantize}"), lambda event: None).path
 
