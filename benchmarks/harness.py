@@ -363,11 +363,10 @@ def run_isolated(method: Method, setup: Setup) -> dict:
 
 def setup_from_args(args, **defaults) -> Setup:
     """The flags every benchmark script shares: --model --device --data --steps --quick."""
-    setup = Setup(**defaults)
-    setup = replace(setup, model=args.model, device=args.device)
-    if getattr(args, "data", None):
+    setup = replace(Setup(**defaults), model=args.model, device=args.device)
+    if args.data:
         setup = replace(setup, data=args.data)
-    if getattr(args, "steps", None):
+    if args.steps:
         setup = replace(setup, steps=args.steps)
     return setup
 

@@ -12,23 +12,22 @@ from benchmarks.harness import RESULTS, Method, Setup, run_isolated
 MB = 2**20
 
 
-def run_all(name: str, jobs: list[tuple[Method, Setup]], resume: bool = True) -> list[dict]:
-    """Results of every job, saved to results/<name>.json after each one; with ``resume``,
-    jobs already in that file are not run again (a long suite survives an interruption)."""
+def run_all(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:
+    """Results of every job, saved to results/<name>.json after each one; jobs already in
+    that file are not run again (a long suite survives an interruption)."""
     path = RESULTS / f"{name}.json"
-    done = json.loads(path.read_text())["rows"] if resume and path.exists() else []
-    rows = []
+    saved = json.loads(path.read_text())["rows"] if path.exists() else []
+    results = {job_key_of(r): r for r in saved}
     for method, setup in jobs:
         key = job_key(method, setup)
-        row = next((r for r in done if job_key_of(r) == key), None)
-        if row is None:
+        if key not in results:
             print(f"[{name}] {method.name} on {setup.data} ...", flush=True)
             row = run_isolated(method, setup)
             print(f"[{name}] {method.name}: eval loss {row['initial_eval_loss']:.3f} -> {row['final_eval_loss']:.3f}, "
                   f"step {row['step_wall_s']:.3f}s, peak {row['peak_bytes'] / MB:.0f} MB", flush=True)
-        rows.append(row)
-        save(path, rows + [r for r in done if job_key_of(r) not in {job_key_of(x) for x in rows}])
-    return rows
+            results[key] = row
+            save(path, list(results.values()))
+    return [results[job_key(m, s)] for m, s in jobs]
 
 
 def job_key(method: Method, setup: Setup) -> str:
