@@ -46,6 +46,7 @@ class Method:
     sampling: str = "uniform"
     warmup: int = 2  # XGBLoRA: per round; baselines: once at the start
     optimizer_state: str = "fresh"  # XGBLoRA: fresh AdamW per round, or "carry" moments of re-drawn modules
+    lr_rule: str = "fixed"  # XGBLoRA: "scaled" trains boosters at lr·√(L/(k·r)); "fixed" at lr
 
 
 @dataclass
@@ -75,7 +76,7 @@ def run_config(method: Method, setup: Setup):
     cfg.data.path, cfg.data.seq_len, cfg.data.max_eval_examples = setup.data, setup.seq_len, setup.eval_examples
     t = cfg.train
     t.max_steps, t.batch_size, t.seed, t.lr, t.eval_every = setup.steps, setup.batch, setup.seed, method.lr, setup.eval_every
-    t.round_warmup = method.warmup
+    t.round_warmup, t.lr_rule = method.warmup, method.lr_rule
     b = cfg.boost
     b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
     if method.kind != "xgblora":  # one round of the whole run: warmup once, then cosine
@@ -120,9 +121,10 @@ def train_xgblora(prepared, cfg, record: Record, clock: Clock, optimizer_state: 
         now = [time.perf_counter(), time.process_time()]
         if isinstance(event, P.StepMetrics):
             record.steps.append({"step": event.step, "loss": event.loss, "wall": event.seconds,
-                                 "cpu": now[1] - last[1]})
+                                 "cpu": now[1] - last[1], "grad_norm": event.grad_norm})
         elif isinstance(event, P.RoundMerged):
-            record.merges.append({"merge_seconds": event.merge_seconds, "round_seconds": event.round_seconds})
+            record.merges.append({"round": event.round, "merge_seconds": event.merge_seconds,
+                                  "round_seconds": event.round_seconds, "booster_norm": event.booster_norm})
         elif isinstance(event, P.EvalResult):
             clock.stop()
             record.evals.append({"step": event.step, "train_seconds": clock.wall, "train_cpu": clock.cpu,
@@ -223,11 +225,11 @@ def train_baseline(prepared, cfg, method: Method, record: Record, clock: Clock) 
         batch = batch_to(stream.next_batch(), device)
         loss = summed_loss(model, batch) / max(1, count_targets(batch["labels"]))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         record.steps.append({"step": step + 1, "loss": float(loss.detach()), "wall": time.perf_counter() - started[0],
-                             "cpu": time.process_time() - started[1]})
+                             "cpu": time.process_time() - started[1], "grad_norm": float(grad_norm)})
         if (step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps:
             evaluate(step + 1)
     clock.stop()
@@ -340,9 +342,28 @@ def summarise(method, setup, cfg, prepared, record, clock, n_trainable, peak, lo
         "step_cpu_s": statistics.median(s["cpu"] for s in steps),
         "train_wall_s": clock.wall, "train_cpu_s": clock.cpu,
         "merge_s": merge, "merge_fraction": merge / (merge + rounds) if record.merges else None,
+        "rounds": per_round(record, cfg), "clipped_share": clipped_share(record, cfg),
         "peak_bytes": int(peak), "loaded_bytes": int(loaded), "overhead_bytes": int(peak - loaded),
         **answers,
     }
+
+
+def clipped_share(record: Record, cfg) -> float:
+    """Share of optimizer steps whose gradient norm was clipped."""
+    limit = cfg.train.max_grad_norm or float("inf")
+    return sum(s["grad_norm"] > limit for s in record.steps) / max(1, len(record.steps))
+
+
+def per_round(record: Record, cfg) -> list[dict]:
+    """Per merged round: the booster's update norm, the mean gradient norm, the clipped share."""
+    kappa, limit = cfg.boost.merge_every, cfg.train.max_grad_norm or float("inf")
+    out = []
+    for m in record.merges:
+        steps = record.steps[(m["round"] - 1) * kappa:m["round"] * kappa]
+        norms = [s["grad_norm"] for s in steps] or [0.0]
+        out.append({"round": m["round"], "booster_norm": m["booster_norm"], "grad_norm": statistics.mean(norms),
+                    "clipped_share": sum(n > limit for n in norms) / len(norms)})
+    return out
 
 
 def _threads() -> int:

@@ -18,6 +18,8 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("none", "4bit", "8bit")
 SAMPLING = ("uniform", "stratified", "top-biased", "explicit")
 TRAIN_ON = ("response", "all")
+INITS = ("kaiming", "gradient")
+LR_RULES = ("scaled", "fixed")
 FORMATS = ("auto", "alpaca", "chat", "prompt_completion", "text")
 
 
@@ -53,6 +55,8 @@ class BoostConfig:
     layers: list[int] | None = field(default=None, metadata={"help": "explicit layer list used every round instead of sampling"})
     merge_every: int = field(default=20, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
     sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, stratified (spread over depth) or top-biased (cheaper backward)"})
+    init: str = field(default="kaiming", metadata={"help": "how a booster's A starts: kaiming (random, as LoRA) or gradient (the top directions of the round's first weight gradient)"})
+    init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
 
     @property
     def scaling(self) -> float:
@@ -67,6 +71,8 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     round_warmup: int = field(default=2, metadata={"help": "warmup steps at the start of every round (fresh Adam state)"})
     schedule: str = field(default="cosine", metadata={"help": "global LR decay over the run: cosine or constant"})
+    lr_rule: str = field(default="fixed", metadata={"help": "scaled: the boosters train at lr·sqrt(L/(k·r)), so lr carries across rank and layers per round; fixed: at lr as given"})
+    lr_ratio_b: float = field(default=1.0, metadata={"help": "learning rate of the boosters' B factors relative to A's (LoRA+; 1 = the same)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on booster factors"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
     eval_every: int = field(default=50, metadata={"help": "evaluate every N steps (0 = only at the end)"})
@@ -89,6 +95,14 @@ class RunConfig:
         cfg = cls()
         update(cfg, raw)
         return cfg
+
+    @classmethod
+    def from_saved(cls, raw: dict[str, Any]) -> RunConfig:
+        """A run's own config.yaml: a setting it predates keeps the meaning it had then."""
+        train = raw.get("train") or {}
+        if "lr" in train and "lr_rule" not in train:  # written before the rule: lr was literal
+            raw = {**raw, "train": {**train, "lr_rule": "fixed"}}
+        return cls.from_dict(raw)
 
     def validate(self) -> RunConfig:
         validate(self)
@@ -168,6 +182,8 @@ def validate(cfg: RunConfig) -> None:
     _choice(m.dtype, DTYPES, "dtype")
     _choice(m.quantize, QUANTIZE, "quantization")
     _choice(b.sampling, SAMPLING, "layer sampling")
+    _choice(b.init, INITS, "booster init")
+    _choice(t.lr_rule, LR_RULES, "learning-rate rule")
     _choice(d.train_on, TRAIN_ON, "train_on")
     _choice(d.format, FORMATS, "data format")
     _choice(t.schedule, ("cosine", "constant"), "schedule")
@@ -175,6 +191,8 @@ def validate(cfg: RunConfig) -> None:
         (m.shard_gpus >= 1, f"invalid number of GPUs to shard over: {m.shard_gpus}", "use --shard-gpus 1 (one device) or the number of GPUs to spread the model over"),
         (b.rank >= 1, f"invalid rank {b.rank}: the rank of a booster must be at least 1", "use --rank 1 (the paper's setting) or higher"),
         (b.layers_per_round is None or b.layers_per_round >= 1, f"invalid layers per round {b.layers_per_round}: must be at least 1", "use --layers-per-round 1 or more"),
+        (b.init_pool >= 1, f"invalid init pool {b.init_pool}: must be at least 1", "use --init-pool 1 (the top r directions) or more"),
+        (t.lr_ratio_b > 0 and math.isfinite(t.lr_ratio_b), f"invalid B learning-rate ratio {t.lr_ratio_b}", "use a positive value such as 1 (plain) or 4 (LoRA+)"),
         (b.merge_every >= 1, f"invalid merge interval {b.merge_every}: must be at least 1 step", "use --merge-every 20, for example"),
         (0.0 <= b.dropout < 1.0, f"invalid dropout {b.dropout}", "use a value in [0, 1)"),
         (t.max_steps >= 1, f"invalid max steps {t.max_steps}", "use --max-steps 1 or more"),

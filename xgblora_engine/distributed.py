@@ -44,6 +44,9 @@ class SingleProcess:
     def all_reduce_grads(self, params) -> None:
         return None
 
+    def all_reduce_tensors(self, tensors) -> None:
+        return None
+
     def check_same(self, value, what: str) -> None:
         return None
 
@@ -87,14 +90,17 @@ class Distributed(SingleProcess):
         return self._reduce([1.0 if flag else 0.0])[0] > 0
 
     def all_reduce_grads(self, params) -> None:
-        grads = [p.grad for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.all_reduce_tensors([p.grad for p in params])
+
+    def all_reduce_tensors(self, tensors) -> None:
+        """Sum every tensor across ranks in place, with one collective."""
+        flat = torch.cat([t.reshape(-1) for t in tensors])
         self.dist.all_reduce(flat)
         self.bytes_reduced = flat.numel() * flat.element_size()
         offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
 
     def check_same(self, value, what: str) -> None:
         """Debug mode: assert every rank computed the same ``value`` (e.g. the layer draw)."""

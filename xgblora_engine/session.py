@@ -212,7 +212,7 @@ def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
     """Continue a stopped, crashed or killed run from its newest intact checkpoint."""
     options = options or Options()
     run = RunDir.open(run_dir)
-    cfg = RunConfig.from_dict(load_config_file(run.config_path)).validate()
+    cfg = RunConfig.from_saved(load_config_file(run.config_path)).validate()
     check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
     record = _recording(run, emit) if options.dist.is_main else _silent
     checkpoint, skipped = latest_valid(run.checkpoints_path)

@@ -52,3 +52,17 @@ def test_config_file_errors(tmp_path):
     bad.write_text("model:\n  name: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML at line"):
         load_config_file(bad)
+
+
+def test_a_saved_run_config_from_before_the_lr_rule_keeps_its_literal_rate():
+    old = RunConfig.from_saved({"train": {"lr": 1e-2, "max_steps": 10}})
+    assert old.train.lr_rule == "fixed" and old.train.lr == 1e-2
+    assert RunConfig.from_saved(RunConfig().to_dict()).train.lr_rule == RunConfig().train.lr_rule
+    assert RunConfig.from_dict({"train": {"lr": 1e-2, "lr_rule": "scaled"}}).train.lr_rule == "scaled"
+
+
+@pytest.mark.parametrize("section,key,value", [("boost", "init", "orthogonal"), ("boost", "init_pool", 0),
+                                               ("train", "lr_rule", "linear"), ("train", "lr_ratio_b", -1)])
+def test_new_method_settings_are_validated(section, key, value):
+    with pytest.raises(UserError):
+        RunConfig.from_dict({section: {key: value}}).validate()

@@ -36,6 +36,8 @@ COSTS = {
     "grad_accum": "same memory as one micro-batch, proportionally slower steps",
     "seq_len": "activation and logits memory grow linearly with the sequence length",
     "round_warmup": "a few damped steps at the start of every round",
+    "init": "gradient: one sketch of the first step's gradient per round, well under 1% of a round",
+    "lr_rule": "scaled keeps one learning rate right when rank or layers per round change",
     "eval_every": "each evaluation pauses training for a pass over the held-out set",
 }
 SAMPLINGS = C.SAMPLING[:3]  # "explicit" comes from a layer list, not from this menu
@@ -89,11 +91,13 @@ class MethodPanel(QWidget):
         self.sampling = b.combo("boost", "sampling", SAMPLINGS)
         self.kappa = b.spin("boost", "merge_every", 1, 100_000)
         self.warmup = b.spin("train", "round_warmup", 0, 10_000)
+        self.init = b.combo("boost", "init", C.INITS)
         form.addRow("Rank r", self.rank)
         form.addRow("Layers per round k", self.k)
         form.addRow("Layer sampling", self.sampling)
         form.addRow("Merge every κ steps", self.kappa)
         form.addRow("Warmup steps per round", self.warmup)
+        form.addRow("Booster start", self.init)
         return box
 
     def _train_box(self) -> QGroupBox:
@@ -112,6 +116,7 @@ class MethodPanel(QWidget):
             length.addWidget(w)
         self.by_steps.toggled.connect(self._length_mode)
         self.lr = b.sci("train", "lr")
+        self.lr_rule = b.combo("train", "lr_rule", C.LR_RULES)
         self.batch = b.spin("train", "batch_size", 1, 4096)
         self.accum = b.spin("train", "grad_accum", 1, 4096)
         self.seq_len = b.spin("data", "seq_len", 8, 131072)
@@ -119,6 +124,7 @@ class MethodPanel(QWidget):
         self.eval_every = b.spin("train", "eval_every", 0, 10_000_000)
         form.addRow("Length", length)
         form.addRow("Learning rate", self.lr)
+        form.addRow("Learning-rate rule", self.lr_rule)
         form.addRow("Batch size", self.batch)
         form.addRow("Gradient accumulation", self.accum)
         form.addRow("Sequence length", self.seq_len)
@@ -167,6 +173,10 @@ class MethodPanel(QWidget):
                      + (f" ({share:.3g} ‰ of {human_count(info['n_params'])})" if share else "") + ". ")
         else:
             text += "Trainable parameters appear once the model is loaded (Model panel). "
+        booster_lr = s.effective_lr(n_layers)
+        if booster_lr is not None:
+            rule = "as given" if cfg.train.lr_rule == "fixed" else f"lr·√(L/(k·r)) = {cfg.train.lr:g}·√({n_layers}/({k}·{cfg.boost.rank}))"
+            text += f"Boosters train at a peak rate of <b>{booster_lr:.3g}</b> ({rule}). "
         effective = cfg.train.batch_size * cfg.train.grad_accum
         text += f"Effective batch {effective} examples per step"
         if n_train:

@@ -16,6 +16,7 @@ from typing import Any
 from xgblora_app.state.observable import Observable
 from xgblora_engine import config as C
 from xgblora_engine.boosting.sampling import default_k
+from xgblora_engine.boosting.schedule import booster_lr
 from xgblora_engine.errors import UserError
 
 
@@ -87,6 +88,14 @@ class RunSettings(Observable):
         if b.layers_per_round is not None:
             return b.layers_per_round
         return default_k(n_layers) if n_layers else None
+
+    def effective_lr(self, n_layers: int | None) -> float | None:
+        """The rate the boosters train at (the engine's learning-rate rule), once L is known."""
+        k = self.k(n_layers)
+        if not (k and n_layers):
+            return None
+        t = self.cfg.train
+        return booster_lr(t.lr, self.cfg.boost.rank, k, n_layers, t.lr_rule)
 
     def trainable_params(self, model_info: dict | None) -> tuple[int | None, bool]:
         """Booster parameters trained in one round, and whether the count is exact.

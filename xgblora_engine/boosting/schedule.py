@@ -11,6 +11,20 @@ import math
 from dataclasses import dataclass
 
 
+def booster_lr(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled") -> float:
+    """The boosters' peak learning rate for rank r and k of L layers per round.
+
+    Adam moves every factor value by about lr per step, so one step changes a boosted
+    module by about scale·lr·√(r·out/3) and the model by √k times that: the change per
+    step grows as √(k·r). "scaled" divides it out, lr·√(L/(k·r)), so one ``lr`` (the rate
+    of a rank-1 booster on every layer) carries across r and k without a new sweep.
+    "fixed" takes ``lr`` as it is.
+    """
+    if rule == "fixed":
+        return lr
+    return lr * math.sqrt(n_layers / (k * rank))
+
+
 @dataclass(frozen=True)
 class Schedule:
     peak_lr: float

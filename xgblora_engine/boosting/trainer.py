@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from xgblora_engine import protocol as P
+from xgblora_engine.boosting.aim import GradientAim
 from xgblora_engine.boosting.booster import (
     BoosterLinear,
     attach_boosters,
@@ -33,7 +34,7 @@ from xgblora_engine.boosting.loss import (
 )
 from xgblora_engine.boosting.merge import Merger
 from xgblora_engine.boosting.sampling import sample_layers
-from xgblora_engine.boosting.schedule import Schedule
+from xgblora_engine.boosting.schedule import Schedule, booster_lr
 from xgblora_engine.config import RunConfig
 from xgblora_engine.distributed import SingleProcess
 from xgblora_engine.errors import UserError
@@ -89,7 +90,8 @@ class BoostingTrainer:
         self.control = control or RunControl()
         self.state = state or TrainerState()
         self.device = input_device(model)  # a sharded model's layers sit on other GPUs too
-        self.schedule = Schedule(cfg.train.lr, cfg.train.max_steps, cfg.boost.merge_every,
+        self.peak_lr = booster_lr(cfg.train.lr, cfg.boost.rank, k, self.n_layers, cfg.train.lr_rule)
+        self.schedule = Schedule(self.peak_lr, cfg.train.max_steps, cfg.boost.merge_every,
                                  cfg.train.round_warmup, cfg.train.schedule)
         self.merger = Merger(model)
         self.on_round_end = on_round_end or (lambda round_index: None)
@@ -126,7 +128,7 @@ class BoostingTrainer:
                 if retry is None:
                     raise UserError(
                         f"round {round_index} diverged twice ({exc}); nothing from it was merged",
-                        f"lower the learning rate (now {self.cfg.train.lr:g}) or the booster scale (alpha), "
+                        f"lower the learning rate (now {self.cfg.train.lr:g}, {self.peak_lr:.3g} per booster) or the booster scale (alpha), "
                         "then resume from the last checkpoint") from None
                 lr_factor *= retry
                 continue
@@ -154,10 +156,11 @@ class BoostingTrainer:
 
     def train_round(self, boosters: dict[str, BoosterLinear], round_index: int, lr_factor: float) -> float:
         params = booster_parameters(boosters)
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+        optimizer = self.optimizer(boosters)
         layers = sorted({_layer_of(name, self.targets_by_layer) for name in boosters})
         started = time.perf_counter()
-        for step in self.schedule.round_steps(round_index):
+        steps = self.schedule.round_steps(round_index)
+        for step in steps:
             if step < self.state.step:
                 continue
             self.control.wait_if_paused()
@@ -165,7 +168,12 @@ class BoostingTrainer:
                 self.stopped = True
                 break
             lr = self.schedule.lr(step) * lr_factor
-            result = self.optimizer_step(optimizer, params, lr)
+            aim = self.aim(boosters, round_index) if step == steps.start else None
+            try:
+                result = self.optimizer_step(optimizer, params, lr, aim)
+            finally:
+                if aim is not None:
+                    aim.close()
             self.state.step = step + 1
             self.state.last_loss = result.loss
             self.emit(P.StepMetrics(step=step + 1, round=round_index, loss=result.loss, lr=lr,
@@ -178,11 +186,26 @@ class BoostingTrainer:
             raise RoundDiverged("booster weights became NaN/inf")
         return time.perf_counter() - started
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float) -> StepResult:
+    def optimizer(self, boosters: dict[str, BoosterLinear]) -> torch.optim.Optimizer:
+        """A fresh AdamW for the round; B may train faster than A (LoRA+'s ratio)."""
+        t = self.cfg.train
+        groups = [{"params": [b.A for b in boosters.values()], "lr_scale": 1.0},
+                  {"params": [b.B for b in boosters.values()], "lr_scale": t.lr_ratio_b}]
+        return torch.optim.AdamW(groups, lr=self.peak_lr, weight_decay=t.weight_decay)
+
+    def aim(self, boosters: dict[str, BoosterLinear], round_index: int) -> GradientAim | None:
+        """Sketches the round's first gradient to start each A along it (boost.init=gradient)."""
+        b = self.cfg.boost
+        if b.init != "gradient":
+            return None
+        return GradientAim(boosters, self.cfg.train.seed, round_index, b.init_pool)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float,
+                       aim: GradientAim | None = None) -> StepResult:
         """One optimizer step over grad_accum micro-batches, loss normalised per target token."""
         started = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         micro = [batch_to(self.stream.next_batch(), self.device) for _ in range(self.cfg.train.grad_accum)]
         # Normalise by the target tokens of the whole step, across every micro-batch and
         # every rank: the gradient is then the one of a single big batch.
@@ -194,6 +217,8 @@ class BoostingTrainer:
             loss.backward()
             loss_sum += float(loss.detach())
         self.dist.all_reduce_grads(params)
+        if aim is not None:  # the round's first step: re-aim A, B's gradient follows
+            aim.apply(self.dist.all_reduce_tensors)
         loss_sum = self.dist.sum_float(loss_sum)
         max_norm = self.cfg.train.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))

@@ -20,3 +20,16 @@ def test_global_cosine_decays_to_the_floor():
     assert s.lr(0) == pytest.approx(1.0)
     assert s.lr(99) == pytest.approx(0.1)
     assert all(s.lr(i) >= s.lr(i + 1) for i in range(99))
+
+
+def test_the_scaled_rule_keeps_the_per_step_change_of_the_model_constant():
+    from xgblora_engine.boosting.schedule import booster_lr
+
+    # a rank-1 booster on every layer trains at lr itself
+    assert booster_lr(4e-3, rank=1, k=30, n_layers=30) == pytest.approx(4e-3)
+    # the change per step grows as √(k·r): the rate falls by the same factor
+    assert booster_lr(4e-3, rank=4, k=30, n_layers=30) == pytest.approx(2e-3)
+    assert booster_lr(4e-3, rank=1, k=10, n_layers=40) == pytest.approx(8e-3)
+    for rank, k in [(1, 5), (2, 10), (8, 3), (4, 30)]:
+        assert booster_lr(4e-3, rank, k, 30) * (k * rank) ** 0.5 == pytest.approx(4e-3 * 30**0.5)
+    assert booster_lr(4e-3, rank=4, k=10, n_layers=30, rule="fixed") == 4e-3

@@ -83,6 +83,7 @@ def test_lora_special_case_matches_peft(tiny_llama):
     """One round on every layer (T = 1, k = L) is plain LoRA: same losses, same merged weights."""
     cfg = config(max_steps=6, round_warmup=2)
     cfg.boost.merge_every, cfg.boost.alpha = 6, 4.0
+    cfg.train.lr_rule = "fixed"  # PEFT trains at the rate given
     batches = make_batches()
     peft_base = copy.deepcopy(tiny_llama)
 
