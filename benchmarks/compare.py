@@ -1,16 +1,18 @@
-"""XGBLoRA against PEFT LoRA (r = 1, 8, 16 on every target linear) and full fine-tuning,
-on the same model, data order, steps, batch, sequence length and seed.
+"""XGBLoRA at the engine's defaults and presets against PEFT LoRA (r = 1 and 8 on every
+target linear), on the same model, data order, steps, batch and sequence length, each arm
+on several seeds (mean and spread in every table).
 
 Two data sets, both built offline from the Python standard library and redistributable:
 ``unicode-names`` (a checkable answer: the character's Unicode name, scored by exact
 match of the greedy answer) and ``python-topics`` (instruction following: the first
 sentences of the official documentation, scored by token F1).
 
-Every method gets its own learning rate from a small sweep (``--sweep``: three values
-per family on the first data set, results/lr_sweep.json); the comparison reads it.
+LoRA's learning rate comes from a sweep (``--sweep``, results/lr_sweep_best.json);
+XGBLoRA runs at the engine's own defaults, learning-rate rule included, so what is
+measured is what a user gets without tuning.
 
     python -m benchmarks.compare --sweep      # once: learning rate per method family
-    python -m benchmarks.compare              # the table: results/compare.{json,md}, plots
+    python -m benchmarks.compare              # the tables: results/compare.{json,md}, plots
     python -m benchmarks.compare --model HuggingFaceTB/SmolLM2-360M-Instruct --device cuda
     python -m benchmarks.compare --quick      # two methods, a few steps: the script works
 """
@@ -22,9 +24,18 @@ import json
 from dataclasses import replace
 
 from benchmarks.harness import RESULTS, Method, Setup, add_common_flags, setup_from_args
-from benchmarks.suite import MB, describe, loss_at_seconds, plot_curves, run_all, table
+from benchmarks.suite import (
+    MB,
+    describe,
+    loss_at_seconds,
+    mean_spread,
+    plot_mean_curves,
+    run_all,
+    table,
+)
 
-DATASETS = {"sample:unicode-names": 128, "sample:python-topics": 192}  # data -> seq_len
+DATASETS = {"sample:unicode-names": (128, 150), "sample:python-topics": (192, 100)}  # data -> seq_len, steps
+SEEDS = (0, 1, 2)
 SWEEP = {  # family -> learning rates tried
     "xgblora": [2e-3, 5e-3, 1e-2, 2e-2],
     "lora": [5e-4, 1e-3, 2e-3, 5e-3],
@@ -34,21 +45,13 @@ DEFAULT_LR = {"xgblora": 5e-3, "lora": 1e-3, "full": 5e-5}
 
 
 def methods(lr: dict[str, float]) -> list[Method]:
-    x, lo = lr["xgblora"], lr["lora"]
+    lora = lr["lora"]
     return [
-        Method("lora-r8", "lora", lo, rank=8),  # the baseline every ratio is taken against
-        Method("lora-r1", "lora", lo, rank=1),
-        Method("lora-r16", "lora", lo, rank=16),
-        Method("full", "full", lr["full"]),
-        Method("xgb-paper", lr=x),  # r=1, k≈L/3, κ=10: the paper's setting
-        Method("xgb-default", lr=x, rank=4, kappa=20),  # the engine's defaults, from the ablations
-        Method("xgb-fast", lr=x, rank=4, k=5, kappa=20, sampling="top-biased"),  # the "fast" preset, 30 layers
-        Method("xgb-quality", lr=x, rank=4, k=20, kappa=20),  # the "quality" preset, 30 layers
+        Method("lora-r8", "lora", lora, rank=8),  # the baseline every ratio is taken against
+        Method("lora-r1", "lora", lora, rank=1),
+        Method.engine_defaults("xgb-default"),
+        Method.engine_defaults("xgb-fast", k=5, sampling="top-biased"),  # the "fast" preset, 30 layers
     ]
-
-
-# The second data set has longer examples; on a CPU it gets the methods that matter most.
-SECOND = ("lora-r8", "lora-r1", "full", "xgb-paper", "xgb-default")
 
 
 def sweep(base: Setup) -> dict[str, float]:
@@ -71,26 +74,47 @@ def chosen_lr() -> dict[str, float]:
     return json.loads(path.read_text()) if path.exists() else DEFAULT_LR
 
 
+def by_method(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by method name, in first-seen order (one row per seed)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["method"]["name"], []).append(r)
+    return groups
+
+
 def report(rows: list[dict], data: str) -> str:
-    """The comparison table of one data set, ratios against LoRA r=8."""
-    base = next(r for r in rows if r["method"]["name"] == "lora-r8")
-    budget = min(r["train_wall_s"] for r in rows)  # every method has trained this long
+    """The comparison table of one data set: mean ± spread over seeds, ratios against LoRA r=8."""
+    groups = by_method(rows)
+    base = groups["lora-r8"]
+    # Equal time: CPU seconds of training (steadier than wall time on a shared machine),
+    # the budget every run of every method has reached.
+    budget = min(r["train_cpu_s"] for r in rows)
+
+    def ratio(key):
+        return lambda g: mean_spread([r[key] for r in g], scale=1 / _mean([r[key] for r in base]))
+
     columns = [
-        ("method", ":--", lambda r: describe(r["method"], r.get("k"))),
-        ("lr", "--:", lambda r: f"{r['method']['lr']:g}"),
-        ("trainable params", "--:", lambda r: f"{r['trainable_params']:,}"),
-        ("held-out loss @ equal steps", "--:", lambda r: r["final_eval_loss"]),
-        (f"@ equal time ({budget:.0f} s)", "--:", lambda r: loss_at_seconds(r, budget)),
+        ("method", ":--", lambda g: describe(g[0]["method"], g[0].get("k"))),
+        ("seeds", "--:", lambda g: str(len(g))),
+        ("held-out loss @ equal steps", "--:", lambda g: mean_spread([r["final_eval_loss"] for r in g])),
+        (f"@ equal CPU time ({budget:.0f} s)", "--:",
+         lambda g: mean_spread([loss_at_seconds(r, budget, "train_cpu") for r in g])),
         ("exact match" if "unicode" in data else "token F1", "--:",
-         lambda r: r["exact_match"] if "unicode" in data else r["token_f1"]),
-        ("step time ×", "--:", lambda r: r["step_wall_s"] / base["step_wall_s"]),
-        ("step CPU ×", "--:", lambda r: r["step_cpu_s"] / base["step_cpu_s"]),
-        ("peak MB", "--:", lambda r: r["peak_bytes"] / MB),
-        ("peak ×", "--:", lambda r: r["peak_bytes"] / base["peak_bytes"]),
-        ("training overhead ×", "--:", lambda r: r["overhead_bytes"] / base["overhead_bytes"]),
-        ("merge % of round", "--:", lambda r: None if r["merge_fraction"] is None else 100 * r["merge_fraction"]),
+         lambda g: mean_spread([r["exact_match" if "unicode" in data else "token_f1"] for r in g])),
+        ("step time ×", "--:", ratio("step_wall_s")),
+        ("step CPU ×", "--:", ratio("step_cpu_s")),
+        ("peak MB", "--:", lambda g: f"{_mean([r['peak_bytes'] for r in g]) / MB:.0f}"),
+        ("peak ×", "--:", ratio("peak_bytes")),
+        ("clipped steps", "--:", lambda g: f"{100 * _mean([r.get('clipped_share', 0) for r in g]):.0f} %"),
+        ("merge % of round", "--:", lambda g: "–" if g[0]["merge_fraction"] is None
+         else f"{100 * _mean([r['merge_fraction'] for r in g]):.2f}"),
     ]
-    return table(rows, columns)
+    return table(list(groups.values()), columns)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
 
 
 def where(row: dict) -> str:
@@ -102,33 +126,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(ap)
     ap.add_argument("--sweep", action="store_true", help="choose each family's learning rate first")
-    ap.add_argument("--all", action="store_true", help="every method and step on the second data set too")
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
     args = ap.parse_args()
-    base = setup_from_args(args, steps=150, eval_every=25)
+    base = setup_from_args(args, eval_every=10, answer_items=16)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    first = next(iter(DATASETS))
     if args.quick:
-        base = replace(base, steps=4, eval_every=2, eval_examples=4, answer_items=2)
+        base, seeds = replace(base, steps=4, eval_every=2, eval_examples=4, answer_items=2), seeds[:1]
     if args.sweep:
-        sweep(replace(base, data=next(iter(DATASETS)), seq_len=DATASETS[next(iter(DATASETS))]))
+        seq_len, steps = DATASETS[first]
+        sweep(replace(base, data=first, seq_len=seq_len, steps=args.steps or steps))
         return
-    lr = chosen_lr()
-    chosen = methods(lr)
+    chosen = methods(chosen_lr())
     datasets = [args.data] if args.data else list(DATASETS)
     if args.quick:
-        chosen, datasets = [chosen[0], chosen[5]], datasets[:1]
+        chosen, datasets = [chosen[0], chosen[2]], datasets[:1]
     out = "compare_quick" if args.quick else "compare"
     sections = []
     for data in datasets:
-        setup = replace(base, data=data, seq_len=DATASETS.get(data, base.seq_len))
-        mine = chosen
-        if data != next(iter(DATASETS)) and not args.all:
-            mine = [m for m in chosen if m.name in SECOND]
-            setup = replace(setup, steps=min(setup.steps, 100), eval_every=20)
+        seq_len, steps = DATASETS.get(data, (base.seq_len, base.steps))
+        setup = replace(base, data=data, seq_len=seq_len, steps=base.steps if args.steps or args.quick else steps)
         stem = f"{out}_{data.split(':')[-1]}"
-        rows = run_all(stem, [(m, setup) for m in mine])
-        plot_curves(rows, RESULTS / f"{stem}_steps.png", f"{data}: held-out loss by step")
-        plot_curves(rows, RESULTS / f"{stem}_time.png", f"{data}: held-out loss by training time", x="time")
+        rows = run_all(stem, [(m, replace(setup, seed=s)) for m in chosen for s in seeds])
+        groups = list(by_method(rows).values())
+        plot_mean_curves(groups, RESULTS / f"{stem}_steps.png", f"{data}: held-out loss by step")
+        plot_mean_curves(groups, RESULTS / f"{stem}_time.png", f"{data}: held-out loss by training CPU time",
+                         x="train_cpu")
         sections.append(f"### {data} ({setup.steps} steps, batch {setup.batch}, seq {setup.seq_len}, "
-                        f"model {setup.model}, {where(rows[0])})\n\n{report(rows, data)}")
+                        f"model {setup.model}, {where(rows[0])}, seeds {','.join(map(str, seeds))}; "
+                        f"mean ± standard deviation over seeds)\n\n{report(rows, data)}")
     (RESULTS / f"{out}.md").write_text("\n".join(sections))
     print("\n".join(sections))
 

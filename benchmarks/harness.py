@@ -47,6 +47,21 @@ class Method:
     warmup: int = 2  # XGBLoRA: per round; baselines: once at the start
     optimizer_state: str = "fresh"  # XGBLoRA: fresh AdamW per round, or "carry" moments of re-drawn modules
     lr_rule: str = "fixed"  # XGBLoRA: "scaled" trains boosters at lr·√(L/(k·r)); "fixed" at lr
+    init: str = "kaiming"  # XGBLoRA: how A starts (kaiming | gradient)
+    init_pool: int = 1  # XGBLoRA, init=gradient: A from the top pool·r directions
+    lr_ratio_b: float = 1.0  # XGBLoRA: B's learning rate over A's (LoRA+)
+
+    @classmethod
+    def engine_defaults(cls, name: str, **changes) -> Method:
+        """XGBLoRA exactly as the engine runs it when no setting is given."""
+        from xgblora_engine.config import RunConfig
+
+        cfg = RunConfig()
+        b, t = cfg.boost, cfg.train
+        method = cls(name, "xgblora", t.lr, rank=b.rank, k=b.layers_per_round, kappa=b.merge_every,
+                     sampling=b.sampling, warmup=t.round_warmup, lr_rule=t.lr_rule, init=b.init,
+                     init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b)
+        return replace(method, **changes)
 
 
 @dataclass
@@ -76,9 +91,10 @@ def run_config(method: Method, setup: Setup):
     cfg.data.path, cfg.data.seq_len, cfg.data.max_eval_examples = setup.data, setup.seq_len, setup.eval_examples
     t = cfg.train
     t.max_steps, t.batch_size, t.seed, t.lr, t.eval_every = setup.steps, setup.batch, setup.seed, method.lr, setup.eval_every
-    t.round_warmup, t.lr_rule = method.warmup, method.lr_rule
+    t.round_warmup, t.lr_rule, t.lr_ratio_b = method.warmup, method.lr_rule, method.lr_ratio_b
     b = cfg.boost
     b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
+    b.init, b.init_pool = method.init, method.init_pool
     if method.kind != "xgblora":  # one round of the whole run: warmup once, then cosine
         b.merge_every = setup.steps
     update(cfg, setup.extra)
@@ -152,38 +168,39 @@ def _timed_out(batches, clock: Clock):
 
 
 def carry_moments(trainer) -> None:
-    """Ablation: give a re-drawn module's fresh booster the Adam moments its last booster
-    ended with, instead of zeros (the engine's way)."""
+    """Ablation: a module drawn again keeps its last booster's A and the Adam moments of
+    both factors, so the moments refer to the same coordinates; B restarts at 0, so
+    attaching still changes nothing. The engine's way: a fresh A and fresh moments."""
     import torch
 
-    saved: dict[str, dict] = {}
-    original = trainer.train_round
+    saved: dict[str, tuple] = {}  # module -> (A, Adam state of A, Adam state of B)
+    attach, make_optimizer, merge = trainer.attach, trainer.optimizer, trainer.merge
+    live: dict = {}
 
-    def train_round(boosters, round_index, lr_factor):
-        params = {id(p): (name, which) for name, b in boosters.items() for which, p in (("A", b.A), ("B", b.B))}
-        real = torch.optim.AdamW
+    def clone(state: dict) -> dict:
+        return {key: v.clone() if torch.is_tensor(v) else v for key, v in state.items()}
 
-        class Carrying(real):
-            def __init__(self, ps, **kw):
-                super().__init__(ps, **kw)
-                for p in ps:
-                    state = saved.get(params[id(p)])
-                    if state is not None:
-                        self.state[p] = {key: v.clone() if torch.is_tensor(v) else v for key, v in state.items()}
+    def attach_keeping_a(round_index, layers):
+        boosters = attach(round_index, layers)
+        for name, b in boosters.items():
+            if name in saved:
+                b.A.data.copy_(saved[name][0])
+        return boosters
 
-            def step(self, closure=None):
-                out = super().step(closure)
-                for p in (p for g in self.param_groups for p in g["params"]):
-                    saved[params[id(p)]] = self.state[p]
-                return out
+    def optimizer(boosters):
+        live["optimizer"] = opt = make_optimizer(boosters)
+        for name, b in boosters.items():
+            if name in saved:
+                opt.state[b.A], opt.state[b.B] = clone(saved[name][1]), clone(saved[name][2])
+        return opt
 
-        torch.optim.AdamW = Carrying
-        try:
-            return original(boosters, round_index, lr_factor)
-        finally:
-            torch.optim.AdamW = real
+    def merge_keeping_state(boosters, *args):
+        state = live["optimizer"].state
+        for name, b in boosters.items():
+            saved[name] = (b.A.detach().clone(), clone(state[b.A]), clone(state[b.B]))
+        return merge(boosters, *args)
 
-    trainer.train_round = train_round
+    trainer.attach, trainer.optimizer, trainer.merge = attach_keeping_a, optimizer, merge_keeping_state
 
 
 def trainer_param_count(prepared, cfg) -> int:

@@ -47,13 +47,24 @@ def save(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, json.dumps({"rows": rows}, indent=1))
 
 
-def loss_at_seconds(row: dict, seconds: float) -> float:
-    """Held-out loss reached after ``seconds`` of training, interpolated between evaluations."""
-    points = [(e["train_seconds"], e["loss"]) for e in row["evals"]]
+def loss_at_seconds(row: dict, seconds: float, clock: str = "train_seconds") -> float:
+    """Held-out loss reached after ``seconds`` of training (wall, or "train_cpu"),
+    interpolated between evaluations."""
+    points = [(e[clock], e["loss"]) for e in row["evals"]]
     for (t0, l0), (t1, l1) in zip(points, points[1:]):
         if t0 <= seconds <= t1:
             return l0 + (l1 - l0) * (seconds - t0) / max(t1 - t0, 1e-9)
     return points[-1][1] if seconds >= points[-1][0] else points[0][1]
+
+
+def mean_spread(values: list[float], scale: float = 1.0) -> str:
+    """'mean ± standard deviation' (sample std over seeds), or the one value."""
+    values = [v * scale for v in values]
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.3f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 def table(rows: list[dict], columns: list[tuple[str, str, callable]]) -> str:
@@ -78,6 +89,10 @@ def describe(m: dict, k: int | None) -> str:
     if m["kind"] == "lora":
         return f"LoRA r={m['rank']}"
     extra = "" if m["sampling"] == "uniform" else f" {m['sampling']}"
+    if m.get("init", "kaiming") != "kaiming":
+        extra += f" {m['init']} start"
+    if m.get("lr_ratio_b", 1.0) != 1.0:
+        extra += f" B×{m['lr_ratio_b']:g}"
     return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}{extra}"
 
 
@@ -96,6 +111,36 @@ def plot_curves(rows: list[dict], path: Path, title: str, x: str = "step") -> No
                 label=describe(r["method"], r.get("k")))
     ax.set_xlabel("optimizer step" if x == "step" else "training seconds (evaluation excluded)")
     ax.set_ylabel("held-out loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_mean_curves(groups: list[list[dict]], path: Path, title: str, x: str = "step") -> None:
+    """Held-out loss against steps or training CPU seconds: the mean over seeds of each
+    method as a line, the spread between seeds as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for rows in groups:
+        n = min(len(r["evals"]) for r in rows)
+        xs = np.mean([[e[x] for e in r["evals"][:n]] for r in rows], axis=0)
+        ys = np.array([[e["loss"] for e in r["evals"][:n]] for r in rows])
+        style = "-" if rows[0]["method"]["kind"] == "xgblora" else "--"
+        line, = ax.plot(xs, ys.mean(axis=0), style, marker="o", markersize=2.5,
+                        label=describe(rows[0]["method"], rows[0].get("k")) + f" ({len(rows)} seeds)")
+        if len(rows) > 1:
+            ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xlabel("optimizer step" if x == "step" else "training CPU seconds (evaluation excluded)")
+    ax.set_ylabel("held-out loss")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 3.5))  # the step-0 loss would squash the curves
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -3,7 +3,7 @@
 import pytest
 
 from benchmarks.harness import Method, Setup, run, token_f1
-from benchmarks.suite import loss_at_seconds, table
+from benchmarks.suite import loss_at_seconds, mean_spread, table
 from tests.conftest import build_tiny_llama
 
 
@@ -24,6 +24,7 @@ def test_every_method_trains_and_reports(tiny_setup, method):
     times = [e["train_seconds"] for e in r["evals"]]
     assert times == sorted(times) and times[0] < 0.05 and times[0] < times[-1]
     assert len(r["train_loss"]) == 4 and r["step_wall_s"] > 0 and r["step_cpu_s"] > 0
+    assert 0 <= r["clipped_share"] <= 1
     assert r["peak_bytes"] >= r["loaded_bytes"] > 0
     assert 0.0 <= r["exact_match"] <= 1.0 and r["n_items"] == 3
     # tiny llama: hidden 32, intermediate 64, 4 heads of 8, 2 kv heads (k/v out 16)
@@ -33,6 +34,8 @@ def test_every_method_trains_and_reports(tiny_setup, method):
     assert r["trainable_params"] == expected[method.name]
     if method.kind == "xgblora":
         assert r["k"] == 2 and 0 < r["merge_fraction"] < 1
+        assert [x["round"] for x in r["rounds"]] == [1, 2]
+        assert all(x["booster_norm"] > 0 and x["grad_norm"] > 0 and 0 <= x["clipped_share"] <= 1 for x in r["rounds"])
     else:
         assert r["merge_fraction"] is None
 
@@ -62,3 +65,9 @@ def test_loss_at_seconds_interpolates_between_evaluations():
 def test_table_formats_missing_values():
     text = table([{"a": 1.23456, "b": None}], [("a", "--:", lambda r: r["a"]), ("b", "--:", lambda r: r["b"])])
     assert text.splitlines() == ["| a | b |", "|--:|--:|", "| 1.235 | – |"]
+
+
+def test_mean_spread_reports_the_sample_standard_deviation_over_seeds():
+    assert mean_spread([1.0, 2.0, 3.0]) == "2.000 ± 1.000"
+    assert mean_spread([2.0]) == "2.000"
+    assert mean_spread([1.0, 3.0], scale=0.5) == "1.000 ± 0.707"
