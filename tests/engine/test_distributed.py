@@ -34,10 +34,12 @@ def metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_match_one_process_with_the_whole_batch(tmp_path, tiny_model_dir, tiny_data):
+@pytest.mark.parametrize("init", ["kaiming", "gradient"])  # the gradient start sums its sketches over ranks
+def test_two_processes_match_one_process_with_the_whole_batch(tmp_path, tiny_model_dir, tiny_data, init):
     single, double = tmp_path / "single", tmp_path / "double"
-    train(single, tiny_model_dir, tiny_data, "--batch-size", "4")
-    train(double, tiny_model_dir, tiny_data, "--batch-size", "2", "--num-processes", "2", "--stop-after", "3")
+    train(single, tiny_model_dir, tiny_data, "--batch-size", "4", "--booster-init", init)
+    train(double, tiny_model_dir, tiny_data, "--batch-size", "2", "--num-processes", "2", "--stop-after", "3",
+          "--booster-init", init)
     resumed = subprocess.run([sys.executable, "-m", "xgblora_engine.cli", "resume", str(double), "--num-processes", "2"],
                              capture_output=True, text=True, timeout=300, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]

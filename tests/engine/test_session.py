@@ -25,10 +25,10 @@ def assert_same_ledger(a, b):
         assert torch.equal(x.A, y.A) and torch.equal(x.B, y.B)
 
 
-@pytest.mark.parametrize("stop_after", [3, 4])  # mid-round and at a round boundary
-def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after):
+@pytest.mark.parametrize("stop_after,init", [(3, "kaiming"), (4, "kaiming"), (3, "gradient")])  # mid-round, boundary
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after, init):
     cfg = copy.deepcopy(tiny_config)
-    cfg.train.max_steps = 8
+    cfg.train.max_steps, cfg.boost.init = 8, init
     straight = run_training(copy.deepcopy(cfg), str(tmp_path / "straight"), lambda e: None).path
     events = []
     split = run_training(copy.deepcopy(cfg), str(tmp_path / "split"), events.append,
