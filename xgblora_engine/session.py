@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from xgblora_engine import memory
 from xgblora_engine import protocol as P
 from xgblora_engine.boosting.sampling import check_explicit, check_k, default_k
-from xgblora_engine.boosting.trainer import BoostingTrainer, RunControl, TrainerState
+from xgblora_engine.boosting.trainer import BoostingTrainer, TrainerState
 from xgblora_engine.checkpoint import latest_valid, restore_rng, save_checkpoint
 from xgblora_engine.config import RunConfig, load_config_file, save_config
+from xgblora_engine.control import RunControl
 from xgblora_engine.distributed import RankSlice, SingleProcess
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text

@@ -23,13 +23,14 @@ import traceback
 from collections.abc import Iterator
 
 from xgblora_engine import protocol as P
+from xgblora_engine.control import RunControl
 
 SPAWN = mp.get_context("spawn")
 
 
 # --- the worker side --------------------------------------------------------------
-class ThreadControl:
-    """RunControl fed by the command reader thread."""
+class ThreadControl(RunControl):
+    """Flags set by the command reader thread, read by the training loop."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
