@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from xgblora_engine.boosting.sampling import resolve_k
+
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 QUANT_BYTES = {"4bit": 0.56, "8bit": 1.06}  # nf4 with double-quant stats; int8 with row scales
 CUDA_RUNTIME = 600 * 2**20
@@ -147,7 +149,7 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
     weight_per_param = QUANT_BYTES.get(quant, BYTES[dtype])
     linear_params = shape.linear_params_per_layer * shape.n_layers
     weights = (shape.n_params - linear_params) * BYTES[dtype] + linear_params * weight_per_param
-    k = b.layers_per_round or max(1, round(shape.n_layers / 3))
+    k = resolve_k(b.layers, b.layers_per_round, shape.n_layers)
     booster = k * b.rank * shape.linear_dims_per_layer * 4 * 4
     tokens = tokens if tokens is not None else t.batch_size * d.seq_len
     per_token_layer = 12 * shape.hidden + 5 * shape.intermediate
@@ -210,9 +212,9 @@ def estimate_share(shape: Shape, cfg, share: DeviceShare, dtype: str, labelled_t
     """Peak memory of one device; boosters for min(k, its layers) layers (the worst draw)."""
     from copy import deepcopy
 
-    k = cfg.boost.layers_per_round or max(1, round(shape.n_layers / 3))
+    k = resolve_k(cfg.boost.layers, cfg.boost.layers_per_round, shape.n_layers)
     local = deepcopy(cfg)
-    local.boost.layers_per_round = max(1, min(k, share.layers))
+    local.boost.layers, local.boost.layers_per_round = None, max(1, min(k, share.layers))
     kind = "cuda" if share.device.startswith("cuda") else "cpu"
     est = estimate(share_shape(shape, share), local, kind, dtype, labelled_tokens, tokens)
     est.device = share.device
@@ -285,7 +287,7 @@ def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
         consider("gradient checkpointing (about 30% slower steps)", {"model": {"gradient_checkpointing": True}})
     if cfg.model.quantize == "none":
         consider("load the frozen base in 4-bit (nf4)", {"model": {"quantize": "4bit"}})
-    k = cfg.boost.layers_per_round or 1
+    k = resolve_k(cfg.boost.layers, cfg.boost.layers_per_round, shape.n_layers)
     if k > 1:
         consider(f"layers per round {k} → {max(1, k // 2)}", {"boost": {"layers_per_round": max(1, k // 2)}})
     return sorted(options, key=lambda r: -r["saves_bytes"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from xgblora_engine import memory
 from xgblora_engine import protocol as P
-from xgblora_engine.boosting.sampling import check_explicit, check_k, default_k
+from xgblora_engine.boosting.sampling import checked_k
 from xgblora_engine.boosting.trainer import BoostingTrainer, TrainerState
 from xgblora_engine.checkpoint import latest_valid, restore_rng, save_checkpoint
 from xgblora_engine.config import RunConfig, load_config_file, save_config
@@ -61,7 +61,7 @@ def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
     loaded = load_model(cfg.model, tokenizer, run=cfg)
     emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
     targets = targets_by_layer(loaded.model, cfg.model.target_modules)
-    k = resolve_k(cfg, len(targets))
+    k = checked_k(cfg.boost.layers, cfg.boost.layers_per_round, len(targets))
     cfg.boost.layers_per_round = k  # the resolved value is what the run uses
     if cfg.model.gradient_checkpointing:
         # Non-reentrant: keeps autograd's early stop at the lowest boosted layer.
@@ -74,15 +74,6 @@ def targets_by_layer(model, names: list[str] | None) -> dict[int, list[str]]:
 
     _, layers = find_layers(model)
     return {i: sorted(find_targets(model, [i], names)) for i in range(len(layers))}
-
-
-def resolve_k(cfg: RunConfig, n_layers: int) -> int:
-    b = cfg.boost
-    if b.layers is not None:
-        return len(check_explicit(b.layers, n_layers))
-    k = b.layers_per_round if b.layers_per_round is not None else default_k(n_layers)
-    check_k(k, n_layers)
-    return k
 
 
 def describe_model(info) -> str:
