@@ -54,10 +54,6 @@ class ExportResult:
                             message=message)
 
 
-class VerificationFailed(Exception):
-    """A check failed: the export exists but must not be presented as good."""
-
-
 def failed(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok]
 
