@@ -20,6 +20,7 @@ from xgblora_engine.control import RunControl
 from xgblora_engine.distributed import RankSlice, SingleProcess
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text
+from xgblora_engine.models.shape import shape_of, shares_of
 from xgblora_engine.models.sharding import check_not_data_parallel
 from xgblora_engine.rundir import RunDir
 
@@ -89,10 +90,10 @@ def preflight(prepared: Prepared, cfg: RunConfig, limit: int | None, trial: bool
     every device holding weights (one, or each GPU of a sharded model); the tightest
     device gives the verdict and the headline figures."""
     info, model = prepared.loaded.info, prepared.loaded.model
-    shape = memory.shape_of(model)
+    shape = shape_of(model)
     longest = _longest_batch(prepared, cfg)
     labelled = int((longest["labels"][:, 1:] != -100).sum())
-    shares = memory.shares_of(model)
+    shares = shares_of(model)
     measured = measure_peaks(prepared, cfg, longest) if trial else None
     checks = memory.device_checks(shape, cfg, shares, info.dtype, lambda d: memory.available(d, limit), labelled,
                                   int(longest["input_ids"].numel()), measured)
@@ -110,7 +111,7 @@ VERDICT_WORDS = {"fits": "fits", "tight": "is tight", "wont_fit": "will not fit"
 
 
 def _preflight_message(checks: list[dict], worst: dict) -> str:
-    h = memory.human
+    h = memory.human_bytes
     if len(checks) == 1:
         trial = f" (measured trial peak {h(worst['measured_peak'])})" if worst["measured_peak"] else ""
         return (f"predicted peak {h(worst['predicted_peak'])} of {h(worst['available'])} available on "
