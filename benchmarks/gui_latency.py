@@ -121,6 +121,8 @@ def measure(steps: int, rate: float) -> dict:
     _wait(app, lambda: window.bridge.state == "idle" and not window.bridge.busy and not window.bridge.queue)
     window.nav.setCurrentRow(4)  # the Train page: its plots are on screen
     draw_ms = _time_redraws(window.plots)
+    drain_ms = _time_calls(window.bridge.timer, window.bridge.drain)
+    status_ms = _time_calls(window.train_panel.status_timer, window.train_panel._show_latest)
     clock, gaps = QElapsedTimer(), []
     probe = QTimer()
     probe.setInterval(PROBE_MS)
@@ -143,7 +145,7 @@ def measure(steps: int, rate: float) -> dict:
         "lateness_ms": {"median": float(np.median(late)), "p99": float(np.percentile(late, 99)),
                         "max": float(late.max()), "ticks": int(len(late))},
         "goal_p99_ms": 16, "redraws": drawn, "redraws_per_s": round(drawn / elapsed, 1),
-        "redraw_ms": {"median": float(np.median(draw_ms)), "max": float(np.max(draw_ms))} if draw_ms else None,
+        "redraw_ms": _spread(draw_ms), "drain_ms": _spread(drain_ms), "status_and_log_ms": _spread(status_ms),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform(),
                     "qt_platform": os.environ.get("QT_QPA_PLATFORM"), "load_before": load_before,
                     "load_after": os.getloadavg()},
@@ -163,6 +165,29 @@ def start_up_seconds() -> tuple[float, bool]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True, env=env)
     seconds, heavy = out.stdout.split()[-2:]
     return float(seconds), heavy == "True"
+
+
+def _spread(ms: list[float]) -> dict | None:
+    import numpy as np
+
+    if not ms:
+        return None
+    return {"median": round(float(np.median(ms)), 2), "p99": round(float(np.percentile(ms, 99)), 2),
+            "max": round(float(np.max(ms)), 2), "calls": len(ms)}
+
+
+def _time_calls(timer, slot) -> list[float]:
+    """Re-wires ``timer`` so each call of ``slot`` is timed (the bridge's drain, the status update)."""
+    times: list[float] = []
+
+    def timed() -> None:
+        t0 = time.perf_counter()
+        slot()
+        times.append((time.perf_counter() - t0) * 1000)
+
+    timer.timeout.disconnect()
+    timer.timeout.connect(timed)
+    return times
 
 
 def _time_redraws(plots) -> list[float]:
