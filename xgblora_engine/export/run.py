@@ -39,7 +39,6 @@ from xgblora_engine.export.common import (
     Staging,
     check_disk,
     check_out_free,
-    gb,
     no_progress,
     release_memory,
 )
@@ -51,6 +50,7 @@ from xgblora_engine.export.merged import (
     merge_in_place,
     open_run,
 )
+from xgblora_engine.memory.units import human_bytes
 
 
 def parse_formats(formats: str | Iterable[str]) -> list[str]:
@@ -230,7 +230,7 @@ def _write_all(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging],
 def _check_disk(plan: ExportPlan, n_params: int) -> None:
     needed, what = estimate_bytes(plan, n_params)
     check_disk(plan.out, needed, what)
-    plan.log(f"{n_params / 1e6:.1f}M parameters; the export needs about {gb(needed)} of disk ({what})")
+    plan.log(f"{n_params / 1e6:.1f}M parameters; the export needs about {human_bytes(needed)} of disk ({what})")
 
 
 def estimate_bytes(plan: ExportPlan, n_params: int) -> tuple[int, str]:
@@ -240,19 +240,19 @@ def estimate_bytes(plan: ExportPlan, n_params: int) -> tuple[int, str]:
     if plan.wants("hf"):
         n = n_params * DTYPE_BYTES[plan.dtype] + slack
         total += n
-        parts.append(f"hf {gb(n)}")
+        parts.append(f"hf {human_bytes(n)}")
     if plan.wants("peft"):
         n = PF.adapter_size(plan.info.ledger, plan.peft_rank) + slack
         total += n
-        parts.append(f"peft {gb(n)}")
+        parts.append(f"peft {human_bytes(n)}")
     if plan.wants("gguf", "ollama"):
         n = int(n_params * G.QUANT_BYTES[plan.quant]) + slack
         copies = 2 if {"gguf", "ollama"} <= set(plan.formats) else 1  # a hard link when the disk allows
         total += n * copies
-        parts.append(f"gguf {gb(n)}" + (" ×2" if copies == 2 else ""))
+        parts.append(f"gguf {human_bytes(n)}" + (" ×2" if copies == 2 else ""))
         if not (plan.wants("hf") and plan.dtype == "fp32"):
             total += n_params * 4
-            parts.append(f"temporary fp32 checkpoint for the converter {gb(n_params * 4)}")
+            parts.append(f"temporary fp32 checkpoint for the converter {human_bytes(n_params * 4)}")
     return int(total), ", ".join(parts)
 
 
