@@ -165,8 +165,9 @@ class TrainingPlots(QWidget):
 
     def _grow_memory_axis(self, top: float) -> None:
         """From zero (so the gap to the predicted peak reads true) to 30 % above the top,
-        room for the label; moved only when the data leaves it or shrinks well inside it."""
-        if top and self._memory_top and top <= self._memory_top / 1.05 and top * 2 > self._memory_top:
+        room for the label; moved only when that room falls under 20 % or the data shrinks
+        well inside it."""
+        if top and self._memory_top and top * 1.2 <= self._memory_top < top * 2:
             return
         self._memory_top = top * 1.3 if top else 1.0
         self.memory_plot.setYRange(0, self._memory_top, padding=0)

@@ -59,14 +59,17 @@ def test_plots_of_a_hidden_page_are_drawn_when_it_is_shown(qtbot):
     assert plots.redraws == before + 1 and len(xs(plots.raw)) == 200
 
 
-def test_the_step_axis_is_set_once_for_the_whole_run(qtbot):
+def test_axes_move_seldom_the_step_axis_spans_the_whole_run(qtbot):
     plots = shown_plots(qtbot)
     events = flood(400)
+    memory_ranges = []
     for chunk in (events[:300], events[300:]):
         plots.series.extend(chunk)
         plots.refresh()
         low, high = plots.loss_plot.viewRange()[0]
         assert low <= 0 and 400 <= high < 420  # the run's length, not the steps so far
+        memory_ranges.append(plots.memory_plot.viewRange()[1])
+    assert memory_ranges[0] == memory_ranges[1] and memory_ranges[0][1] >= 1.2 * 2**31  # room above the peak
 
 
 def test_redraws_follow_the_20_hz_timer_not_the_events(qtbot, panel, studio, fake):
