@@ -104,3 +104,17 @@ def test_remedies_of_a_shard_are_priced_on_its_tightest_gpu():
     quant = {r["label"]: r["saves_bytes"] for r in on_gpu}["load the frozen base in 4-bit (nf4)"]
     assert quant < {r["label"]: r["saves_bytes"] for r in whole}["load the frozen base in 4-bit (nf4)"]
     assert "layers per round 10 → 5" in {r["label"] for r in on_gpu}  # the run's k, not the GPU's share
+
+
+def test_the_estimate_counts_boosters_with_the_run_s_own_k_rule():
+    def boosters(layers=None, k=None):
+        cfg = run_config(k=k)
+        cfg.boost.layers = layers
+        return memory.estimate(LLAMA8B, cfg, "cuda", "bf16").parts["boosters + optimizer"]
+
+    assert boosters(layers=[0, 5, 31]) == boosters(k=3)  # an explicit list trains its own length
+    assert boosters() == boosters(k=11)  # unset: about a third of 32 layers
+    first = two_gpu_shares(LLAMA8B)[0]
+    cfg = run_config(k=None)
+    cfg.boost.layers = list(range(20))  # 20 layers, at most 16 of them on one GPU
+    assert memory.estimate_share(LLAMA8B, cfg, first, "bf16").parts["boosters + optimizer"] == boosters(k=16)
