@@ -26,6 +26,7 @@ GRID = [  # (batch, seq, k, rank, quantize)
 def measure(model: str, batch: int, seq: int, k: int, rank: int, quantize: str) -> dict:
     from xgblora_engine import memory
     from xgblora_engine.config import RunConfig
+    from xgblora_engine.models.shape import shape_of
     from xgblora_engine.session import _longest_batch, measure_trial, prepare
 
     cfg = RunConfig()
@@ -36,7 +37,7 @@ def measure(model: str, batch: int, seq: int, k: int, rank: int, quantize: str) 
     info = prepared.loaded.info
     longest = _longest_batch(prepared, cfg)
     labelled = int((longest["labels"][:, 1:] != -100).sum())
-    est = memory.estimate(memory.shape_of(prepared.loaded.model), cfg, "cpu", info.dtype, labelled,
+    est = memory.estimate(shape_of(prepared.loaded.model), cfg, "cpu", info.dtype, labelled,
                           int(longest["input_ids"].numel()))
     analytic = est.total - est.parts.get("merge originals", 0)  # originals accumulate later in a run
     measured = measure_trial(prepared, cfg, longest, steps=3)

@@ -36,6 +36,7 @@ def measure(model: str, device: str, k: int, seq: int, rounds: int = 3, steps: i
     from xgblora_engine.boosting.sampling import sample_layers
     from xgblora_engine.config import RunConfig
     from xgblora_engine.models.loading import load_model
+    from xgblora_engine.models.shape import shape_of
     from xgblora_engine.session import targets_by_layer
 
     cfg = RunConfig()
@@ -49,7 +50,7 @@ def measure(model: str, device: str, k: int, seq: int, rounds: int = 3, steps: i
     torch.manual_seed(0)
     ids = torch.randint(0, net.config.vocab_size, (BATCH, seq), device=dev)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-    estimate = memory.estimate(memory.shape_of(net), cfg, dev.type, loaded.info.dtype, BATCH * seq, BATCH * seq)
+    estimate = memory.estimate(shape_of(net), cfg, dev.type, loaded.info.dtype, BATCH * seq, BATCH * seq)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     times = []

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import math
 
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TB"
+from xgblora_engine.memory.units import human_bytes  # noqa: F401 - one byte format for engine and window
 
 
 def gigabytes(n: float) -> str:

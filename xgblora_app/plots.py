@@ -1,8 +1,11 @@
 """Live plots of a run (pyqtgraph), drawn from a ``TrainingSeries``.
 
-Events only append to the series; a 20 Hz timer hands the changed arrays to
-pyqtgraph, so a burst of a thousand events costs one redraw, and a quiet run costs
-nothing. Long runs stay cheap: curves clip to the view and downsample.
+Events only join the series' inbox; a 20 Hz timer takes them in and hands the changed
+arrays to pyqtgraph, so a burst of a thousand events costs one redraw, a quiet run costs
+nothing, and plots on a page not shown are not drawn until it is. A repaint's cost is
+mostly the axes (tick labels laid out again whenever a range moves), so ranges move
+seldom: the step axis spans the whole run from its start, and the memory axis grows in
+steps. Long runs stay cheap: curves clip to the view and downsample.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class TrainingPlots(QWidget):
                       self.lr_plot]
         self.redraws = 0
         self._drawn_version = -1
+        self._step_span = 0  # the run's steps the step axis was set to (0: follow the data)
+        self._memory_top = 0.0
         self.apply_theme()
         self.timer = QTimer(self)
         self.timer.setInterval(REDRAW_MS)
@@ -54,6 +59,8 @@ class TrainingPlots(QWidget):
         plot = self.view.addPlot(row=row, col=col, title=title)
         plot.setLabel("left", left, units=units)
         plot.setLabel("bottom", bottom)
+        for name in ("left", "bottom") if units is None else ("bottom",):
+            plot.getAxis(name).enableAutoSIPrefix(False)  # else its label is re-laid out on every range change
         # no grid: translucent grid lines made a full repaint 5x slower (10 → 52 ms for six plots)
         plot.setMenuEnabled(False)
         return plot
@@ -106,13 +113,16 @@ class TrainingPlots(QWidget):
 
     # --- drawing -----------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
+        """One frame: take in what arrived, and draw what changed if the plots are shown."""
         s = self.series
-        if s.version == self._drawn_version and not force:
+        s.flush()
+        if not force and (s.version == self._drawn_version or not self.isVisible()):
             return
         dirty = set(s.GROUPS) if force else set(s.dirty)
         s.dirty.clear()
         self._drawn_version = s.version
         self.redraws += 1
+        self._span_steps(s.total_steps)
         if "loss" in dirty:
             self.raw.setData(s.steps.view(), s.loss.view())
             self.smooth.setData(s.steps.view(), s.smooth.view())
@@ -129,9 +139,10 @@ class TrainingPlots(QWidget):
                 self._allocated_in_legend = True
             top = max(float(np.nanmax(s.rss.view())) if len(s.rss) else 0.0,
                       float(np.nanmax(allocated)) if has_device else 0.0, float(s.predicted_peak or 0))
-            self.memory_plot.setYRange(0, top * 1.3 if top else 1.0, padding=0)  # room for the label
+            self._grow_memory_axis(top)
             if s.predicted_peak:
-                self.predicted_line.setValue(s.predicted_peak)
+                if self.predicted_line.value() != s.predicted_peak:  # its label is re-laid out on every set
+                    self.predicted_line.setValue(s.predicted_peak)
                 self.predicted_line.show()
             else:
                 self.predicted_line.hide()
@@ -140,6 +151,30 @@ class TrainingPlots(QWidget):
             self.lr.setData(s.speed_steps.view(), s.lr.view())
         if "heat" in dirty:
             self._draw_heat()
+
+    def _span_steps(self, total: int) -> None:
+        """The step axis spans the whole run, set once: a range that moved every frame
+        would lay out the tick labels of all six (linked) plots again every frame."""
+        if total == self._step_span:
+            return
+        self._step_span = total
+        if total:
+            self.loss_plot.setXRange(0, total, padding=0.01)
+        else:
+            self.loss_plot.enableAutoRange(x=True)
+
+    def _grow_memory_axis(self, top: float) -> None:
+        """From zero (so the gap to the predicted peak reads true) to 30 % above the top,
+        room for the label; moved only when that room falls under 20 % or the data shrinks
+        well inside it."""
+        if top and self._memory_top and top * 1.2 <= self._memory_top < top * 2:
+            return
+        self._memory_top = top * 1.3 if top else 1.0
+        self.memory_plot.setYRange(0, self._memory_top, padding=0)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.refresh()  # what arrived while the page was hidden
 
     def _draw_heat(self) -> None:
         heat = self.series.heat.T  # rows: layers, columns: rounds
@@ -151,7 +186,7 @@ class TrainingPlots(QWidget):
         self.heat_plot.setRange(xRange=(0.5, rounds + 0.5), yRange=(-0.5, layers - 0.5), padding=0)
 
     def reset(self) -> None:
-        self.series.reset()
+        self.series.clear()
         self.refresh(force=True)
 
     @property

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
+    QComboBox,
     QDoubleSpinBox,
     QFrame,
     QHBoxLayout,
@@ -18,6 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app import theme
+from xgblora_app.state.runs import list_runs
+from xgblora_app.state.session import Session
 
 KIND_COLOURS = {"info": (0, 114, 178), "ok": (0, 158, 115), "warning": (230, 159, 0), "error": (213, 60, 0)}
 
@@ -148,3 +151,40 @@ def section_title(text: str) -> QLabel:
     font.setPointSizeF(font.pointSizeF() * 1.1)
     label.setFont(font)
     return label
+
+
+class RunPicker(QComboBox):
+    """The runs that have something to export or try (at least one merged round).
+
+    Follows the runs folder and the window's current run; ``picked`` carries the chosen
+    run folder ("" when there is none) whenever the choice may have changed."""
+
+    picked = Signal(str)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.currentIndexChanged.connect(lambda _: self.picked.emit(self.run_dir() or ""))
+        session.subscribe("runs_changed", self.refresh)
+        session.subscribe("run_dir", lambda _: self.refresh())
+
+    def run_dir(self) -> str | None:
+        return self.currentData()
+
+    def refresh(self) -> None:
+        current = self.run_dir() or self.session.run_dir
+        self.blockSignals(True)
+        self.clear()
+        for r in list_runs(self.session.runs_root):
+            if r.exportable:
+                self.addItem(f"{r.name} — {r.status}, step {r.step}", str(r.path))
+        index = self.findData(current) if current else -1
+        self.setCurrentIndex(max(0, index))
+        self.blockSignals(False)
+        self.picked.emit(self.run_dir() or "")
+
+    def select(self, run_dir: str) -> None:
+        self.refresh()
+        index = self.findData(run_dir)
+        if index >= 0:
+            self.setCurrentIndex(index)

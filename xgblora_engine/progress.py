@@ -96,17 +96,17 @@ class ConsoleReporter:
             self._print(e.detail or e.state)
 
     def on_PreflightResult(self, e) -> None:
-        from xgblora_engine.memory import human, summary
+        from xgblora_engine.memory.units import human_bytes, summary
 
         self._print(f"memory: {e.message}")
         if len(e.devices) > 1:  # a sharded model: every GPU against its own free memory
             for d in e.devices:
-                self._print(f"  {d['device']}: {human(d['predicted_peak'])} of {human(d['available'])} "
+                self._print(f"  {d['device']}: {human_bytes(d['predicted_peak'])} of {human_bytes(d['available'])} "
                             f"({VERDICTS.get(d['verdict'], d['verdict'])}): {summary(d['parts'])}")
         else:
             self._print(f"  parts: {summary(e.parts)}")
         for r in e.remedies:
-            self._print(f"  remedy: {r['label']} (saves ~{human(r['saves_bytes'])})")
+            self._print(f"  remedy: {r['label']} (saves ~{human_bytes(r['saves_bytes'])})")
 
     def on_Finished(self, e) -> None:
         if self.bar is not None:

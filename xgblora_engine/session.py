@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 
 from xgblora_engine import memory
 from xgblora_engine import protocol as P
-from xgblora_engine.boosting.sampling import check_explicit, check_k, default_k
-from xgblora_engine.boosting.trainer import BoostingTrainer, RunControl, TrainerState
+from xgblora_engine.boosting.sampling import checked_k
+from xgblora_engine.boosting.trainer import BoostingTrainer, TrainerState
 from xgblora_engine.checkpoint import latest_valid, restore_rng, save_checkpoint
 from xgblora_engine.config import RunConfig, load_config_file, save_config
+from xgblora_engine.control import RunControl
 from xgblora_engine.distributed import RankSlice, SingleProcess
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text
+from xgblora_engine.models.shape import shape_of, shares_of
 from xgblora_engine.models.sharding import check_not_data_parallel
 from xgblora_engine.rundir import RunDir
 
@@ -60,7 +62,7 @@ def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
     loaded = load_model(cfg.model, tokenizer, run=cfg)
     emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
     targets = targets_by_layer(loaded.model, cfg.model.target_modules)
-    k = resolve_k(cfg, len(targets))
+    k = checked_k(cfg.boost.layers, cfg.boost.layers_per_round, len(targets))
     cfg.boost.layers_per_round = k  # the resolved value is what the run uses
     if cfg.model.gradient_checkpointing:
         # Non-reentrant: keeps autograd's early stop at the lowest boosted layer.
@@ -73,15 +75,6 @@ def targets_by_layer(model, names: list[str] | None) -> dict[int, list[str]]:
 
     _, layers = find_layers(model)
     return {i: sorted(find_targets(model, [i], names)) for i in range(len(layers))}
-
-
-def resolve_k(cfg: RunConfig, n_layers: int) -> int:
-    b = cfg.boost
-    if b.layers is not None:
-        return len(check_explicit(b.layers, n_layers))
-    k = b.layers_per_round if b.layers_per_round is not None else default_k(n_layers)
-    check_k(k, n_layers)
-    return k
 
 
 def describe_model(info) -> str:
@@ -97,10 +90,10 @@ def preflight(prepared: Prepared, cfg: RunConfig, limit: int | None, trial: bool
     every device holding weights (one, or each GPU of a sharded model); the tightest
     device gives the verdict and the headline figures."""
     info, model = prepared.loaded.info, prepared.loaded.model
-    shape = memory.shape_of(model)
+    shape = shape_of(model)
     longest = _longest_batch(prepared, cfg)
     labelled = int((longest["labels"][:, 1:] != -100).sum())
-    shares = memory.shares_of(model)
+    shares = shares_of(model)
     measured = measure_peaks(prepared, cfg, longest) if trial else None
     checks = memory.device_checks(shape, cfg, shares, info.dtype, lambda d: memory.available(d, limit), labelled,
                                   int(longest["input_ids"].numel()), measured)
@@ -118,7 +111,7 @@ VERDICT_WORDS = {"fits": "fits", "tight": "is tight", "wont_fit": "will not fit"
 
 
 def _preflight_message(checks: list[dict], worst: dict) -> str:
-    h = memory.human
+    h = memory.human_bytes
     if len(checks) == 1:
         trial = f" (measured trial peak {h(worst['measured_peak'])})" if worst["measured_peak"] else ""
         return (f"predicted peak {h(worst['predicted_peak'])} of {h(worst['available'])} available on "

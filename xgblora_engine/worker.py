@@ -23,13 +23,14 @@ import traceback
 from collections.abc import Iterator
 
 from xgblora_engine import protocol as P
+from xgblora_engine.control import RunControl
 
 SPAWN = mp.get_context("spawn")
 
 
 # --- the worker side --------------------------------------------------------------
-class ThreadControl:
-    """RunControl fed by the command reader thread."""
+class ThreadControl(RunControl):
+    """Flags set by the command reader thread, read by the training loop."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -162,7 +163,7 @@ class Worker:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        self.emit(P.Error(message=f"out of memory during step {self.last_step + 1} (peak {memory.human(peak)})",
+        self.emit(P.Error(message=f"out of memory during step {self.last_step + 1} (peak {memory.human_bytes(peak)})",
                           hint="lower the batch size (with more gradient accumulation), shorten sequences, "
                                "enable gradient checkpointing or load the base in 4-bit; then resume the run",
                           kind="oom", command_id=cmd.id, detail=detail))
@@ -333,10 +334,10 @@ class WorkerClient:
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             likely = " — most likely the system ran out of memory and killed it" if name == "SIGKILL" else ""
-            from xgblora_engine.memory import human
+            from xgblora_engine.memory.units import human_bytes
 
             message = (f"the engine process was killed by {name} at step {self.last_step} "
-                       f"(peak RSS {human(self.peak_rss)}){likely}; the last checkpoint is intact, resume the run")
+                       f"(peak RSS {human_bytes(self.peak_rss)}){likely}; the last checkpoint is intact, resume the run")
             return P.WorkerExited(exitcode=code, signal=name, message=message)
         if code == 0:
             return P.WorkerExited(exitcode=0, signal=None, message="the engine process exited")

@@ -85,14 +85,28 @@ def test_series_appends_smooths_and_fills_the_heatmap():
     assert s.heat.shape == (5, 6) and s.heat.sum() == 6 and s.heat[1, [0, 5]].tolist() == [1.0, 1.0]
     assert len(s.merge_steps) == 3 and s.dirty >= {"loss", "heat"}
     s.add(P.MemorySample(step=6, device="cpu", allocated=None, reserved=None, peak=None, rss=100, predicted_peak=200))
+    s.flush()
     assert math.isnan(s.allocated.view()[0]) and s.predicted_peak == 200
+
+
+def test_series_takes_events_in_per_flush_not_per_event():
+    s = TrainingSeries()
+    s.flush()
+    version = s.version
+    for event in [started(), *steps(1000)]:
+        s.add(event)
+    assert len(s.steps) == 0 and s.version == version  # arriving costs an append, nothing more
+    assert s.flush() and len(s.steps) == 1000 and s.version == version + 1
+    assert not s.flush() and s.version == version + 1  # nothing new: nothing to draw
+    s.add(P.LogLine(level="info", text="not plotted"))
+    assert not s.flush()
 
 
 def test_series_of_a_resumed_run_drops_the_steps_trained_again():
     s = TrainingSeries()
     s.add(started())
     s.extend(steps(7))
-    s.add(started(start_step=4))
+    s.extend([started(start_step=4)])
     assert list(s.steps.view()) == [1, 2, 3, 4] and len(s.rounds) == 2 and s.heat[2:].sum() == 0
     s.extend(steps(6, start=5))
     assert list(s.steps.view()) == list(range(1, 11)) and len(s.rounds) == 5

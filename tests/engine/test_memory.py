@@ -6,6 +6,7 @@ from tests.engine.conftest import llama_device_map, place_with_hooks
 from xgblora_engine import memory
 from xgblora_engine.config import RunConfig
 from xgblora_engine.memory import DeviceShare, Shape
+from xgblora_engine.models.shape import shape_of, shares_of
 
 GB = 2**30
 # roughly an 8B llama: 32 layers, hidden 4096, intermediate 14336, vocab 128k
@@ -27,16 +28,16 @@ def two_gpu_shares(shape, head_params=525_336_576):
 
 
 def test_one_share_is_the_whole_model(tiny_llama):
-    shares = memory.shares_of(tiny_llama)
+    shares = shares_of(tiny_llama)
     assert shares == [DeviceShare("cpu", 4, sum(p.numel() for p in tiny_llama.parameters()), True)]
-    shape, cfg = memory.shape_of(tiny_llama), run_config(k=2, batch=2, seq=32)
+    shape, cfg = shape_of(tiny_llama), run_config(k=2, batch=2, seq=32)
     whole = memory.estimate(shape, cfg, "cpu", "fp32")
     assert memory.estimate_share(shape, cfg, shares[0], "fp32").parts == whole.parts
 
 
 def test_shares_are_read_from_where_each_layer_is(tiny_llama):
     model = place_with_hooks(tiny_llama, llama_device_map(tiny_llama, later="meta"))
-    near, far = memory.shares_of(model)
+    near, far = shares_of(model)
     assert (near.device, near.layers, near.lm_head) == ("cpu", 2, False)
     assert (far.device, far.layers, far.lm_head) == ("meta", 2, True)
     assert near.params + far.params == sum(p.numel() for p in model.parameters())
@@ -103,3 +104,17 @@ def test_remedies_of_a_shard_are_priced_on_its_tightest_gpu():
     quant = {r["label"]: r["saves_bytes"] for r in on_gpu}["load the frozen base in 4-bit (nf4)"]
     assert quant < {r["label"]: r["saves_bytes"] for r in whole}["load the frozen base in 4-bit (nf4)"]
     assert "layers per round 10 → 5" in {r["label"] for r in on_gpu}  # the run's k, not the GPU's share
+
+
+def test_the_estimate_counts_boosters_with_the_run_s_own_k_rule():
+    def boosters(layers=None, k=None):
+        cfg = run_config(k=k)
+        cfg.boost.layers = layers
+        return memory.estimate(LLAMA8B, cfg, "cuda", "bf16").parts["boosters + optimizer"]
+
+    assert boosters(layers=[0, 5, 31]) == boosters(k=3)  # an explicit list trains its own length
+    assert boosters() == boosters(k=11)  # unset: about a third of 32 layers
+    first = two_gpu_shares(LLAMA8B)[0]
+    cfg = run_config(k=None)
+    cfg.boost.layers = list(range(20))  # 20 layers, at most 16 of them on one GPU
+    assert memory.estimate_share(LLAMA8B, cfg, first, "bf16").parts["boosters + optimizer"] == boosters(k=16)

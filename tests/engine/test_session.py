@@ -105,6 +105,7 @@ def test_estimate_parts_are_positive_for_a_quantized_base(tmp_path):
     from xgblora_engine import memory
     from xgblora_engine.config import RunConfig
     from xgblora_engine.models.loading import load_model
+    from xgblora_engine.models.shape import shape_of
 
     torch.manual_seed(0)  # bitsandbytes' CPU 4-bit kernels want rows of at least 64
     model = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -112,9 +113,9 @@ def test_estimate_parts_are_positive_for_a_quantized_base(tmp_path):
     path = save_tiny_model(tmp_path / "m", model)
     cfg = RunConfig()
     cfg.model.name = str(path)
-    full = memory.shape_of(load_model(cfg.model).model)
+    full = shape_of(load_model(cfg.model).model)
     cfg.model.quantize = "4bit"
-    quant = memory.shape_of(load_model(cfg.model).model)
+    quant = shape_of(load_model(cfg.model).model)
     assert quant.n_params == full.n_params
     est_full, est_quant = memory.estimate(full, RunConfig(), "cpu", "fp32"), memory.estimate(quant, cfg, "cpu", "fp32")
     assert 0 < est_quant.parts["weights"] < est_full.parts["weights"]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import (
-    QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -21,8 +20,8 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app.context import Studio
-from xgblora_app.state.runs import list_runs, summarize
-from xgblora_app.widgets import section_title
+from xgblora_app.state.runs import summarize
+from xgblora_app.widgets import RunPicker, section_title
 from xgblora_engine import protocol as P
 
 
@@ -55,9 +54,7 @@ class ChatPanel(QWidget):
         self.studio = studio
         self.pending: dict[int, AnswerPane] = {}
         self._build()
-        self.refresh_runs()
-        studio.session.subscribe("runs_changed", self.refresh_runs)
-        studio.session.subscribe("run_dir", lambda _: self.refresh_runs())
+        self.run.refresh()
         studio.bridge.generation_result.connect(self._on_result)
         studio.bridge.error.connect(self._on_error)
         studio.bridge.worker_exited.connect(lambda _: self._finish_all())
@@ -66,8 +63,8 @@ class ChatPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(section_title("Try it: base model and fine-tuned run, side by side"))
         row = QHBoxLayout()
-        self.run = QComboBox()
-        self.run.currentIndexChanged.connect(self._run_changed)
+        self.run = RunPicker(self.studio.session)
+        self.run.picked.connect(self._run_changed)
         self.max_tokens = QSpinBox(minimum=1, maximum=4096, value=128)
         self.system = QLineEdit()
         self.system.setPlaceholderText("optional system prompt")
@@ -103,32 +100,16 @@ class ChatPanel(QWidget):
                 return True
         return super().eventFilter(obj, event)
 
-    def refresh_runs(self) -> None:
-        current = self.run.currentData() or self.studio.session.run_dir
-        self.run.blockSignals(True)
-        self.run.clear()
-        for r in list_runs(self.studio.session.runs_root):
-            if r.exportable:
-                self.run.addItem(f"{r.name} (step {r.step})", str(r.path))
-        index = self.run.findData(current) if current else -1
-        self.run.setCurrentIndex(max(0, index))
-        self.run.blockSignals(False)
-        self._run_changed()
-
     def select_run(self, run_dir: str) -> None:
-        self.refresh_runs()
-        index = self.run.findData(run_dir)
-        if index >= 0:
-            self.run.setCurrentIndex(index)
+        self.run.select(run_dir)
 
-    def _run_changed(self) -> None:
-        run_dir = self.run.currentData()
+    def _run_changed(self, run_dir: str) -> None:
         self.tuned_pane.setTitle(f"Fine-tuned: {Path(run_dir).name}" if run_dir else "Fine-tuned (no run yet)")
         self.base_pane.setTitle(f"Base model: {self.base_model()}")
 
     def base_model(self) -> str:
         """The run's own base model, so the comparison is fair; else the current setting."""
-        run_dir = self.run.currentData()
+        run_dir = self.run.run_dir()
         if run_dir:
             model = summarize(Path(run_dir)).model
             if model:
@@ -140,7 +121,7 @@ class ChatPanel(QWidget):
         if not prompt or self.pending:
             return
         system = self.system.text().strip() or None
-        model, run_dir = self.base_model(), self.run.currentData()
+        model, run_dir = self.base_model(), self.run.run_dir()
         panes = [(None, self.base_pane)] + ([(run_dir, self.tuned_pane)] if run_dir else [])
         for rd, pane in panes:
             pane.waiting()

@@ -26,8 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app.context import Studio
-from xgblora_app.state.runs import list_runs
-from xgblora_app.widgets import Banner, section_title
+from xgblora_app.widgets import Banner, RunPicker, section_title
 from xgblora_engine import protocol as P
 
 FORMATS = {"hf": "Hugging Face (merged safetensors)", "peft": "PEFT LoRA adapter",
@@ -108,9 +107,7 @@ class ExportPanel(QWidget):
         self.export_ids: set[int] = set()
         self.rows: dict[str, FormatRow] = {}
         self._build()
-        self.refresh_runs()
-        studio.session.subscribe("runs_changed", self.refresh_runs)
-        studio.session.subscribe("run_dir", lambda _: self.refresh_runs())
+        self.run.refresh()
         studio.bridge.export_progress.connect(self._on_progress)
         studio.bridge.export_done.connect(self._on_done)
         studio.bridge.error.connect(self._on_error)
@@ -122,8 +119,8 @@ class ExportPanel(QWidget):
         layout.addWidget(section_title("Export a run"))
         box = QGroupBox("What and where")
         form = QFormLayout(box)
-        self.run = QComboBox()
-        self.run.currentIndexChanged.connect(self._suggest_out)
+        self.run = RunPicker(self.studio.session)
+        self.run.picked.connect(self._suggest_out)
         form.addRow("Run", self.run)
         formats = QHBoxLayout()
         self.format_boxes = {}
@@ -172,26 +169,10 @@ class ExportPanel(QWidget):
         layout.addStretch(1)
 
     # --- choosing -----------------------------------------------------------------
-    def refresh_runs(self) -> None:
-        current = self.run.currentData() or self.studio.session.run_dir
-        self.run.blockSignals(True)
-        self.run.clear()
-        for r in list_runs(self.studio.session.runs_root):
-            if r.exportable:
-                self.run.addItem(f"{r.name} — {r.status}, step {r.step}", str(r.path))
-        index = self.run.findData(current) if current else -1
-        self.run.setCurrentIndex(index if index >= 0 else 0)
-        self.run.blockSignals(False)
-        self._suggest_out()
-
     def select_run(self, run_dir: str) -> None:
-        self.refresh_runs()
-        index = self.run.findData(run_dir)
-        if index >= 0:
-            self.run.setCurrentIndex(index)
+        self.run.select(run_dir)
 
-    def _suggest_out(self) -> None:
-        run_dir = self.run.currentData()
+    def _suggest_out(self, run_dir: str) -> None:
         if run_dir and (not self.out.text() or self.out.property("suggested")):
             self.out.setText(str(Path(run_dir) / "exports"))
             self.out.setProperty("suggested", True)
@@ -207,7 +188,7 @@ class ExportPanel(QWidget):
 
     # --- exporting ----------------------------------------------------------------
     def export(self) -> None:
-        run_dir, formats, out = self.run.currentData(), self.formats(), self.out.text().strip()
+        run_dir, formats, out = self.run.run_dir(), self.formats(), self.out.text().strip()
         problem = ("Pick a run that has trained at least one step." if not run_dir else
                    "Choose at least one format." if not formats else
                    "Choose a destination folder." if not out else "")

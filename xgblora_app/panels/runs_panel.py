@@ -139,7 +139,7 @@ class RunsPanel(QWidget):
         """Redraw the run's plots from its events.jsonl, in one go."""
         self.banner.clear()
         events, bad = load_events(run.path)
-        self.series.reset()
+        self.series.clear()
         self.series.extend(events)
         self.plots.refresh(force=True)
         self.config_view.setPlainText(config_text(run.path))
@@ -184,7 +184,7 @@ class RunsPanel(QWidget):
             delete_run(Path(run.path))
         except OSError as exc:
             self.banner.show_message("error", f"could not delete {run.name}: {exc}")
-        self.series.reset()
+        self.series.clear()
         self.plots.refresh(force=True)
         self.config_view.clear()
         if self.studio.session.run_dir == str(run.path):

@@ -53,9 +53,11 @@ class TrainPanel(QWidget):
         self.total_steps = 0
         self.step_seconds: float | None = None  # smoothed, for the ETA
         self.last_force = False
-        self.latest: P.StepMetrics | None = None  # shown by the status timer, not per event
+        self.recent: list[P.StepMetrics] = []  # steps since the status timer last showed one
+        self.log_lines: list[str] = []  # written to the log view by the status timer
         self._build()
-        # A progress bar repaints on every setValue (~1 ms here): steps update it at 10 Hz.
+        # A progress bar repaints on every setValue (~1 ms here), a log line costs about as
+        # much: events only queue their steps and lines, shown 10 times a second.
         self.status_timer = QTimer(self, interval=100)
         self.status_timer.timeout.connect(self._show_latest)
         self.status_timer.start()
@@ -132,7 +134,7 @@ class TrainPanel(QWidget):
         self.last_force = self.force.isChecked() if force is None else force
         run_dir = fresh_run_dir(self.studio.session.runs_root, new_run_name(cfg.model.name), self.issued)
         self.issued.add(run_dir)
-        self.series.reset()
+        self.series.clear()
         self.plots.refresh(force=True)
         self.log(f"— new run {run_dir}")
         self._begin(P.StartRun(config=cfg.to_dict(), run_dir=str(run_dir), force=self.last_force),
@@ -198,16 +200,17 @@ class TrainPanel(QWidget):
         self.log(e.data_report)
 
     def _on_step(self, e: P.StepMetrics) -> None:
-        if not self._ours():
-            return
-        a = 0.2  # recent steps count most: speed changes with the layers drawn
-        self.step_seconds = e.seconds if self.step_seconds is None else (1 - a) * self.step_seconds + a * e.seconds
-        self.latest = e
+        if self._ours():
+            self.recent.append(e)
 
     def _show_latest(self) -> None:
-        e, self.latest = self.latest, None
-        if e is None:
+        self._write_log()
+        steps, self.recent = self.recent, []
+        if not steps:
             return
+        a = 0.2  # recent steps count most: speed changes with the layers drawn
+        for e in steps:
+            self.step_seconds = e.seconds if self.step_seconds is None else (1 - a) * self.step_seconds + a * e.seconds
         self.progress.setValue(e.step)
         eta = (self.total_steps - e.step) * self.step_seconds
         self.status.setText(f"Step {e.step}/{self.total_steps} · round {e.round} · loss {e.loss:.4f} · "
@@ -244,6 +247,7 @@ class TrainPanel(QWidget):
     def _on_finished(self, e: P.Finished) -> None:
         if not self._ours():
             return
+        self.series.flush()
         self._show_latest()
         self.active = None
         if e.run_dir:
@@ -256,6 +260,7 @@ class TrainPanel(QWidget):
         self._update_buttons()
 
     def _on_worker_exited(self, e: P.WorkerExited) -> None:
+        self.series.flush()
         self._show_latest()
         was_running, self.active = self.running, None
         self.log(f"engine process exited: {e.message}")
@@ -303,4 +308,9 @@ class TrainPanel(QWidget):
         return bool(run_dir) and Path(run_dir, "run.json").exists() and summarize(Path(run_dir)).resumable
 
     def log(self, text: str) -> None:
-        self.log_view.appendPlainText(text)
+        self.log_lines.append(text)
+
+    def _write_log(self) -> None:
+        if self.log_lines:
+            lines, self.log_lines = self.log_lines, []
+            self.log_view.appendPlainText("\n".join(lines))

@@ -15,7 +15,7 @@ from typing import Any
 
 from xgblora_app.state.observable import Observable
 from xgblora_engine import config as C
-from xgblora_engine.boosting.sampling import default_k
+from xgblora_engine.boosting.sampling import resolve_k
 from xgblora_engine.boosting.schedule import booster_lr
 from xgblora_engine.errors import UserError
 
@@ -82,12 +82,7 @@ class RunSettings(Observable):
         return math.ceil(self.cfg.train.max_steps / max(1, self.cfg.boost.merge_every))
 
     def k(self, n_layers: int | None) -> int | None:
-        b = self.cfg.boost
-        if b.layers is not None:
-            return len(set(b.layers))
-        if b.layers_per_round is not None:
-            return b.layers_per_round
-        return default_k(n_layers) if n_layers else None
+        return resolve_k(self.cfg.boost.layers, self.cfg.boost.layers_per_round, n_layers)
 
     def effective_lr(self, n_layers: int | None) -> float | None:
         """The rate the boosters train at (the engine's learning-rate rule), once L is known."""

@@ -1,8 +1,10 @@
-"""The live data of one run, appended event by event (no Qt).
+"""The live data of one run (no Qt).
 
-Arrays grow by doubling, so appending is O(1) and the plots take views of the filled
-part; nothing is rebuilt per event. ``version`` and ``dirty`` tell the plots what
-changed since they last drew.
+An event only joins an inbox as it arrives; ``flush`` takes the inbox in, once per
+frame, so a flood of events costs the window one list append each. Arrays grow by
+doubling, so taking an event in is O(1), and the plots take views of the filled part;
+nothing is rebuilt per event. ``version`` and ``dirty`` tell the plots what changed since
+they last drew.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class TrainingSeries:
     GROUPS = ("loss", "eval", "memory", "speed", "heat")
 
     def __init__(self) -> None:
+        self.inbox: list[P.Event] = []
         self.reset()
 
     def reset(self, n_layers: int = 0, total_rounds: int = 0) -> None:
@@ -65,21 +68,34 @@ class TrainingSeries:
         self.version = 0
         self.dirty = set(self.GROUPS)
 
+    def clear(self) -> None:
+        """Empty, with nothing waiting: a new run starts from here."""
+        self.inbox.clear()
+        self.reset()
+
     # --- feeding ------------------------------------------------------------------
-    def add(self, event: P.Event) -> bool:
-        """Take one event; returns whether anything plotted changed."""
-        handler = getattr(self, f"_on_{type(event).__name__}", None)
-        if handler is None:
-            return False
-        groups = handler(event)
-        if groups:
-            self.dirty.update(groups)
-            self.version += 1
-        return bool(groups)
+    def add(self, event: P.Event) -> None:
+        """Queue one event; it is taken in by the next ``flush``."""
+        self.inbox.append(event)
 
     def extend(self, events) -> None:
+        """Take a whole run's events in at once (a run reopened from its folder)."""
+        self.inbox.extend(events)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Take in the queued events; returns whether anything plotted changed."""
+        events, self.inbox = self.inbox, []
+        changed = False
         for event in events:
-            self.add(event)
+            handler = getattr(self, f"_on_{type(event).__name__}", None)
+            groups = handler(event) if handler is not None else None
+            if groups:
+                self.dirty.update(groups)
+                changed = True
+        if changed:
+            self.version += 1
+        return changed
 
     def _on_RunStarted(self, e: P.RunStarted):
         if e.start_step == 0 or not len(self.steps):

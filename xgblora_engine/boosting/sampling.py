@@ -75,3 +75,22 @@ def _top_biased(n_layers: int, k: int, rng: random.Random) -> list[int]:
 def default_k(n_layers: int) -> int:
     """About a third of the layers: the setting reported best for LLaMA3-8B (11 of 32)."""
     return max(1, round(n_layers / 3))
+
+
+def resolve_k(explicit: list[int] | None, k: int | None, n_layers: int | None) -> int | None:
+    """Layers trained per round: the explicit list's size, else the chosen k, else the
+    default for the model's depth (None while the depth is not known yet)."""
+    if explicit is not None:
+        return len(set(explicit))
+    if k is not None:
+        return k
+    return default_k(n_layers) if n_layers is not None else None
+
+
+def checked_k(explicit: list[int] | None, k: int | None, n_layers: int) -> int:
+    """``resolve_k`` for a loaded model, rejecting layers the model does not have."""
+    if explicit is not None:
+        check_explicit(explicit, n_layers)
+    resolved = resolve_k(explicit, k, n_layers)
+    check_k(resolved, n_layers)
+    return resolved

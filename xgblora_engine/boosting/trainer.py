@@ -36,19 +36,9 @@ from xgblora_engine.boosting.merge import Merger
 from xgblora_engine.boosting.sampling import sample_layers
 from xgblora_engine.boosting.schedule import Schedule, booster_lr
 from xgblora_engine.config import RunConfig
+from xgblora_engine.control import RunControl
 from xgblora_engine.distributed import SingleProcess
 from xgblora_engine.errors import UserError
-
-
-class RunControl:
-    """How the outside world steers a run between optimizer steps (no-op by default)."""
-
-    def should_stop(self, step: int) -> bool:
-        """Asked before optimizer step ``step`` (0-based) starts."""
-        return False
-
-    def wait_if_paused(self) -> None:
-        return None
 
 
 class RoundDiverged(Exception):

@@ -11,9 +11,8 @@ and the results into ExportProgress / ExportDone events.
 
 from xgblora_engine.export.chat import generate
 from xgblora_engine.export.common import FORMATS, Check, ExportResult, end_of_turn_ids
-from xgblora_engine.export.hf import export_hf
 from xgblora_engine.export.merged import load_merged
 from xgblora_engine.export.run import export_run
 
-__all__ = ["FORMATS", "Check", "ExportResult", "end_of_turn_ids", "export_hf", "export_run", "generate",
+__all__ = ["FORMATS", "Check", "ExportResult", "end_of_turn_ids", "export_run", "generate",
            "load_merged"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xgblora_engine.errors import UserError
+from xgblora_engine.memory.units import human_bytes
 
 FORMATS = ("hf", "peft", "gguf", "ollama")
 SAVE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -52,10 +53,6 @@ class ExportResult:
         message = self.message + (f"\n{self.command}" if self.command else "")
         return P.ExportDone(format=self.format, path=self.path, ok=self.ok, checks=self.checks,
                             message=message)
-
-
-class VerificationFailed(Exception):
-    """A check failed: the export exists but must not be presented as good."""
 
 
 def failed(checks: list[Check]) -> list[Check]:
@@ -164,9 +161,6 @@ def check_disk(out: Path, needed: int, what: str) -> None:
     free = free_bytes(out)
     if needed * 1.05 + 50e6 > free:
         raise UserError(f"not enough free disk space for the export: {what} needs about "
-                        f"{gb(needed)}, {gb(free)} are free on the disk of {out}",
+                        f"{human_bytes(needed)}, {human_bytes(free)} are free on the disk of {out}",
                         "free some space or choose another --out on a larger disk; nothing was written")
 
-
-def gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

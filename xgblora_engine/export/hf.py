@@ -17,7 +17,7 @@ from xgblora_engine.export.common import (
     no_progress,
     release_memory,
 )
-from xgblora_engine.export.merged import drop_quantizer_marker, load_merged  # noqa: F401 - public API
+from xgblora_engine.export.merged import drop_quantizer_marker
 
 DEFAULT_SHARD_SIZE = "2GB"
 
@@ -118,17 +118,3 @@ def check_tokenizer(tokenizer, base_tokenizer, ref) -> Check:
                          f"{p.prompt!r} tokenizes to {len(ids)} ids, the base tokenizer gives {len(p.ids)}")
     return Check("tokenizer and chat template", True,
                  "chat template kept; prompts tokenize exactly as with the base tokenizer")
-
-
-def export_hf(run_dir: str | Path, out: str | Path, dtype: str = "auto",
-              log: Callable[[str], None] = lambda _: None, verify: bool = True) -> Path:
-    """One merged Hugging Face export (the CLI's default format). Raises on failure."""
-    from xgblora_engine.errors import UserError
-    from xgblora_engine.export.run import export_run
-
-    result = export_run(run_dir, out, ["hf"], dtype=dtype, verify=verify,
-                        progress=lambda f, s, x: log(s) if x == 0.0 else None)[0]
-    if not result.ok:
-        raise UserError(f"the export failed verification: {result.message}",
-                        f"the files were kept in {result.path} for inspection")
-    return Path(result.path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -238,7 +237,3 @@ def adapter_size(ledger, rank: int | None) -> int:
         r = b.shape[1] if rank is None else min(rank, b.shape[1])
         n += r * (b.shape[0] + a.shape[1]) * 4
     return n
-
-
-def read_adapter_config(folder: Path) -> dict:
-    return json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))

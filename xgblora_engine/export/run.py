@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from xgblora_engine.errors import UserError
@@ -38,17 +39,18 @@ from xgblora_engine.export.common import (
     Staging,
     check_disk,
     check_out_free,
-    gb,
     no_progress,
     release_memory,
 )
 from xgblora_engine.export.merged import (
+    RunInfo,
     count_parameters,
     dtype_of,
     load_base,
     merge_in_place,
     open_run,
 )
+from xgblora_engine.memory.units import human_bytes
 
 
 def parse_formats(formats: str | Iterable[str]) -> list[str]:
@@ -73,6 +75,41 @@ def targets_for(out: Path, formats: list[str]) -> dict[str, Path]:
     return {formats[0]: out} if len(formats) == 1 else {f: out / f for f in formats}
 
 
+@dataclass
+class ExportPlan:
+    """One export, settled before anything is written: what goes where, and how."""
+
+    info: RunInfo
+    out: Path
+    formats: list[str]
+    dtype: str  # the HF checkpoint's dtype: "auto" until the base's own is known
+    quant: str
+    verify: bool
+    peft_rank: int | None
+    shard_size: str | int
+    progress: Progress
+    log: Callable[[str], None]
+    prompts: tuple[str, ...]
+    max_new_tokens: int
+
+    @property
+    def targets(self) -> dict[str, Path]:
+        return targets_for(self.out, self.formats)
+
+    def wants(self, *formats: str) -> bool:
+        return any(f in self.formats for f in formats)
+
+
+@dataclass
+class Merged:
+    """The merged model in memory, and what the exports are verified against."""
+
+    model: object
+    tokenizer: object
+    source: object
+    ref: object = None  # verify.Reference of the fp32 merged model (None without verification)
+
+
 def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str | Iterable[str] = ("hf",),
                dtype: str | None = "auto", quant: str | None = "f16", verify: bool = True,
                progress: Progress = no_progress, peft_rank: int | None = None,
@@ -81,86 +118,81 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
                max_new_tokens: int = V.MAX_NEW_TOKENS) -> list[ExportResult]:
     """Export a run; returns one result per format (ok, checks, message). Raises UserError
     for problems found before anything is written (bad options, no disk space, …)."""
-    log = log or (lambda _: None)
     formats = parse_formats(formats)
     dtype, quant = dtype or "auto", quant or "f16"
+    _check_options(dtype, quant, peft_rank)
+    info = _open_exportable(run_dir)
+    out = Path(out) if out is not None else info.run.exports_path / time.strftime("%Y%m%d-%H%M%S")
+    plan = ExportPlan(info=info, out=out, formats=formats, dtype=dtype, quant=quant, verify=verify,
+                      peft_rank=peft_rank, shard_size=shard_size, progress=progress, log=log or (lambda _: None),
+                      prompts=tuple(prompts), max_new_tokens=max_new_tokens)
+    for target in plan.targets.values():
+        check_out_free(target)
+    return _write_and_verify(plan, _merge(plan))
+
+
+def _check_options(dtype: str, quant: str, peft_rank: int | None) -> None:
     if dtype not in ("auto", *DTYPE_BYTES):
         raise UserError(f"invalid dtype '{dtype}'", "choose auto, fp32, bf16 or fp16")
     if quant not in G.QUANTS:
         raise UserError(f"invalid GGUF type '{quant}'", f"choose one of: {', '.join(G.QUANTS)}")
     if peft_rank is not None and peft_rank < 1:
         raise UserError(f"invalid adapter rank {peft_rank}", "use --peft-rank 1 or more, or leave it out (exact)")
+
+
+def _open_exportable(run_dir: str | Path) -> RunInfo:
     info = open_run(run_dir)
     if not info.ledger.entries:
         raise UserError(f"the run in {info.run.path} has no merged round yet: nothing to export",
                         "train (or resume) until at least one round has merged")
-    out = Path(out) if out is not None else info.run.exports_path / time.strftime("%Y%m%d-%H%M%S")
-    targets = targets_for(out, formats)
-    for target in targets.values():
-        check_out_free(target)
+    return info
 
-    progress("export", "checking disk space", 0.0)
-    n_params, ckpt_dtype = count_parameters(info.cfg)
+
+def _merge(plan: ExportPlan) -> Merged:
+    """Check the disk, then rebuild the merged model in fp32 and take its reference answers.
+    Settles ``plan.dtype`` when it was "auto"."""
+    plan.progress("export", "checking disk space", 0.0)
+    n_params, ckpt_dtype = count_parameters(plan.info.cfg)
     if n_params is not None:
-        save_dtype = ckpt_dtype if dtype == "auto" else dtype
-        _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log)
+        plan.dtype = ckpt_dtype if plan.dtype == "auto" else plan.dtype
+        _check_disk(plan, n_params)
 
-    progress("export", "loading the base model", 0.0)
-    log(f"rebuilding the merged model from {info.cfg.model.name} (fp32) and the booster ledger")
-    model, tokenizer, source = load_base(info.cfg)
+    plan.progress("export", "loading the base model", 0.0)
+    plan.log(f"rebuilding the merged model from {plan.info.cfg.model.name} (fp32) and the booster ledger")
+    model, tokenizer, source = load_base(plan.info.cfg)
     if n_params is None:  # the config could not be read alone: count now, before writing
         n_params = sum(p.numel() for p in model.parameters())
-        save_dtype = dtype_of(model.config) if dtype == "auto" else dtype
-        _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log)
-    merge_in_place(model, info.ledger, progress, "export")
+        plan.dtype = dtype_of(model.config) if plan.dtype == "auto" else plan.dtype
+        _check_disk(plan, n_params)
+    merge_in_place(model, plan.info.ledger, plan.progress, "export")
     H.prepare_for_saving(model, tokenizer)
-    ref = None
-    if verify:
-        progress("export", "computing the reference answers", 0.0)
-        ref = V.compute_reference(model, tokenizer, prompts, max_new_tokens)
+    merged = Merged(model, tokenizer, source)
+    if plan.verify:
+        plan.progress("export", "computing the reference answers", 0.0)
+        merged.ref = V.compute_reference(model, tokenizer, plan.prompts, plan.max_new_tokens)
+    return merged
 
+
+def _write_and_verify(plan: ExportPlan, merged: Merged) -> list[ExportResult]:
+    formats, out = plan.formats, plan.out
     stagings: dict[str, Staging] = {}
     checks: dict[str, list[Check]] = {f: [] for f in formats}
     results: list[ExportResult] = []
     made_out = len(formats) > 1 and not out.exists()  # the parent of the format folders
     try:
-        for fmt in formats:
-            stagings[fmt] = Staging(targets[fmt])
-        later: dict[str, Callable[[], list[Check]]] = {}  # runtime checks once the model is freed
-
-        if "peft" in formats:
-            later["peft"] = _write_peft(model, tokenizer, info, source, stagings["peft"].path, peft_rank,
-                                        ref, verify, progress, log)
-        hf_fingerprints = None
-        if "hf" in formats and save_dtype == "fp32":
-            hf_fingerprints = _write_hf(model, tokenizer, info, source, stagings["hf"].path, "fp32",
-                                        shard_size, progress, verify)
-        if "gguf" in formats or "ollama" in formats:
-            reuse = stagings["hf"].path if hf_fingerprints is not None else None
-            later.update(_write_gguf(model, tokenizer, formats, stagings, reuse, quant, ref, verify,
-                                     checks, out, progress, log))
-        if "hf" in formats and hf_fingerprints is None:
-            if verify:
-                progress("hf", f"casting to {save_dtype}", 0.0)
-            H.cast_in_place(model, save_dtype)
-            hf_ref = _same_dtype_reference(model, tokenizer, ref, save_dtype) if verify else None
-            hf_fingerprints = _write_hf(model, tokenizer, info, source, stagings["hf"].path, save_dtype,
-                                        shard_size, progress, verify)
-        else:
-            hf_ref = ref
-        if "hf" in formats and verify:
-            later["hf"] = lambda: H.verify_hf(stagings["hf"].path, hf_ref, hf_fingerprints, save_dtype,
-                                              tokenizer, log)
-        del model
+        for fmt, target in plan.targets.items():
+            stagings[fmt] = Staging(target)
+        later = _write_all(plan, merged, stagings, checks)
+        merged.model = None  # the exports reload the model in their own runtimes: free this one first
         release_memory()
 
         for fmt in formats:
-            if verify and fmt in later:
-                progress(fmt, "verifying in the target runtime", 0.0)
-                log(f"{fmt}: verifying")
+            if plan.verify and fmt in later:
+                plan.progress(fmt, "verifying in the target runtime", 0.0)
+                plan.log(f"{fmt}: verifying")
                 checks[fmt] += later[fmt]()
-            results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], verify, O.ollama_name(out), log))
-            progress(fmt, "done", 1.0)
+            results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], plan.verify, O.ollama_name(out), plan.log))
+            plan.progress(fmt, "done", 1.0)
     finally:
         for staging in stagings.values():
             staging.discard()
@@ -169,47 +201,77 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
     return results
 
 
-def _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log) -> None:
-    needed, what = estimate_bytes(formats, n_params, save_dtype, quant, info.ledger, peft_rank)
-    check_disk(out, needed, what)
-    log(f"{n_params / 1e6:.1f}M parameters; the export needs about {gb(needed)} of disk ({what})")
+def _write_all(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging],
+               checks: dict[str, list[Check]]) -> dict[str, Callable[[], list[Check]]]:
+    """Write every format into its staging folder; return the runtime checks to run once
+    the merged model is freed."""
+    later: dict[str, Callable[[], list[Check]]] = {}
+    if plan.wants("peft"):
+        later["peft"] = _write_peft(plan, merged, stagings["peft"].path)
+    hf_fingerprints = None
+    if plan.wants("hf") and plan.dtype == "fp32":
+        hf_fingerprints = _write_hf(plan, merged, stagings["hf"].path)
+    if plan.wants("gguf", "ollama"):
+        reuse = stagings["hf"].path if hf_fingerprints is not None else None
+        later.update(_write_gguf(plan, merged, stagings, reuse, checks))
+    hf_ref = merged.ref
+    if plan.wants("hf") and hf_fingerprints is None:
+        if plan.verify:
+            plan.progress("hf", f"casting to {plan.dtype}", 0.0)
+        H.cast_in_place(merged.model, plan.dtype)
+        hf_ref = _same_dtype_reference(merged, plan.dtype) if plan.verify else None
+        hf_fingerprints = _write_hf(plan, merged, stagings["hf"].path)
+    if plan.wants("hf") and plan.verify:
+        folder, dtype, tokenizer = stagings["hf"].path, plan.dtype, merged.tokenizer
+        later["hf"] = lambda: H.verify_hf(folder, hf_ref, hf_fingerprints, dtype, tokenizer, plan.log)
+    return later
 
 
-def estimate_bytes(formats, n_params, save_dtype, quant, ledger, peft_rank) -> tuple[int, str]:
+def _check_disk(plan: ExportPlan, n_params: int) -> None:
+    needed, what = estimate_bytes(plan, n_params)
+    check_disk(plan.out, needed, what)
+    plan.log(f"{n_params / 1e6:.1f}M parameters; the export needs about {human_bytes(needed)} of disk ({what})")
+
+
+def estimate_bytes(plan: ExportPlan, n_params: int) -> tuple[int, str]:
+    """Disk the export needs, and the same in words, part by part."""
     parts, total = [], 0
     slack = 20e6  # tokenizer, config, card, plot
-    if "hf" in formats:
-        n = n_params * DTYPE_BYTES[save_dtype] + slack
+    if plan.wants("hf"):
+        n = n_params * DTYPE_BYTES[plan.dtype] + slack
         total += n
-        parts.append(f"hf {gb(n)}")
-    if "peft" in formats:
-        n = PF.adapter_size(ledger, peft_rank) + slack
+        parts.append(f"hf {human_bytes(n)}")
+    if plan.wants("peft"):
+        n = PF.adapter_size(plan.info.ledger, plan.peft_rank) + slack
         total += n
-        parts.append(f"peft {gb(n)}")
-    if "gguf" in formats or "ollama" in formats:
-        n = int(n_params * G.QUANT_BYTES[quant]) + slack
-        copies = 2 if {"gguf", "ollama"} <= set(formats) else 1  # a hard link when the disk allows
+        parts.append(f"peft {human_bytes(n)}")
+    if plan.wants("gguf", "ollama"):
+        n = int(n_params * G.QUANT_BYTES[plan.quant]) + slack
+        copies = 2 if {"gguf", "ollama"} <= set(plan.formats) else 1  # a hard link when the disk allows
         total += n * copies
-        parts.append(f"gguf {gb(n)}" + (" ×2" if copies == 2 else ""))
-        if not ("hf" in formats and save_dtype == "fp32"):
+        parts.append(f"gguf {human_bytes(n)}" + (" ×2" if copies == 2 else ""))
+        if not (plan.wants("hf") and plan.dtype == "fp32"):
             total += n_params * 4
-            parts.append(f"temporary fp32 checkpoint for the converter {gb(n_params * 4)}")
+            parts.append(f"temporary fp32 checkpoint for the converter {human_bytes(n_params * 4)}")
     return int(total), ", ".join(parts)
 
 
-def _write_hf(model, tokenizer, info, source, folder: Path, dtype: str, shard_size, progress, verify):
-    progress("hf", "writing the model card and loss plot", 0.0)
-    C.write_card(folder, info, source, dtype)
-    H.write_hf(model, tokenizer, folder, shard_size, progress)
-    if not verify:
+def _write_hf(plan: ExportPlan, merged: Merged, folder: Path) -> dict:
+    """The checkpoint in ``plan.dtype`` (the model is already cast), and its tensors'
+    fingerprints for the reload check."""
+    plan.progress("hf", "writing the model card and loss plot", 0.0)
+    C.write_card(folder, plan.info, merged.source, plan.dtype)
+    H.write_hf(merged.model, merged.tokenizer, folder, plan.shard_size, plan.progress)
+    if not plan.verify:
         return {}
-    progress("hf", "fingerprinting the saved tensors", 0.0)
-    return V.fingerprints(model)
+    plan.progress("hf", "fingerprinting the saved tensors", 0.0)
+    return V.fingerprints(merged.model)
 
 
-def _same_dtype_reference(model, tokenizer, ref, dtype):
+def _same_dtype_reference(merged: Merged, dtype: str):
     """Logits of the merged model cast to the export's dtype: what its reload must give."""
-    cast = V.compute_reference(model, tokenizer, [p.prompt for p in ref.prompts], ref.max_new_tokens,
+    ref = merged.ref
+    cast = V.compute_reference(merged.model, merged.tokenizer, [p.prompt for p in ref.prompts], ref.max_new_tokens,
                                dtype, with_generation=False)
     for mine, full in zip(cast.prompts, ref.prompts):
         mine.greedy, mine.stopped, mine.margins = full.greedy, full.stopped, full.margins
@@ -217,74 +279,80 @@ def _same_dtype_reference(model, tokenizer, ref, dtype):
     return cast
 
 
-def _write_peft(model, tokenizer, info, source, folder, peft_rank, ref, verify, progress, log):
-    factors = PF.adapter_factors(info.ledger, peft_rank)
-    PF.write_peft(folder, model, tokenizer, factors, source, info.cfg, progress)
-    log(f"peft: {factors.describe()}")
-    peft_ref = ref
-    if verify and not factors.exact:
+def _write_peft(plan: ExportPlan, merged: Merged, folder: Path) -> Callable[[], list[Check]]:
+    info, model, tokenizer = plan.info, merged.model, merged.tokenizer
+    factors = PF.adapter_factors(info.ledger, plan.peft_rank)
+    PF.write_peft(folder, model, tokenizer, factors, merged.source, info.cfg, plan.progress)
+    plan.log(f"peft: {factors.describe()}")
+    peft_ref = merged.ref
+    if plan.verify and not factors.exact:
         with PF.compressed_reference(model, info.ledger, factors):
-            peft_ref = V.compute_reference(model, tokenizer, [p.prompt for p in ref.prompts],
-                                           ref.max_new_tokens)
+            peft_ref = V.compute_reference(model, tokenizer, [p.prompt for p in peft_ref.prompts],
+                                           peft_ref.max_new_tokens)
     extra = []
     if factors.rank is not None:
         worst = max(factors.errors.values(), default=0.0)
         extra.append(Check("SVD compression", True,
                            f"rank ≤ {factors.rank}: relative error {factors.total_error:.3g} over all updates, "
                            f"worst module {worst:.3g}"))
-    cfg, base_tok = info.cfg, tokenizer
-    return lambda: extra + PF.verify_peft(folder, cfg, peft_ref, factors, base_tok)
+    cfg = info.cfg
+    return lambda: extra + PF.verify_peft(folder, cfg, peft_ref, factors, tokenizer)
 
 
-def _write_gguf(model, tokenizer, formats, stagings, reuse, quant, ref, verify, checks, out, progress, log):
-    main = "gguf" if "gguf" in formats else "ollama"
+def _write_gguf(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging], reuse: Path | None,
+                checks: dict[str, list[Check]]) -> dict[str, Callable[[], list[Check]]]:
+    """One GGUF (from ``reuse``, an fp32 HF checkpoint already written, or a temporary one),
+    linked into the gguf and ollama folders, with its static checks in ``checks``."""
+    model, tokenizer, quant, progress = merged.model, merged.tokenizer, plan.quant, plan.progress
+    main = "gguf" if plan.wants("gguf") else "ollama"
     gguf_path = stagings[main].path / G.gguf_name(quant)
     temp = None
     try:
         if reuse is None:
-            temp = Staging(out.parent / f"{out.name}-fp32-for-gguf")
+            temp = Staging(plan.out.parent / f"{plan.out.name}-fp32-for-gguf")
             progress(main, "writing a temporary fp32 checkpoint for the converter", 0.0)
             H.write_hf(model, tokenizer, temp.path, progress=progress, fmt=main)
         progress(main, f"converting to GGUF {quant} with llama.cpp's convert_hf_to_gguf.py", 0.0)
-        log(f"{main}: converting to GGUF {quant} with llama.cpp's converter")
-        G.convert(reuse or temp.path, gguf_path, quant, log)
+        plan.log(f"{main}: converting to GGUF {quant} with llama.cpp's converter")
+        G.convert(reuse or temp.path, gguf_path, quant, plan.log)
     finally:
         if temp is not None:
             temp.discard()
     static = []
-    if verify:
+    if plan.verify:
         progress(main, "reading the GGUF back", 0.0)
         static = [G.check_metadata(gguf_path, tokenizer, model), G.check_weights(gguf_path, model, quant)]
-    later = {}
     for fmt in ("gguf", "ollama"):
-        if fmt not in formats:
+        if not plan.wants(fmt):
             continue
         path = stagings[fmt].path / G.gguf_name(quant)
         if path != gguf_path:
             _link_or_copy(gguf_path, path)
         checks[fmt] += list(static)
         if fmt == "ollama":
-            try:
-                O.write_modelfile(stagings[fmt].path, G.gguf_name(quant), tokenizer, model)
-                if verify:
-                    checks[fmt].append(O.check_modelfile(stagings[fmt].path, tokenizer))
-            except ValueError as exc:
-                checks[fmt].append(Check("Modelfile template", False, f"cannot write a Modelfile TEMPLATE: {exc}"))
-            except O.NoChatTemplate:
-                checks[fmt].append(Check("Modelfile template", True, "skipped: the tokenizer has no chat template; "
-                                         "the Modelfile has no TEMPLATE (plain text completion)", skipped=True))
-    if verify:
-        shared: dict[str, list[Check]] = {}
+            checks[fmt] += _write_modelfile(stagings[fmt].path, G.gguf_name(quant), tokenizer, model, plan.verify)
+    if not plan.verify:
+        return {}
+    shared: dict[str, list[Check]] = {}
+    ref = merged.ref
 
-        def runtime(path=gguf_path):
-            if "result" not in shared:
-                shared["result"] = G.verify_llama_cpp(path, ref, tokenizer, quant)
-            return list(shared["result"])
+    def runtime(path=gguf_path):
+        if "result" not in shared:
+            shared["result"] = G.verify_llama_cpp(path, ref, tokenizer, quant)
+        return list(shared["result"])
 
-        for fmt in ("gguf", "ollama"):
-            if fmt in formats:
-                later[fmt] = runtime
-    return later
+    return {fmt: runtime for fmt in ("gguf", "ollama") if plan.wants(fmt)}
+
+
+def _write_modelfile(folder: Path, gguf_name: str, tokenizer, model, verify: bool) -> list[Check]:
+    try:
+        O.write_modelfile(folder, gguf_name, tokenizer, model)
+        return [O.check_modelfile(folder, tokenizer)] if verify else []
+    except ValueError as exc:
+        return [Check("Modelfile template", False, f"cannot write a Modelfile TEMPLATE: {exc}")]
+    except O.NoChatTemplate:
+        return [Check("Modelfile template", True, "skipped: the tokenizer has no chat template; "
+                      "the Modelfile has no TEMPLATE (plain text completion)", skipped=True)]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -91,10 +91,6 @@ def _bnb_linear(bnb, linear: nn.Linear, kind: str, compute_dtype: torch.dtype, d
     return q
 
 
-def is_quantized_linear(module: nn.Module) -> bool:
-    return type(module).__name__ in ("Linear4bit", "Linear8bitLt")
-
-
 def dequantized_weight(module: nn.Module) -> torch.Tensor:
     """The weight a linear-like module applies, in fp32, shaped out×in.
 

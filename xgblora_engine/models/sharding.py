@@ -30,6 +30,8 @@ from torch import nn
 
 from xgblora_engine import memory
 from xgblora_engine.errors import UserError
+from xgblora_engine.memory.units import human_bytes
+from xgblora_engine.models.shape import shape_of
 
 SHARD_DEVICES = ("auto", "cuda")
 
@@ -84,7 +86,7 @@ def _does_not_fit(model, free, reserve, dtype, special_dtypes) -> UserError:
     from accelerate.utils import compute_module_sizes
 
     weights = compute_module_sizes(model, dtype=dtype, special_dtypes=special_dtypes)[""]
-    h = memory.human
+    h = human_bytes
     return UserError(f"the model's weights ({h(weights)}) do not fit on {len(free)} GPUs: {h(sum(free.values()))} free "
                      f"in all, of which {h(sum(reserve.values()))} stays free for activations, boosters, logits and "
                      "the CUDA runtime (whole layers per GPU)",
@@ -152,6 +154,6 @@ def shard_device_map(location: str, config_kwargs: dict, run, dtype: str, torch_
                      gpus: list[int], quantize: str) -> dict[str, int]:
     """The device map to load the model with, planned on its empty (meta) copy."""
     model = empty_model(location, config_kwargs)
-    reserve = reserve_per_gpu(memory.shape_of(model), run, dtype, len(gpus), head_is_tied(model))
+    reserve = reserve_per_gpu(shape_of(model), run, dtype, len(gpus), head_is_tied(model))
     return plan_device_map(model, free_memory(gpus), reserve, no_split_classes(model),
                            *planning_dtypes(model, quantize, torch_dtype))

@@ -2,7 +2,7 @@ import statistics
 
 import pytest
 
-from xgblora_engine.boosting.sampling import default_k, sample_layers
+from xgblora_engine.boosting.sampling import checked_k, default_k, resolve_k, sample_layers
 from xgblora_engine.errors import UserError
 
 
@@ -44,3 +44,18 @@ def test_k_out_of_range_and_explicit_layers():
 
 def test_default_k_is_a_third():
     assert default_k(30) == 10 and default_k(32) == 11 and default_k(2) == 1
+
+
+def test_k_is_the_explicit_list_then_the_chosen_k_then_the_default():
+    assert resolve_k([3, 1, 3], 7, 30) == 2
+    assert resolve_k(None, 7, 30) == 7
+    assert resolve_k(None, None, 30) == default_k(30)
+    assert resolve_k(None, None, None) is None  # the depth is not known before a model is chosen
+
+
+def test_checked_k_rejects_what_the_model_does_not_have():
+    assert checked_k([29, 0], None, 30) == 2
+    with pytest.raises(UserError, match="out of range"):
+        checked_k(None, 31, 30)
+    with pytest.raises(UserError, match="do not exist"):
+        checked_k([30], None, 30)

@@ -78,7 +78,7 @@ def test_no_disk_space_is_reported_before_loading_anything(tiny_run, tmp_path, m
     monkeypatch.setattr(R, "load_base", must_not_load)
     with pytest.raises(UserError, match="not enough free disk space") as info:
         export_run(tiny_run, tmp_path / "merged", ["hf", "gguf"])
-    assert "5.0 MB are free" in info.value.message and "hf" in info.value.message
+    assert "5 MB are free" in info.value.message and "hf" in info.value.message
     assert "choose another --out" in info.value.hint
     assert leftovers(tmp_path) == ["run"]
 

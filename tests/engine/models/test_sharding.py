@@ -16,6 +16,7 @@ from xgblora_engine.config import ModelConfig, RunConfig
 from xgblora_engine.errors import UserError
 from xgblora_engine.models import sharding
 from xgblora_engine.models.loading import load_model
+from xgblora_engine.models.shape import shape_of
 from xgblora_engine.models.sharding import (
     check_not_data_parallel,
     empty_model,
@@ -144,7 +145,7 @@ def test_a_model_that_cannot_fit_says_by_how_much_and_what_to_do():
         plan_device_map(model, {0: total // 2, 1: total // 2}, {0: total // 10, 1: total // 10},
                         no_split_classes(model), torch.float32)
     message = info.value.message
-    assert f"the model's weights ({memory.human(total)}) do not fit on 2 GPUs" in message
+    assert f"the model's weights ({memory.human_bytes(total)}) do not fit on 2 GPUs" in message
     assert "stays free for activations, boosters, logits" in message
     assert "--quantize 4bit" in info.value.hint and "more GPUs" in info.value.hint
 
@@ -182,7 +183,7 @@ def test_blocks_are_never_split_even_without_the_model_s_own_list():
 
 # --- what each GPU keeps free ---------------------------------------------------------
 def test_reserve_holds_activations_boosters_and_runtime_and_logits_on_the_head_gpu():
-    shape = memory.shape_of(meta_llama())
+    shape = shape_of(meta_llama())
     cfg = RunConfig()
     cfg.boost.layers_per_round = 3
     untied = reserve_per_gpu(shape, cfg, "bf16", 4, head_on_first=False)

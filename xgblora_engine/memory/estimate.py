@@ -1,4 +1,4 @@
-"""Memory: readings during training, and the preflight that says whether a run fits.
+"""The preflight's analytic estimate: whether a run fits, device by device.
 
 The analytic estimate adds up what a step holds at its peak:
 
@@ -14,8 +14,9 @@ The analytic estimate adds up what a step holds at its peak:
 * logits: labelled tokens × vocab × fp32 × 3 (logits, log-softmax, gradient)
 * runtime: the CUDA context and allocator slack, or the Python/torch process on CPU.
 
-The measured trial runs real optimizer steps on the longest batch with the deepest
-layer set and reads the device's peak (CUDA) or samples the process RSS (CPU).
+The measured trial (session.measure_peaks) runs real optimizer steps on the longest batch
+with the deepest layer set and reads the device's peak (CUDA) or samples the process RSS
+(CPU). What the estimate needs to know of a model is read by models/shape.py.
 
 A model sharded over GPUs is checked GPU by GPU, each against its own free memory: its
 weights are those of the layers placed there, its activations those of its layers (all
@@ -26,70 +27,17 @@ of the LM head, and each GPU pays its own CUDA runtime.
 
 from __future__ import annotations
 
-import threading
-import time
+from copy import deepcopy
 from dataclasses import dataclass, field
 
-import psutil
+from xgblora_engine.boosting.sampling import resolve_k
+from xgblora_engine.config import update
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 QUANT_BYTES = {"4bit": 0.56, "8bit": 1.06}  # nf4 with double-quant stats; int8 with row scales
 CUDA_RUNTIME = 600 * 2**20
 CPU_RUNTIME = 450 * 2**20
 TIGHT, FITS = 1.0, 0.85  # fraction of available memory
-
-
-# --- readings ------------------------------------------------------------------
-def rss() -> int:
-    return psutil.Process().memory_info().rss
-
-
-def snapshot(device: str) -> dict:
-    reading = {"device": device, "allocated": None, "reserved": None, "peak": None, "rss": rss()}
-    if device.startswith("cuda"):
-        import torch
-
-        reading.update(allocated=torch.cuda.memory_allocated(device), reserved=torch.cuda.memory_reserved(device),
-                       peak=torch.cuda.max_memory_allocated(device))
-    return reading
-
-
-def available(device: str, limit: int | None = None) -> int:
-    """Memory a run may use: the device's free memory (CUDA), or free RAM plus what this
-    process already holds (CPU), capped by a user-set limit."""
-    if device.startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(device)
-        value = free + torch.cuda.memory_allocated(device)
-    else:
-        value = psutil.virtual_memory().available + rss()
-    return min(value, limit) if limit else value
-
-
-class PeakRSS:
-    """Samples RSS in a thread: the CPU allocator keeps no peak counter."""
-
-    def __init__(self, every: float = 0.002) -> None:
-        self.every, self.peak = every, 0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        proc = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, proc.memory_info().rss)
-            time.sleep(self.every)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss())
 
 
 # --- the analytic estimate ---------------------------------------------------
@@ -117,25 +65,6 @@ class Estimate:
         return sum(self.parts.values())
 
 
-def shape_of(model) -> Shape:
-    from xgblora_engine.boosting.booster import linear_shape
-    from xgblora_engine.models.targets import find_layers, find_targets
-
-    _, layers = find_layers(model)
-    targets = find_targets(model, [0]).values()
-    dims = [linear_shape(m) for m in targets]
-    cfg = model.config
-    hidden = int(getattr(cfg, "hidden_size", 0) or cfg.n_embd)
-    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * hidden)
-    return Shape(sum(_logical_numel(p) for p in model.parameters()), len(layers), hidden, inter,
-                 int(cfg.vocab_size), sum(i * o for i, o in dims), sum(i + o for i, o in dims))
-
-
-def _logical_numel(param) -> int:
-    """nf4 packs two weights per stored byte; count the weights, not the bytes."""
-    return param.numel() * 2 if type(param).__name__ == "Params4bit" else param.numel()
-
-
 def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | None = None,
              tokens: int | None = None) -> Estimate:
     """Peak memory of a training step, in parts. ``cfg`` is a RunConfig with k resolved;
@@ -147,7 +76,7 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
     weight_per_param = QUANT_BYTES.get(quant, BYTES[dtype])
     linear_params = shape.linear_params_per_layer * shape.n_layers
     weights = (shape.n_params - linear_params) * BYTES[dtype] + linear_params * weight_per_param
-    k = b.layers_per_round or max(1, round(shape.n_layers / 3))
+    k = resolve_k(b.layers, b.layers_per_round, shape.n_layers)
     booster = k * b.rank * shape.linear_dims_per_layer * 4 * 4
     tokens = tokens if tokens is not None else t.batch_size * d.seq_len
     per_token_layer = 12 * shape.hidden + 5 * shape.intermediate
@@ -181,23 +110,6 @@ class DeviceShare:
     lm_head: bool  # the logits are computed here
 
 
-def shares_of(model) -> list[DeviceShare]:
-    """One share per device holding weights, read from where each parameter is; the
-    input embeddings' device comes first (it receives the batch)."""
-    from xgblora_engine.models.targets import find_layers
-
-    _, layers = find_layers(model)
-    layer_devices = [str(next(layer.parameters()).device) for layer in layers]
-    params: dict[str, int] = {}
-    for p in model.parameters():
-        params[str(p.device)] = params.get(str(p.device), 0) + _logical_numel(p)
-    head = model.get_output_embeddings()
-    head_device = str(head.weight.device) if head is not None else layer_devices[-1]
-    first = str(model.get_input_embeddings().weight.device)
-    order = list(dict.fromkeys([first, *layer_devices, *params]))
-    return [DeviceShare(d, layer_devices.count(d), params.get(d, 0), d == head_device) for d in order]
-
-
 def share_shape(shape: Shape, share: DeviceShare) -> Shape:
     """The part of the model on one device, as a model of its own for ``estimate``."""
     return Shape(share.params, share.layers, shape.hidden, shape.intermediate,
@@ -208,11 +120,9 @@ def share_shape(shape: Shape, share: DeviceShare) -> Shape:
 def estimate_share(shape: Shape, cfg, share: DeviceShare, dtype: str, labelled_tokens: int | None = None,
                    tokens: int | None = None) -> Estimate:
     """Peak memory of one device; boosters for min(k, its layers) layers (the worst draw)."""
-    from copy import deepcopy
-
-    k = cfg.boost.layers_per_round or max(1, round(shape.n_layers / 3))
+    k = resolve_k(cfg.boost.layers, cfg.boost.layers_per_round, shape.n_layers)
     local = deepcopy(cfg)
-    local.boost.layers_per_round = max(1, min(k, share.layers))
+    local.boost.layers, local.boost.layers_per_round = None, max(1, min(k, share.layers))
     kind = "cuda" if share.device.startswith("cuda") else "cpu"
     est = estimate(share_shape(shape, share), local, kind, dtype, labelled_tokens, tokens)
     est.device = share.device
@@ -263,10 +173,6 @@ def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
     options = []
 
     def consider(label: str, changes: dict) -> None:
-        from copy import deepcopy
-
-        from xgblora_engine.config import update
-
         trial = update(deepcopy(cfg), changes)
         ratio = (trial.train.batch_size * trial.data.seq_len) / (cfg.train.batch_size * cfg.data.seq_len)
         lab = int(labelled * ratio) if labelled is not None else None
@@ -285,34 +191,9 @@ def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
         consider("gradient checkpointing (about 30% slower steps)", {"model": {"gradient_checkpointing": True}})
     if cfg.model.quantize == "none":
         consider("load the frozen base in 4-bit (nf4)", {"model": {"quantize": "4bit"}})
-    k = cfg.boost.layers_per_round or 1
+    k = resolve_k(cfg.boost.layers, cfg.boost.layers_per_round, shape.n_layers)
     if k > 1:
         consider(f"layers per round {k} → {max(1, k // 2)}", {"boost": {"layers_per_round": max(1, k // 2)}})
     return sorted(options, key=lambda r: -r["saves_bytes"])
 
-
-def human(n: int | float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n}"
-
-
-def parse_size(text: str) -> int:
-    """'6GB', '512 MiB', '1.5g' -> bytes."""
-    import re
-
-    from xgblora_engine.errors import UserError
-
-    m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
-    if not m:
-        raise UserError(f"cannot read the memory size '{text}'", "write it like 6GB or 512MB")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
-
-
-def summary(parts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {human(v)}" for k, v in parts.items())
 
