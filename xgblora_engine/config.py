@@ -18,7 +18,7 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("none", "4bit", "8bit")
 SAMPLING = ("uniform", "stratified", "top-biased", "explicit")
 TRAIN_ON = ("response", "all")
-INITS = ("kaiming", "gradient")
+INITS = ("kaiming", "gradient", "offset")
 LR_RULES = ("scaled", "fixed")
 FORMATS = ("auto", "alpaca", "chat", "prompt_completion", "text")
 
@@ -55,7 +55,7 @@ class BoostConfig:
     layers: list[int] | None = field(default=None, metadata={"help": "explicit layer list used every round instead of sampling"})
     merge_every: int = field(default=20, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
     sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, stratified (spread over depth) or top-biased (cheaper backward)"})
-    init: str = field(default="kaiming", metadata={"help": "how a booster's A starts: kaiming (random, as LoRA) or gradient (the top directions of the round's first weight gradient)"})
+    init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (A along the top directions of the round's first weight gradient) or offset (A and B both random, their start subtracted)"})
     init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
 
     @property

@@ -38,7 +38,7 @@ class BoosterLinear(nn.Module):
     """Wraps a frozen linear-like module and adds one trainable rank-r booster."""
 
     def __init__(self, base: nn.Module, rank: int, scaling: float, dropout: float = 0.0,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, offset: bool = False) -> None:
         super().__init__()
         in_features, out_features = linear_shape(base)
         device = weight_device(base)
@@ -51,21 +51,43 @@ class BoosterLinear(nn.Module):
         # Same init as LoRA/PEFT (kaiming-uniform with a=√5); drawn on CPU from a seeded
         # generator so the init is identical on every device and process.
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5), generator=generator)
+        # The offset start (boost.init=offset): B starts random too, at A's scale, and the
+        # start B0·A0 is subtracted, so the model is still unchanged at attach. Both factors
+        # then get gradients from the first step, as a LoRA adapter does after its factors
+        # have grown, instead of B climbing out of zero again every round.
+        self.register_buffer("A0", torch.zeros(0, in_features), persistent=False)
+        self.register_buffer("B0", torch.zeros(out_features, 0), persistent=False)
+        if offset:
+            with torch.no_grad():
+                bound = 1.0 / math.sqrt(in_features)  # A's kaiming bound
+                self.B.uniform_(-bound, bound, generator=generator)
+            self.A0, self.B0 = self.A.detach().clone(), self.B.detach().clone()
         self.to(device)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base_layer(x, *args, **kwargs)
-        h = self.dropout(x).to(self.A.dtype) @ self.A.t() @ self.B.t()
+        x = self.dropout(x).to(self.A.dtype)
+        h = x @ self.A.t() @ self.B.t()
+        if self.A0.shape[0]:  # computed apart, so it cancels the trained path exactly at attach
+            h = h - x @ self.A0.t() @ self.B0.t()
         return y + (self.scaling * h).to(y.dtype)
+
+    def _paths(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B), with the offset start's frozen −B0·A0 path appended as extra rank."""
+        if self.A0.shape[0] == 0:
+            return self.A, self.B
+        return torch.cat([self.A, self.A0]), torch.cat([self.B, -self.B0], dim=1)
 
     @torch.no_grad()
     def delta_weight(self) -> torch.Tensor:
         """The booster's update in fp32, shaped out×in (the nn.Linear convention)."""
-        return self.scaling * (self.B @ self.A)
+        a, b = self._paths()
+        return self.scaling * (b @ a)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, B) detached on CPU in fp32, for the ledger."""
-        return self.A.detach().float().cpu().clone(), self.B.detach().float().cpu().clone()
+        """(A, B) detached on CPU in fp32, for the ledger (rank 2r with an offset start)."""
+        a, b = self._paths()
+        return a.detach().float().cpu().clone(), b.detach().float().cpu().clone()
 
     def is_finite(self) -> bool:
         return bool(torch.isfinite(self.A).all() and torch.isfinite(self.B).all())
@@ -84,7 +106,7 @@ def booster_generator(seed: int, round_index: int, module_index: int) -> torch.G
 
 
 def attach_boosters(model: nn.Module, targets: list[str], rank: int, scaling: float,
-                    dropout: float, seed: int, round_index: int) -> dict[str, BoosterLinear]:
+                    dropout: float, seed: int, round_index: int, offset: bool = False) -> dict[str, BoosterLinear]:
     """Wrap each named target linear in a fresh booster; returns name -> booster."""
     boosters: dict[str, BoosterLinear] = {}
     for i, name in enumerate(targets):
@@ -92,7 +114,7 @@ def attach_boosters(model: nn.Module, targets: list[str], rank: int, scaling: fl
         base = getattr(parent, child)
         if isinstance(base, BoosterLinear):
             raise RuntimeError(f"{name} already carries a booster")
-        booster = BoosterLinear(base, rank, scaling, dropout, booster_generator(seed, round_index, i))
+        booster = BoosterLinear(base, rank, scaling, dropout, booster_generator(seed, round_index, i), offset)
         setattr(parent, child, booster)
         boosters[name] = booster
     return boosters

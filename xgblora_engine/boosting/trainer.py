@@ -142,7 +142,7 @@ class BoostingTrainer:
         b = self.cfg.boost
         targets = [name for layer in layers for name in self.targets_by_layer[layer]]
         return attach_boosters(self.model, targets, b.rank, b.scaling, b.dropout,
-                               self.cfg.train.seed, round_index)
+                               self.cfg.train.seed, round_index, offset=b.init == "offset")
 
     def train_round(self, boosters: dict[str, BoosterLinear], round_index: int, lr_factor: float) -> float:
         params = booster_parameters(boosters)

@@ -102,3 +102,35 @@ def test_each_booster_is_made_on_the_device_of_its_linear(tiny_llama):
     for name, booster in boosters.items():
         expected = "cpu" if ".layers.1." in name else "meta"
         assert booster.A.device.type == booster.B.device.type == expected
+
+
+def test_the_offset_start_leaves_the_model_unchanged_and_merges_exactly(tiny_llama):
+    """B starts random too, and the start B0·A0 is subtracted: attaching changes nothing,
+    and after training the attached model equals the merged one."""
+    from xgblora_engine.boosting.ledger import BoosterLedger, RoundRecord
+    from xgblora_engine.boosting.merge import Merger
+
+    ids = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(0))
+    before = tiny_llama(input_ids=ids).logits.detach()
+    names = llama_targets(tiny_llama, [1, 2])
+    boosters = attach_boosters(tiny_llama, names, 2, 2.0, 0.0, 0, 1, offset=True)
+    assert torch.equal(tiny_llama(input_ids=ids).logits.detach(), before)
+    b = next(iter(boosters.values()))
+    assert b.B.abs().min() > 0 and b.A.grad is None
+    loss = tiny_llama(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert b.A.grad.abs().sum() > 0 and b.B.grad.abs().sum() > 0  # both factors learn from the first step
+    with torch.no_grad():
+        for booster in boosters.values():
+            booster.A.add_(0.01 * torch.randn_like(booster.A))
+            booster.B.add_(0.01 * torch.randn_like(booster.B))
+        attached = tiny_llama(input_ids=ids).logits
+    factors = {n: (*x.factors(), x.scaling) for n, x in boosters.items()}
+    assert all(a.shape[0] == 4 for a, _, _ in factors.values())  # rank 2r: trained factors and the start
+    detach_boosters(tiny_llama, boosters)
+    ledger = BoosterLedger()
+    ledger.record_round(RoundRecord(1, 1, [1, 2]), factors)
+    Merger(tiny_llama).merge_modules(ledger, names)
+    with torch.no_grad():
+        merged = tiny_llama(input_ids=ids).logits
+    assert (attached - merged).abs().max() < 1e-5
