@@ -51,6 +51,8 @@ def methods(lr: dict[str, float]) -> list[Method]:
         Method("lora-r1", "lora", lora, rank=1),
         Method.engine_defaults("xgb-default"),
         Method.engine_defaults("xgb-fast", k=5, sampling="top-biased"),  # the "fast" preset, 30 layers
+        # the defaults before the learning-rate rule: r=4, k≈L/3, κ=20 at a literal 1e-2
+        Method.engine_defaults("xgb-previous", lr=1e-2, lr_rule="fixed"),
     ]
 
 
@@ -147,7 +149,7 @@ def main() -> None:
         seq_len, steps = DATASETS.get(data, (base.seq_len, base.steps))
         setup = replace(base, data=data, seq_len=seq_len, steps=base.steps if args.steps or args.quick else steps)
         stem = f"{out}_{data.split(':')[-1]}"
-        rows = run_all(stem, [(m, replace(setup, seed=s)) for m in chosen for s in seeds])
+        rows = run_all(stem, [(m, replace(setup, seed=s)) for s in seeds for m in chosen])  # seed-major
         groups = list(by_method(rows).values())
         plot_mean_curves(groups, RESULTS / f"{stem}_steps.png", f"{data}: held-out loss by step")
         plot_mean_curves(groups, RESULTS / f"{stem}_time.png", f"{data}: held-out loss by training CPU time",

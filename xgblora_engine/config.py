@@ -66,12 +66,12 @@ class BoostConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = field(default=200, metadata={"help": "optimizer steps in all; rounds T = max_steps / merge_every"})
-    lr: float = field(default=1e-2, metadata={"help": "peak learning rate of the boosters (fresh every round, so higher than LoRA's)"})
+    lr: float = field(default=6e-3, metadata={"help": "peak learning rate; with the scaled rule, the rate of a rank-1 booster on every layer (boosters train at lr·sqrt(L/(k·r)))"})
     batch_size: int = field(default=4, metadata={"help": "examples per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     round_warmup: int = field(default=2, metadata={"help": "warmup steps at the start of every round (fresh Adam state)"})
     schedule: str = field(default="cosine", metadata={"help": "global LR decay over the run: cosine or constant"})
-    lr_rule: str = field(default="fixed", metadata={"help": "scaled: the boosters train at lr·sqrt(L/(k·r)), so lr carries across rank and layers per round; fixed: at lr as given"})
+    lr_rule: str = field(default="scaled", metadata={"help": "scaled: the boosters train at lr·sqrt(L/(k·r)), so lr carries across rank and layers per round; fixed: at lr as given"})
     lr_ratio_b: float = field(default=1.0, metadata={"help": "learning rate of the boosters' B factors relative to A's (LoRA+; 1 = the same)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on booster factors"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})

@@ -50,8 +50,11 @@ def test_two_processes_match_one_process_with_the_whole_batch(tmp_path, tiny_mod
         assert x.get("tokens") == y.get("tokens")
     la, lb = BoosterLedger.load(single / "ledger.safetensors"), BoosterLedger.load(double / "ledger.safetensors")
     assert [r.layers for r in la.rounds] == [r.layers for r in lb.rounds]
+    # The gradient start factorises sketches summed in another order; the SVD turns their
+    # 1e-7 rounding differences into ~1e-5 ones in A (the losses above still agree to 1e-5).
+    atol = 1e-4 if init == "gradient" else 1e-5
     for x, y in zip(la.entries, lb.entries):
-        assert torch.allclose(x.A, y.A, atol=1e-5) and torch.allclose(x.B, y.B, atol=1e-5)
+        assert torch.allclose(x.A, y.A, atol=atol) and torch.allclose(x.B, y.B, atol=atol)
     assert json.loads((double / "run.json").read_text())["processes"] == 2
     assert not list(tmp_path.glob("double/*rank*")), "only rank 0 writes run files"
 
