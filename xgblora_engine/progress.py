@@ -43,6 +43,7 @@ class ConsoleReporter:
     def on_RunStarted(self, e) -> None:
         self.total = e.total_steps
         self._print(f"run folder {e.run_dir}: {e.total_steps} steps in {e.total_rounds} rounds")
+        self._print(boosters_line(e.config, e.n_layers))
         if self.stream.isatty():
             from tqdm import tqdm
 
@@ -119,3 +120,16 @@ class ConsoleReporter:
 
 def _layers(layers: list[int]) -> str:
     return ",".join(map(str, layers)) if len(layers) <= 8 else f"{len(layers)} layers"
+
+
+def boosters_line(config: dict, n_layers: int) -> str:
+    """What each round trains and the rate it trains at, as the learning-rate rule gives it."""
+    from xgblora_engine.boosting.sampling import resolve_k
+    from xgblora_engine.boosting.schedule import booster_lr
+
+    b, t = config["boost"], config["train"]
+    k = resolve_k(b["layers"], b["layers_per_round"], n_layers)
+    lr = booster_lr(t["lr"], b["rank"], k, n_layers, t["lr_rule"])
+    rule = "as given" if t["lr_rule"] == "fixed" else f"{t['lr']:g}·√({n_layers}/({k}·{b['rank']}))"
+    return (f"boosters: rank {b['rank']} on {k} of {n_layers} layers a round, merged every {b['merge_every']} "
+            f"steps, {b['init']} start; peak learning rate {lr:.3g} ({rule})")

@@ -155,6 +155,21 @@ def test_rounds_and_parameters_update_live(qtbot, panel, studio):
     assert studio.settings.get("boost", "layers_per_round") is None  # auto
 
 
+def test_the_booster_rate_follows_rank_and_layers_by_the_rule(qtbot, panel, studio):
+    studio.session.set_model_info({"n_layers": 30, "hidden_size": 576})
+    method = panel(MethodPanel)
+    method.lr.setValue(6e-3)
+    method.k.setValue(10)
+    method.rank.setValue(4)
+    assert "peak rate of <b>0.0052</b>" in method.summary.text()
+    method.rank.setValue(1)  # a quarter of the rank: twice the rate
+    assert "peak rate of <b>0.0104</b>" in method.summary.text()
+    method.lr_rule.setCurrentText("fixed")
+    assert "peak rate of <b>0.006</b> (as given)" in method.summary.text()
+    method.init.setCurrentText("gradient")
+    assert studio.settings.get("boost", "init") == "gradient"
+
+
 def test_presets_and_tooltips(qtbot, panel, studio):
     studio.session.set_model_info({"n_layers": 30, "hidden_size": 576})
     method = panel(MethodPanel)

@@ -36,3 +36,15 @@ def test_a_sharded_model_prints_every_gpu_against_its_own_memory():
     assert lines[1] == "  cuda:0: 20.00 GB of 24.00 GB (tight): weights 10.00 GB, activations 10.00 GB"
     assert lines[2] == "  cuda:1: 30.00 GB of 24.00 GB (will not fit): weights 15.00 GB, activations 15.00 GB"
     assert lines[3] == "  remedy: load the frozen base in 4-bit (nf4) (saves ~9.00 GB)"
+
+
+def test_the_run_start_names_the_rate_the_boosters_train_at():
+    from xgblora_engine.config import RunConfig
+    from xgblora_engine.progress import boosters_line
+
+    cfg = RunConfig()
+    cfg.train.lr, cfg.boost.rank, cfg.boost.layers_per_round = 6e-3, 4, 10
+    line = boosters_line(cfg.to_dict(), 30)
+    assert "rank 4 on 10 of 30 layers" in line and "peak learning rate 0.0052 (0.006·√(30/(10·4)))" in line
+    cfg.train.lr_rule = "fixed"
+    assert "peak learning rate 0.006 (as given)" in boosters_line(cfg.to_dict(), 30)
