@@ -38,11 +38,14 @@ GROUPS: dict[str, list[tuple[str, dict, dict]]] = {
     ],
     "κ (steps per round)": [
         ("κ 40", {"kappa": 40}, {}),
-        ("κ 50", {"kappa": 50}, {}),
     ],
     "booster start": [
         ("gradient (top r of the first gradient)", {"init": "gradient"}, {}),
         ("gradient, r of the top 2r at random", {"init": "gradient", "init_pool": 2}, {}),
+        # Aimed, a step moves the loss about σ₁√in/‖G‖ times further than a random A's
+        # does (an order of magnitude here): the aimed start wants a much lower rate.
+        ("gradient, lr 1.5e-3", {"init": "gradient", "lr": 1.5e-3}, {}),
+        ("gradient, lr 5e-4", {"init": "gradient", "lr": 5e-4}, {}),
         ("offset (A and B random, start subtracted)", {"init": "offset"}, {}),
         ("offset, lr 2.5e-3", {"init": "offset", "lr": 2.5e-3}, {}),
     ],
