@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import replace
 
 from benchmarks.harness import RESULTS, Method, Setup, add_common_flags, setup_from_args
@@ -107,11 +108,25 @@ def report(rows: list[dict], data: str) -> str:
         ("step CPU ×", "--:", ratio("step_cpu_s")),
         ("peak MB", "--:", lambda g: f"{_mean([r['peak_bytes'] for r in g]) / MB:.0f}"),
         ("peak ×", "--:", ratio("peak_bytes")),
+        ("largest rise of the mean curve / seed spread there", "--:", lambda g: "{:.3f} / {:.3f}".format(*rise_and_spread(g))),
         ("clipped steps", "--:", lambda g: f"{100 * _mean([r.get('clipped_share', 0) for r in g]):.0f} %"),
         ("merge % of round", "--:", lambda g: "–" if g[0]["merge_fraction"] is None
          else f"{100 * _mean([r['merge_fraction'] for r in g]):.2f}"),
     ]
     return table(list(groups.values()), columns)
+
+
+def rise_and_spread(group: list[dict]) -> tuple[float, float]:
+    """The largest rise of the seed-mean held-out curve between two evaluations, and the
+    standard deviation between seeds at the evaluation it rose to (0 with one seed)."""
+    n = min(len(r["evals"]) for r in group)
+    columns = list(zip(*[[e["loss"] for e in r["evals"][:n]] for r in group]))
+    mean = [_mean(col) for col in columns]
+    rises = [(b - a, i + 1) for i, (a, b) in enumerate(zip(mean, mean[1:]))]
+    rise, at = max(rises) if rises else (0.0, 0)
+    if len(group) < 2:
+        return rise, 0.0
+    return rise, math.sqrt(sum((v - mean[at]) ** 2 for v in columns[at]) / (len(group) - 1))
 
 
 def _mean(values) -> float:

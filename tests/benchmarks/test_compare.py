@@ -1,0 +1,19 @@
+import pytest
+
+from benchmarks.compare import by_method, rise_and_spread
+
+
+def run(name, losses):
+    return {"method": {"name": name}, "evals": [{"loss": v} for v in losses]}
+
+
+def test_the_largest_rise_of_the_mean_curve_is_set_against_the_seed_spread_where_it_rose():
+    rise, spread = rise_and_spread([run("x", [3.0, 2.0, 2.2, 1.0]), run("x", [3.0, 2.2, 2.1, 1.0])])
+    assert rise == pytest.approx(0.05)  # mean 3, 2.1, 2.15, 1
+    assert spread == pytest.approx(0.0707, abs=1e-4)  # std of 2.2 and 2.1
+    assert rise_and_spread([run("x", [3.0, 2.0, 1.0])]) == (0.0, 0.0)
+
+
+def test_rows_are_grouped_by_method_in_first_seen_order():
+    rows = [run("a", [1]), run("b", [1]), run("a", [2])]
+    assert [[r["evals"][0]["loss"] for r in g] for g in by_method(rows).values()] == [[1, 2], [1]]
