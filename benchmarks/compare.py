@@ -123,7 +123,7 @@ def rise_and_spread(group: list[dict]) -> tuple[float, float]:
     columns = list(zip(*[[e["loss"] for e in r["evals"][:n]] for r in group]))
     mean = [_mean(col) for col in columns]
     rises = [(b - a, i + 1) for i, (a, b) in enumerate(zip(mean, mean[1:]))]
-    rise, at = max(rises) if rises else (0.0, 0)
+    rise, at = max(rises + [(0.0, 0)])  # a curve that only falls rises by 0
     if len(group) < 2:
         return rise, 0.0
     return rise, math.sqrt(sum((v - mean[at]) ** 2 for v in columns[at]) / (len(group) - 1))
