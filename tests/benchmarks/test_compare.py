@@ -17,3 +17,13 @@ def test_the_largest_rise_of_the_mean_curve_is_set_against_the_seed_spread_where
 def test_rows_are_grouped_by_method_in_first_seen_order():
     rows = [run("a", [1]), run("b", [1]), run("a", [2])]
     assert [[r["evals"][0]["loss"] for r in g] for g in by_method(rows).values()] == [[1, 2], [1]]
+
+
+def test_differences_are_taken_within_a_seed():
+    from benchmarks.compare import paired
+
+    def row(seed, loss):
+        return {"setup": {"seed": seed}, "final_eval_loss": loss}
+
+    base = [row(0, 1.5), row(1, 1.8)]
+    assert paired([row(1, 2.0), row(0, 1.6), row(2, 9.0)], base, "final_eval_loss") == pytest.approx([0.2, 0.1])
