@@ -35,9 +35,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
-    """Append one line; a crash can at worst leave one partial last line (readers skip it)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj) + "\n")
+    """Append one line; a crash can at worst leave one partial last line (readers skip it).
+    A partial line left by a killed process is closed first, so it never swallows this one."""
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        torn = False
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+        fh.write((b"\n" if torn else b"") + (json.dumps(obj) + "\n").encode("utf-8"))
         fh.flush()
 
 
@@ -51,5 +57,5 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                break  # a torn last line from a killed run
+                continue  # a torn line from a killed run or a full disk
     return rows

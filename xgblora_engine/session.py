@@ -195,6 +195,8 @@ def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunContro
     run = RunDir(options.dist.broadcast(str(run.path) if main else None))  # every rank, one folder
     record = _recording(run, emit) if main else _silent
     if main:
+        # Settings first: a run killed at any later moment can be resumed from them.
+        save_config(cfg, run.config_path)
         run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
     try:
         prepared = prepare(cfg, record)
@@ -203,7 +205,7 @@ def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunContro
             run.update_status(status="failed", message=str(exc))
         raise
     if main:
-        save_config(cfg, run.config_path)
+        save_config(cfg, run.config_path)  # again, with the resolved layers per round
     return _train(run, cfg, prepared, record, control, options, TrainerState(), None)
 
 
@@ -215,12 +217,15 @@ def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
     cfg = RunConfig.from_dict(load_config_file(run.config_path)).validate()
     check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
     record = _recording(run, emit) if options.dist.is_main else _silent
+    if options.dist.is_main:
+        run.update_status(status="preparing", model=cfg.model.name, data=cfg.data.path)
     checkpoint, skipped = latest_valid(run.checkpoints_path)
     for note in skipped:
         record(P.Warning(message=f"skipped a damaged checkpoint: {note}", hint="an earlier one is used instead"))
     if checkpoint is None and skipped:
         raise UserError(f"no intact checkpoint in {run.checkpoints_path}",
-                        "start the run again with `xgblora train` (its settings are in config.yaml)")
+                        f"start it again in a new folder with its settings: "
+                        f"`xgblora train --config {run.config_path} --out NEW_FOLDER`")
     prepared = prepare(cfg, record)
     state = TrainerState()
     if checkpoint is not None:
