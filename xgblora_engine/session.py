@@ -16,6 +16,12 @@ from xgblora_engine.boosting.sampling import check_explicit, check_k, default_k
 from xgblora_engine.boosting.trainer import BoostingTrainer, RunControl, TrainerState
 from xgblora_engine.checkpoint import latest_valid, restore_rng, save_checkpoint
 from xgblora_engine.config import RunConfig, load_config_file, save_config
+from xgblora_engine.diskspace import (
+    MIN_HEADROOM,
+    reported_as_disk_full,
+    resume_hint,
+    run_space_needed,
+)
 from xgblora_engine.distributed import RankSlice, SingleProcess
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text
@@ -196,17 +202,20 @@ def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunContro
     record = _recording(run, emit) if main else _silent
     if main:
         # Settings first: a run killed at any later moment can be resumed from them.
-        save_config(cfg, run.config_path)
-        run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
-    try:
-        prepared = prepare(cfg, record)
-    except BaseException as exc:
+        with reported_as_disk_full(run.path, lambda: MIN_HEADROOM, "run the same command again"):
+            save_config(cfg, run.config_path)
+    with reported_as_disk_full(run.path, lambda: run_space_needed(run.path), resume_hint(run.path)):
         if main:
-            run.update_status(status="failed", message=str(exc))
-        raise
-    if main:
-        save_config(cfg, run.config_path)  # again, with the resolved layers per round
-    return _train(run, cfg, prepared, record, control, options, TrainerState(), None)
+            run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
+        try:
+            prepared = prepare(cfg, record)
+        except BaseException as exc:
+            if main:
+                _mark_failed(run, exc)
+            raise
+        if main:
+            save_config(cfg, run.config_path)  # again, with the resolved layers per round
+        return _train(run, cfg, prepared, record, control, options, TrainerState(), None)
 
 
 def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
@@ -216,6 +225,11 @@ def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
     run = RunDir.open(run_dir)
     cfg = RunConfig.from_dict(load_config_file(run.config_path)).validate()
     check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
+    with reported_as_disk_full(run.path, lambda: run_space_needed(run.path), resume_hint(run.path)):
+        return _resume(run, cfg, emit, control, options)
+
+
+def _resume(run: RunDir, cfg: RunConfig, emit: Emit, control: RunControl | None, options: Options) -> RunDir:
     record = _recording(run, emit) if options.dist.is_main else _silent
     if options.dist.is_main:
         run.update_status(status="preparing", model=cfg.model.name, data=cfg.data.path)
@@ -283,7 +297,7 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
         trainer.fit()
     except BaseException as exc:
         if main:
-            run.update_status(status="failed", step=trainer.state.step, message=str(exc))
+            _mark_failed(run, exc, step=trainer.state.step)
         raise
     status = "stopped" if trainer.stopped else "completed"
     if main:
@@ -318,6 +332,15 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
 
     kept = [m for m in run.metrics() if m.get("step", 0) <= step]
     atomic_write_text(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+
+
+def _mark_failed(run: RunDir, exc: BaseException, **fields) -> None:
+    """Best effort: the status must not hide the error that ended the run (a full disk
+    fails this write too; run.json is then left as it was)."""
+    try:
+        run.update_status(status="failed", message=str(exc), **fields)
+    except OSError:
+        pass
 
 
 def _silent(event) -> None:

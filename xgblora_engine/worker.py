@@ -123,6 +123,7 @@ class Worker:
                 self.emit(P.StateChanged(state="idle"))
 
     def run_command(self, cmd) -> None:
+        from xgblora_engine.diskspace import is_disk_full
         from xgblora_engine.errors import UserError
 
         oom = None
@@ -130,7 +131,12 @@ class Worker:
             handler = getattr(self, f"do_{type(cmd).__name__}", None)
             if handler is None:
                 raise UserError(f"{type(cmd).__name__} is not supported by this engine", "update the app and the engine together")
-            handler(cmd)
+            try:
+                handler(cmd)
+            except Exception as exc:
+                if is_disk_full(exc):
+                    raise self._disk_full(cmd, exc) from None
+                raise
         except UserError as exc:
             self.emit(P.Error(message=exc.message, hint=exc.hint, kind="user", command_id=cmd.id))
             self._fail_run(exc.message)
@@ -142,6 +148,17 @@ class Worker:
             oom = str(exc).splitlines()[0] if _is_oom(exc) else None
         if oom is not None:  # outside the except block: the traceback no longer pins the step's tensors
             self._report_oom(cmd, oom)
+
+    def _disk_full(self, cmd, exc: Exception):
+        """A full disk that no job code reported: named by the file it hit, else the job's folder."""
+        from pathlib import Path
+
+        from xgblora_engine.diskspace import MIN_HEADROOM, disk_full_error
+
+        filename = getattr(exc, "filename", None)
+        folder = Path(filename).parent if filename else (getattr(cmd, "out", None) or self.run_dir
+                                                          or getattr(cmd, "run_dir", None) or ".")
+        return disk_full_error(folder, MIN_HEADROOM, "run the same command again")
 
     def _fail_run(self, message: str) -> None:
         if self.run_dir:

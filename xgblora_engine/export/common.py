@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xgblora_engine.diskspace import free_bytes
 from xgblora_engine.errors import UserError
 
 FORMATS = ("hf", "peft", "gguf", "ollama")
@@ -152,14 +153,6 @@ def make_readable(folder: Path) -> None:
 
 
 # --- free disk space ------------------------------------------------------------
-def free_bytes(path: Path) -> int:
-    """Free space on the filesystem that will hold ``path`` (its nearest existing parent)."""
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
 def check_disk(out: Path, needed: int, what: str) -> None:
     free = free_bytes(out)
     if needed * 1.05 + 50e6 > free:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from xgblora_engine.diskspace import disk_full_error, is_disk_full
 from xgblora_engine.errors import UserError
 from xgblora_engine.export import card as C
 from xgblora_engine.export import gguf as G
@@ -101,9 +102,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
 
     progress("export", "checking disk space", 0.0)
     n_params, ckpt_dtype = count_parameters(info.cfg)
+    needed = 0
     if n_params is not None:
         save_dtype = ckpt_dtype if dtype == "auto" else dtype
-        _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log)
+        needed = _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log)
 
     progress("export", "loading the base model", 0.0)
     log(f"rebuilding the merged model from {info.cfg.model.name} (fp32) and the booster ledger")
@@ -111,7 +113,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
     if n_params is None:  # the config could not be read alone: count now, before writing
         n_params = sum(p.numel() for p in model.parameters())
         save_dtype = dtype_of(model.config) if dtype == "auto" else dtype
-        _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log)
+        needed = _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log)
     merge_in_place(model, info.ledger, progress, "export")
     H.prepare_for_saving(model, tokenizer)
     ref = None
@@ -161,6 +163,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
                 checks[fmt] += later[fmt]()
             results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], verify, O.ollama_name(out), log))
             progress(fmt, "done", 1.0)
+    except Exception as exc:
+        if is_disk_full(exc):  # the disk filled up after the check (other writers, a low estimate)
+            raise disk_full_error(out, needed, "export again: nothing half-written was kept") from None
+        raise
     finally:
         for staging in stagings.values():
             staging.discard()
@@ -173,6 +179,7 @@ def _check_disk(out, formats, n_params, save_dtype, quant, info, peft_rank, log)
     needed, what = estimate_bytes(formats, n_params, save_dtype, quant, info.ledger, peft_rank)
     check_disk(out, needed, what)
     log(f"{n_params / 1e6:.1f}M parameters; the export needs about {gb(needed)} of disk ({what})")
+    return needed
 
 
 def estimate_bytes(formats, n_params, save_dtype, quant, ledger, peft_rank) -> tuple[int, str]:
