@@ -22,8 +22,33 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable: without this a power cut can undo it, and the
+    newest checkpoint or ledger is gone although its files were synced. Windows cannot
+    open a folder for syncing (NTFS journals the rename itself)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Every file and folder under ``folder`` on disk, before the folder is published."""
+    for path in sorted(Path(folder).rglob("*"), reverse=True):  # contents before their folder
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(Path(folder))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from xgblora_engine.diskspace import free_bytes
 from xgblora_engine.errors import UserError
+from xgblora_engine.fileio import fsync_dir, fsync_tree
 
 FORMATS = ("hf", "peft", "gguf", "ollama")
 SAVE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -126,7 +127,9 @@ class Staging:
         make_readable(self.path)
         if self.out.exists():
             self.out.rmdir()
+        fsync_tree(self.path)
         os.replace(self.path, self.out)
+        fsync_dir(self.out.parent)
         return self.out
 
     def keep_as_failed(self) -> Path:
