@@ -50,6 +50,11 @@ def ensure_chat_template(tokenizer) -> bool:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if getattr(tokenizer, "chat_template", None):
         return False
+    if tokenizer.eos_token is None:  # the fallback ends every response with it
+        raise UserError("the tokenizer has no chat template and no end-of-sequence token, so no template can "
+                        "mark where a response ends",
+                        "use a chat model's tokenizer, or add a chat_template and an eos_token to "
+                        "tokenizer_config.json")
     tokenizer.chat_template = FALLBACK_TEMPLATE
     return True
 
