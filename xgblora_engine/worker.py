@@ -276,12 +276,35 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(3)
 
 
+def own_process_group() -> bool:
+    """POSIX: a session and process group of its own, so the client can end the worker and
+    anything it started in one signal. Windows has neither (the child is ended by handle)."""
+    if not hasattr(os, "setsid"):
+        return False
+    try:
+        os.setsid()
+    except OSError:  # already a group leader
+        return False
+    return True
+
+
+def end_process(process, force: bool) -> None:
+    """Terminate (or kill) the worker: its whole process group on POSIX, the process elsewhere."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(process.pid, signal.SIGKILL if force else signal.SIGTERM)
+            return
+        except (ProcessLookupError, PermissionError):
+            pass
+    if force:
+        process.kill()
+    else:
+        process.terminate()
+
+
 def worker_main(cmd_q, evt_q) -> None:
     """Entry point of the worker process."""
-    try:
-        os.setsid()  # own process group: the client can end the worker and anything it started
-    except OSError:
-        pass
+    own_process_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     Worker(cmd_q, evt_q).serve()
@@ -370,13 +393,10 @@ class WorkerClient:
             except (OSError, ValueError):
                 pass
             self.process.join(timeout)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for force in (False, True):
             if not self.process.is_alive():
                 break
-            try:
-                os.killpg(self.process.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                self.process.kill()
+            end_process(self.process, force)
             self.process.join(2.0)
         self.cmd_q.close()
         self.evt_q.close()
@@ -385,4 +405,4 @@ class WorkerClient:
     def kill(self) -> None:
         """SIGKILL the worker (tests, and a last resort)."""
         if self.process is not None and self.process.is_alive():
-            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
