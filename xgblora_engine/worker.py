@@ -102,6 +102,11 @@ class Worker:
                 self.emit(P.Error(message=f"the engine is busy; {type(cmd).__name__} was not run",
                                   hint="wait until the current job finishes or stop it", kind="user", command_id=cmd.id))
             else:
+                # The job's control is made here, by the thread that also handles Stop: a Stop
+                # read after this job is aimed at it, however soon, and one aimed at the last
+                # job cannot leak into it.
+                self.busy.set()
+                self.control = ThreadControl()
                 self.pending.put(cmd)
 
     def serve(self) -> None:
@@ -114,8 +119,6 @@ class Worker:
             cmd = self.pending.get()
             if isinstance(cmd, P.Shutdown):
                 return
-            self.busy.set()
-            self.control = ThreadControl()  # a stop aimed at the last job must not leak into this one
             try:
                 self.run_command(cmd)
             finally:
