@@ -56,12 +56,11 @@ def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, cfg.train.seed)
     emit(P.LogLine(level="info", text=data.report.describe()))
-    if data.report.truncated:
-        share = data.report.truncated / max(1, data.report.n_train)
-        emit(P.Warning(message=f"{data.report.truncated} training examples ({share:.0%}) are longer than "
-                               f"{cfg.data.seq_len} tokens and lose the end of their response, end-of-turn "
-                               "token included: a model trained on them learns not to stop",
-                       hint=f"raise --seq-len above {cfg.data.seq_len}, or shorten those examples"))
+    if data.report.dropped:
+        share = data.report.dropped / max(1, data.report.n_train + data.report.dropped)
+        emit(P.Warning(message=f"{data.report.dropped} training examples ({share:.0%}) were dropped: their response "
+                               f"alone is longer than {cfg.data.seq_len} tokens",
+                       hint=f"raise --seq-len above {cfg.data.seq_len} to train on them"))
     emit(P.StateChanged(state="loading", detail=f"loading model {cfg.model.name}"))
     loaded = load_model(cfg.model, tokenizer, run=cfg)
     emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
