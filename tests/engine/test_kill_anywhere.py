@@ -32,7 +32,7 @@ def train_args(model, data, out):
 
 
 def run_to_end(args):
-    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=900)
     return result.returncode, result.stderr
 
 
