@@ -51,6 +51,15 @@ def fsync_tree(folder: Path) -> None:
     fsync_dir(Path(folder))
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (or ``path``) when it is a file: then no
+    folder can be made there."""
+    for parent in [Path(path), *Path(path).parents]:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

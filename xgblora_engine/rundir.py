@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xgblora_engine.errors import UserError
-from xgblora_engine.fileio import append_jsonl, atomic_write_json, read_jsonl
+from xgblora_engine.fileio import append_jsonl, atomic_write_json, file_in_the_way, read_jsonl
 
 
 def runs_root() -> Path:
@@ -124,10 +124,8 @@ class RunDir:
 
 
 def _check_creatable(path: Path) -> None:
-    """A folder below a file, or under one we cannot write, is refused before anything runs."""
-    for parent in [path, *path.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"cannot create the run folder {path}: {parent} is a file, not a folder",
-                                "choose another --out")
-            return
+    """A folder below a file is refused before anything runs."""
+    blocker = file_in_the_way(path)
+    if blocker is not None and blocker != path:
+        raise UserError(f"cannot create the run folder {path}: {blocker} is a file, not a folder",
+                        "choose another --out")

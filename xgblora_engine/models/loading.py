@@ -135,7 +135,10 @@ def load_tokenizer(cfg: ModelConfig, source: ModelSource | None = None):
     location = _location(source, need_weights=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **_gguf_kwargs(source, for_model=False))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:
+        # A damaged .gguf fails inside its reader with any kind of error.
+        if not (source.gguf_file or isinstance(exc, (OSError, ValueError, KeyError, RuntimeError))):
+            raise
         raise _load_error(source, exc) from None
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -218,7 +221,7 @@ def _load_oom_error(source: ModelSource, exc: Exception, dtype: torch.dtype, qua
 
 
 def _other_load_error(source: ModelSource, exc: Exception, quantize: str, device: str | None) -> Exception:
-    if isinstance(exc, (OSError, ValueError, KeyError)):
+    if isinstance(exc, (OSError, ValueError, KeyError)) or source.gguf_file:  # a damaged .gguf: any error
         return _load_error(source, exc)
     if not isinstance(exc, (RuntimeError, NotImplementedError)):
         return exc
