@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSettings, Qt, QTimer
+from PySide6.QtCore import QEvent, QSettings, Qt, QThreadPool, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -35,6 +35,7 @@ from xgblora_app.panels.model_panel import ModelPanel
 from xgblora_app.panels.preflight_panel import PreflightPanel
 from xgblora_app.panels.runs_panel import RunsPanel
 from xgblora_app.panels.train_panel import TrainPanel
+from xgblora_app.qt_compat import binding_problem
 from xgblora_app.state.run_settings import RunSettings
 from xgblora_app.state.session import Session
 from xgblora_engine.rundir import runs_root
@@ -225,6 +226,9 @@ def demo_factory(runs: Path) -> ClientFactory:
 
 def run_app(argv: list[str]) -> int:
     args = parse_args(argv)
+    if (problem := binding_problem()) is not None:
+        print(f"xgblora-studio: {problem}", file=sys.stderr)
+        return 2
     app = QApplication.instance() or QApplication(argv)
     app.setApplicationName("XGBLoRA Studio")
     app.setOrganizationName("xgblora-studio")
@@ -243,6 +247,10 @@ def run_app(argv: list[str]) -> int:
         QTimer.singleShot(0, lambda: print("xgblora-studio: window shown", flush=True))
         QTimer.singleShot(int(args.quit_after * 1000), window.close)
     code = app.exec()
+    # Background tasks (widgets.run_in_background) report to widgets: they must be done
+    # before those widgets go, or a late report touches a deleted object.
+    QThreadPool.globalInstance().clear()
+    QThreadPool.globalInstance().waitForDone()
     window.deleteLater()  # Qt objects go before the interpreter tears down
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     return code

@@ -21,7 +21,7 @@ import torch
 
 from xgblora_engine.boosting.ledger import BoosterLedger
 from xgblora_engine.errors import UserError
-from xgblora_engine.fileio import atomic_write_json
+from xgblora_engine.fileio import atomic_write_json, fsync_dir
 
 MANIFEST = "manifest.json"
 
@@ -68,9 +68,11 @@ def save_checkpoint(root: Path, step: int, round_index: int, ledger: BoosterLedg
             "last_eval_loss": last_eval_loss, "rng": _encode_rng(torch.get_rng_state()), "cuda_rng": cuda})
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         atomic_write_json(tmp / MANIFEST, {"files": files, "step": step})
+        fsync_dir(tmp)  # its files' names are durable before the folder is published
         if final.exists():  # the same step saved twice (a save request at a boundary)
             shutil.rmtree(final)
         tmp.rename(final)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xgblora_engine.errors import UserError
-from xgblora_engine.fileio import append_jsonl, atomic_write_json, read_jsonl
+from xgblora_engine.fileio import append_jsonl, atomic_write_json, file_in_the_way, read_jsonl
 
 
 def runs_root() -> Path:
@@ -47,22 +47,46 @@ class RunDir:
     @classmethod
     def create(cls, path: str | Path | None, model_name: str) -> RunDir:
         run = cls(path if path else runs_root() / new_run_name(model_name))
-        if run.status_path.exists():
+        _check_creatable(run.path)
+        if run.config_path.exists():
             raise UserError(f"{run.path} already holds a run",
                             f"resume it with `xgblora resume {run.path}`, or choose another --out")
+        if run.is_unstarted_leftover():
+            run.clear_leftover()  # killed before its settings were written: nothing to keep
         if run.path.exists() and any(run.path.iterdir()):
             raise UserError(f"output folder {run.path} exists and is not empty",
                             "choose a new folder with --out; nothing was overwritten")
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {run.path}: {exc.strerror or exc}",
+                            "choose a folder you can write to with --out") from None
         return run
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         run = cls(path)
-        if not run.status_path.is_file() or not run.config_path.is_file():
-            raise UserError(f"{run.path} is not a run folder (no run.json / config.yaml)",
-                            "pass the folder a `xgblora train` run wrote (see --out)")
-        return run
+        if run.config_path.is_file():
+            return run
+        if run.is_unstarted_leftover():
+            raise UserError(f"{run.path} holds a run that was stopped before its settings were written, "
+                            "so nothing was trained",
+                            f"start it again with `xgblora train ... --out {run.path}` (the folder is reused)")
+        raise UserError(f"{run.path} is not a run folder (no config.yaml)",
+                        "pass the folder a `xgblora train` run wrote (see --out)")
+
+    LEFTOVER_FILES = frozenset({"run.json", "events.jsonl", "metrics.jsonl"})
+
+    def is_unstarted_leftover(self) -> bool:
+        """A folder a run made before it wrote its settings: a status and a log at most."""
+        if not self.path.is_dir() or self.config_path.exists():
+            return False
+        names = {p.name for p in self.path.iterdir() if not p.name.startswith(".")}
+        return bool(names) and names <= self.LEFTOVER_FILES and self.status_path.exists()
+
+    def clear_leftover(self) -> None:
+        for name in self.LEFTOVER_FILES:
+            (self.path / name).unlink(missing_ok=True)
 
     def status(self) -> dict[str, Any]:
         try:
@@ -72,7 +96,10 @@ class RunDir:
                             "the run's checkpoints may still be intact: try `xgblora resume`") from None
 
     def update_status(self, **fields: Any) -> None:
-        current = self.status() if self.status_path.exists() else {}
+        try:
+            current = self.status() if self.status_path.exists() else {}
+        except UserError:  # a torn run.json must not block the run that rewrites it
+            current = {}
         current.update(fields, updated=time.time())
         atomic_write_json(self.status_path, current)
 
@@ -94,3 +121,11 @@ class RunDir:
 
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.events_path) if self.events_path.exists() else []
+
+
+def _check_creatable(path: Path) -> None:
+    """A folder below a file is refused before anything runs."""
+    blocker = file_in_the_way(path)
+    if blocker is not None and blocker != path:
+        raise UserError(f"cannot create the run folder {path}: {blocker} is a file, not a folder",
+                        "choose another --out")

@@ -17,6 +17,12 @@ from xgblora_engine.boosting.trainer import BoostingTrainer, TrainerState
 from xgblora_engine.checkpoint import latest_valid, restore_rng, save_checkpoint
 from xgblora_engine.config import RunConfig, load_config_file, save_config
 from xgblora_engine.control import RunControl
+from xgblora_engine.diskspace import (
+    MIN_HEADROOM,
+    reported_as_disk_full,
+    resume_hint,
+    run_space_needed,
+)
 from xgblora_engine.distributed import RankSlice, SingleProcess
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text
@@ -52,12 +58,11 @@ def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, cfg.train.seed)
     emit(P.LogLine(level="info", text=data.report.describe()))
-    if data.report.truncated:
-        share = data.report.truncated / max(1, data.report.n_train)
-        emit(P.Warning(message=f"{data.report.truncated} training examples ({share:.0%}) are longer than "
-                               f"{cfg.data.seq_len} tokens and lose the end of their response, end-of-turn "
-                               "token included: a model trained on them learns not to stop",
-                       hint=f"raise --seq-len above {cfg.data.seq_len}, or shorten those examples"))
+    if data.report.dropped:
+        share = data.report.dropped / max(1, data.report.n_train + data.report.dropped)
+        emit(P.Warning(message=f"{data.report.dropped} training examples ({share:.0%}) were dropped: their response "
+                               f"alone is longer than {cfg.data.seq_len} tokens",
+                       hint=f"raise --seq-len above {cfg.data.seq_len} to train on them"))
     emit(P.StateChanged(state="loading", detail=f"loading model {cfg.model.name}"))
     loaded = load_model(cfg.model, tokenizer, run=cfg)
     emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
@@ -188,16 +193,21 @@ def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunContro
     run = RunDir(options.dist.broadcast(str(run.path) if main else None))  # every rank, one folder
     record = _recording(run, emit) if main else _silent
     if main:
-        run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
-    try:
-        prepared = prepare(cfg, record)
-    except BaseException as exc:
+        # Settings first: a run killed at any later moment can be resumed from them.
+        with reported_as_disk_full(run.path, lambda: MIN_HEADROOM, "run the same command again"):
+            save_config(cfg, run.config_path)
+    with reported_as_disk_full(run.path, lambda: run_space_needed(run.path), resume_hint(run.path)):
         if main:
-            run.update_status(status="failed", message=str(exc))
-        raise
-    if main:
-        save_config(cfg, run.config_path)
-    return _train(run, cfg, prepared, record, control, options, TrainerState(), None)
+            run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
+        try:
+            prepared = prepare(cfg, record)
+        except BaseException as exc:
+            if main:
+                _mark_failed(run, exc)
+            raise
+        if main:
+            save_config(cfg, run.config_path)  # again, with the resolved layers per round
+        return _train(run, cfg, prepared, record, control, options, TrainerState(), None)
 
 
 def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
@@ -207,13 +217,21 @@ def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
     run = RunDir.open(run_dir)
     cfg = RunConfig.from_saved(load_config_file(run.config_path)).validate()
     check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
+    with reported_as_disk_full(run.path, lambda: run_space_needed(run.path), resume_hint(run.path)):
+        return _resume(run, cfg, emit, control, options)
+
+
+def _resume(run: RunDir, cfg: RunConfig, emit: Emit, control: RunControl | None, options: Options) -> RunDir:
     record = _recording(run, emit) if options.dist.is_main else _silent
+    if options.dist.is_main:
+        run.update_status(status="preparing", model=cfg.model.name, data=cfg.data.path)
     checkpoint, skipped = latest_valid(run.checkpoints_path)
     for note in skipped:
         record(P.Warning(message=f"skipped a damaged checkpoint: {note}", hint="an earlier one is used instead"))
     if checkpoint is None and skipped:
         raise UserError(f"no intact checkpoint in {run.checkpoints_path}",
-                        "start the run again with `xgblora train` (its settings are in config.yaml)")
+                        f"start it again in a new folder with its settings: "
+                        f"`xgblora train --config {run.config_path} --out NEW_FOLDER`")
     prepared = prepare(cfg, record)
     state = TrainerState()
     if checkpoint is not None:
@@ -271,7 +289,7 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
         trainer.fit()
     except BaseException as exc:
         if main:
-            run.update_status(status="failed", step=trainer.state.step, message=str(exc))
+            _mark_failed(run, exc, step=trainer.state.step)
         raise
     status = "stopped" if trainer.stopped else "completed"
     if main:
@@ -306,6 +324,15 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
 
     kept = [m for m in run.metrics() if m.get("step", 0) <= step]
     atomic_write_text(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+
+
+def _mark_failed(run: RunDir, exc: BaseException, **fields) -> None:
+    """Best effort: the status must not hide the error that ended the run (a full disk
+    fails this write too; run.json is then left as it was)."""
+    try:
+        run.update_status(status="failed", message=str(exc), **fields)
+    except OSError:
+        pass
 
 
 def _silent(event) -> None:

@@ -103,6 +103,11 @@ class Worker:
                 self.emit(P.Error(message=f"the engine is busy; {type(cmd).__name__} was not run",
                                   hint="wait until the current job finishes or stop it", kind="user", command_id=cmd.id))
             else:
+                # The job's control is made here, by the thread that also handles Stop: a Stop
+                # read after this job is aimed at it, however soon, and one aimed at the last
+                # job cannot leak into it.
+                self.busy.set()
+                self.control = ThreadControl()
                 self.pending.put(cmd)
 
     def serve(self) -> None:
@@ -115,8 +120,6 @@ class Worker:
             cmd = self.pending.get()
             if isinstance(cmd, P.Shutdown):
                 return
-            self.busy.set()
-            self.control = ThreadControl()  # a stop aimed at the last job must not leak into this one
             try:
                 self.run_command(cmd)
             finally:
@@ -124,6 +127,7 @@ class Worker:
                 self.emit(P.StateChanged(state="idle"))
 
     def run_command(self, cmd) -> None:
+        from xgblora_engine.diskspace import is_disk_full
         from xgblora_engine.errors import UserError
 
         oom = None
@@ -131,7 +135,12 @@ class Worker:
             handler = getattr(self, f"do_{type(cmd).__name__}", None)
             if handler is None:
                 raise UserError(f"{type(cmd).__name__} is not supported by this engine", "update the app and the engine together")
-            handler(cmd)
+            try:
+                handler(cmd)
+            except Exception as exc:
+                if is_disk_full(exc):
+                    raise self._disk_full(cmd, exc) from None
+                raise
         except UserError as exc:
             self.emit(P.Error(message=exc.message, hint=exc.hint, kind="user", command_id=cmd.id))
             self._fail_run(exc.message)
@@ -143,6 +152,17 @@ class Worker:
             oom = str(exc).splitlines()[0] if _is_oom(exc) else None
         if oom is not None:  # outside the except block: the traceback no longer pins the step's tensors
             self._report_oom(cmd, oom)
+
+    def _disk_full(self, cmd, exc: Exception):
+        """A full disk that no job code reported: named by the file it hit, else the job's folder."""
+        from pathlib import Path
+
+        from xgblora_engine.diskspace import MIN_HEADROOM, disk_full_error
+
+        filename = getattr(exc, "filename", None)
+        folder = Path(filename).parent if filename else (getattr(cmd, "out", None) or self.run_dir
+                                                          or getattr(cmd, "run_dir", None) or ".")
+        return disk_full_error(folder, MIN_HEADROOM, "run the same command again")
 
     def _fail_run(self, message: str) -> None:
         if self.run_dir:
@@ -260,12 +280,35 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(3)
 
 
+def own_process_group() -> bool:
+    """POSIX: a session and process group of its own, so the client can end the worker and
+    anything it started in one signal. Windows has neither (the child is ended by handle)."""
+    if not hasattr(os, "setsid"):
+        return False
+    try:
+        os.setsid()
+    except OSError:  # already a group leader
+        return False
+    return True
+
+
+def end_process(process, force: bool) -> None:
+    """Terminate (or kill) the worker: its whole process group on POSIX, the process elsewhere."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(process.pid, signal.SIGKILL if force else signal.SIGTERM)
+            return
+        except (ProcessLookupError, PermissionError):
+            pass
+    if force:
+        process.kill()
+    else:
+        process.terminate()
+
+
 def worker_main(cmd_q, evt_q) -> None:
     """Entry point of the worker process."""
-    try:
-        os.setsid()  # own process group: the client can end the worker and anything it started
-    except OSError:
-        pass
+    own_process_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     Worker(cmd_q, evt_q).serve()
@@ -354,13 +397,10 @@ class WorkerClient:
             except (OSError, ValueError):
                 pass
             self.process.join(timeout)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for force in (False, True):
             if not self.process.is_alive():
                 break
-            try:
-                os.killpg(self.process.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                self.process.kill()
+            end_process(self.process, force)
             self.process.join(2.0)
         self.cmd_q.close()
         self.evt_q.close()
@@ -369,4 +409,4 @@ class WorkerClient:
     def kill(self) -> None:
         """SIGKILL the worker (tests, and a last resort)."""
         if self.process is not None and self.process.is_alive():
-            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.kill()  # SIGKILL on POSIX, TerminateProcess on Windows

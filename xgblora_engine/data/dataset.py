@@ -21,8 +21,10 @@ Batch = dict[str, torch.Tensor]
 @dataclass
 class TokenizeCounts:
     rows: int = 0
-    truncated: int = 0  # longer than seq_len, cut at the end
-    dropped: int = 0  # no trainable token left after truncation
+    truncated: int = 0  # longer than seq_len: prompt shortened (chat) or end cut (text)
+    dropped: int = 0  # the response alone is longer than seq_len
+    turns_cut: int = 0
+    tokens_cut: int = 0
 
 
 @dataclass
@@ -41,6 +43,8 @@ class DataReport:
     fallback_template: bool
     eval_dropped: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)
+    turns_cut: int = 0  # oldest messages removed from training examples to fit seq_len
+    tokens_cut: int = 0  # prompt tokens cut from their start
 
     @property
     def n_rows(self) -> int:
@@ -51,9 +55,12 @@ class DataReport:
                  f"  {self.n_train} training and {self.n_eval} eval examples (eval: {self.eval_source})",
                  f"  tokens per example: mean {self.token_mean:.0f}, p95 {self.token_p95}, max {self.token_max}; "
                  f"{self.truncated} truncated to {self.seq_len}"]
+        if self.turns_cut or self.tokens_cut:
+            lines.append(f"  their responses are kept whole: {self.turns_cut} oldest messages and "
+                         f"{self.tokens_cut} prompt tokens were cut instead")
         if self.dropped or self.eval_dropped:
             lines.append(f"  {self.dropped + self.eval_dropped} dropped ({self.dropped} training, "
-                         f"{self.eval_dropped} eval): no response token left within {self.seq_len} tokens")
+                         f"{self.eval_dropped} eval): the response alone is longer than {self.seq_len} tokens")
         if self.fallback_template:
             lines.append("  the tokenizer has no chat template: a plain ### Instruction/### Response one is used")
         return "\n".join(lines)
@@ -65,6 +72,7 @@ class DataReport:
                 "dropped": self.dropped, "eval_dropped": self.eval_dropped, "token_mean": self.token_mean,
                 "token_p95": self.token_p95, "token_max": self.token_max, "seq_len": self.seq_len,
                 "fallback_template": self.fallback_template, "lengths": self.lengths,
+                "turns_cut": self.turns_cut, "tokens_cut": self.tokens_cut,
                 "describe": self.describe()}
 
 
@@ -92,9 +100,9 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int) -> PreparedData:
     train, counts = tokenize_rows(train_rows, fmt, tokenizer, cfg)
     evals, eval_counts = tokenize_rows(eval_rows, eval_fmt, tokenizer, cfg)
     if not train:
-        raise UserError(f"no usable training example in {cfg.path}: all {counts.rows} lost their response "
-                        f"to truncation at {cfg.seq_len} tokens",
-                        f"raise --seq-len (now {cfg.seq_len}) or shorten the prompts")
+        raise UserError(f"no usable training example in {cfg.path}: in all {counts.rows} the response alone "
+                        f"is longer than {cfg.seq_len} tokens",
+                        f"raise --seq-len (now {cfg.seq_len}) or shorten the responses")
     report = _report(cfg, fmt, train, evals, eval_source, counts, eval_counts, fallback)
     return PreparedData(train, evals, report)
 
@@ -106,6 +114,8 @@ def tokenize_rows(rows: list[dict], report: FormatReport, tokenizer,
     for i, row in enumerate(rows, start=1):
         example = encode(tokenizer, to_conversation(row, report, i), cfg.seq_len, cfg.train_on)
         counts.truncated += example.truncated
+        counts.turns_cut += example.turns_cut
+        counts.tokens_cut += example.tokens_cut if example.n_tokens else 0
         if example.n_targets == 0:
             counts.dropped += 1
         else:
@@ -133,7 +143,8 @@ def _report(cfg: DataConfig, fmt: FormatReport, train: list[Encoded], evals: lis
         source=cfg.path, format=fmt, n_train=len(train), n_eval=len(evals), eval_source=eval_source,
         truncated=counts.truncated, dropped=counts.dropped, token_mean=sum(lengths) / len(lengths),
         token_p95=ordered[int(0.95 * (len(ordered) - 1))], token_max=ordered[-1], seq_len=cfg.seq_len,
-        fallback_template=fallback, eval_dropped=eval_counts.dropped, lengths=lengths)
+        fallback_template=fallback, eval_dropped=eval_counts.dropped, lengths=lengths,
+        turns_cut=counts.turns_cut, tokens_cut=counts.tokens_cut)
 
 
 # --- batching ----------------------------------------------------------------------------

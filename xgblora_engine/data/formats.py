@@ -22,7 +22,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "input": ("input", "context"),
     "output": ("output", "response", "answer", "target"),
     "prompt": ("prompt",),
-    "completion": ("completion", "response", "chosen"),
+    "completion": ("completion", "response"),
     "text": ("text", "content", "document"),
     "system": ("system", "system_prompt"),
 }
@@ -58,6 +58,7 @@ def detect_format(rows: list[dict[str, Any]], format: str = "auto",
     column that happens to be called 'text'."""
     present = list(dict.fromkeys(k for row in rows for k in row))
     given = _check_mapping(dict(columns or {}), present)
+    _refuse_unsupported(present, given)
     if format not in ("auto", *REQUIRED):
         raise UserError(f"unknown data format '{format}'", f"choose one of: auto, {', '.join(REQUIRED)}")
     candidates = [format] if format != "auto" else _by_preference(given)
@@ -73,6 +74,27 @@ def detect_format(rows: list[dict[str, Any]], format: str = "auto",
     raise UserError(f"cannot tell the data's format from its columns ({', '.join(present) or 'none'})",
                     "expected columns: " + "; ".join(f"{f}: {', '.join(REQUIRED[f])}" for f in REQUIRED)
                     + ". Or map yours, e.g. --columns instruction=question,output=answer")
+
+
+PREFERENCE_COLUMNS = ("rejected", "rejected_response", "response_rejected", "dispreferred")
+MEDIA_COLUMNS = ("image", "images", "audio", "audios", "video", "videos", "pixel_values", "image_path")
+
+
+def _refuse_unsupported(present: list[str], given: dict[str, str]) -> None:
+    """Data for training this engine does not do is refused, not half-used in silence."""
+    rejected = [c for c in present if c.lower() in PREFERENCE_COLUMNS]
+    if rejected:
+        chosen = next((c for c in present if c.lower() in ("chosen", "preferred")), "chosen")
+        raise UserError(f"the data holds preference pairs (columns '{chosen}' and '{rejected[0]}'): preference "
+                        "training (DPO and the like) is not supported; XGBLoRA learns from one response per "
+                        "example",
+                        f"to learn from the preferred answers alone, use a copy of the data without the "
+                        f"'{rejected[0]}' column and map --columns prompt=PROMPT_COLUMN,completion={chosen}")
+    media = [c for c in present if c.lower() in MEDIA_COLUMNS and c not in given.values()]
+    if media:
+        raise UserError(f"the data has {', '.join(repr(c) for c in media)} column(s): images, audio and video "
+                        "are not supported (text-only language models)",
+                        "use a copy of the data without those columns; the text columns are then used")
 
 
 def _by_preference(given: dict[str, str]) -> list[str]:
@@ -157,6 +179,10 @@ def _messages(raw: Any, where: str) -> list[dict[str, str]]:
     if not any(m["role"] == "assistant" for m in out):
         raise UserError(f"{where}: the conversation has no assistant message to learn from",
                         "each conversation needs at least one assistant (or gpt) turn")
+    for number, m in enumerate(out, start=1):
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise UserError(f"{where}, message {number}: the assistant's response is empty",
+                            "an empty response teaches the model to answer nothing: fill it in, or remove the row")
     return out
 
 
@@ -170,18 +196,22 @@ def _message(turn: Any, where: str, number: int) -> dict[str, str]:
     if role is None:
         raise UserError(f"{where}, message {number}: unknown or missing role {raw_role!r}",
                         "roles are system, user and assistant (ShareGPT: system, human and gpt)")
-    content = _text_content(turn.get("content", turn.get("value")))
+    content = _text_content(turn.get("content", turn.get("value")), f"{where}, message {number}")
     if content is None:
         raise UserError(f"{where}, message {number} ({role}): content should be text",
                         'write {"role": ..., "content": "the text"}')
     return {"role": role, "content": content}
 
 
-def _text_content(content: Any) -> str | None:
+def _text_content(content: Any, where: str) -> str | None:
     """Text, or the text parts of a multimodal content list ([{"type": "text", "text": ...}])."""
     if isinstance(content, str):
         return content
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        media = [p.get("type") for p in content if p.get("type", "text") != "text"]
+        if media:
+            raise UserError(f"{where} holds {media[0]} content: images, audio and video are not supported "
+                            "(text-only language models)", "keep the text parts only")
         texts = [p.get("text") for p in content if p.get("type", "text") == "text"]
         if texts and all(isinstance(t, str) for t in texts):
             return "".join(texts)

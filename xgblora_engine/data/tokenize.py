@@ -29,6 +29,8 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]  # IGNORE where no loss is taken
     truncated: bool
+    turns_cut: int = 0  # oldest messages removed to fit seq_len
+    tokens_cut: int = 0  # tokens cut from the start of the prompt to fit seq_len
 
     @property
     def n_tokens(self) -> int:
@@ -50,16 +52,24 @@ def ensure_chat_template(tokenizer) -> bool:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if getattr(tokenizer, "chat_template", None):
         return False
+    if tokenizer.eos_token is None:  # the fallback ends every response with it
+        raise UserError("the tokenizer has no chat template and no end-of-sequence token, so no template can "
+                        "mark where a response ends",
+                        "use a chat model's tokenizer, or add a chat_template and an eos_token to "
+                        "tokenizer_config.json")
     tokenizer.chat_template = FALLBACK_TEMPLATE
     return True
 
 
 def encode(tokenizer, conversation: Conversation, seq_len: int, train_on: str = "response") -> Encoded:
-    """Token ids and labels of one example, truncated to ``seq_len`` (the start is kept).
+    """Token ids and labels of one example, at most ``seq_len`` of them.
 
-    Text: loss on every token, eos appended. Chat: rendered with the tokenizer's chat
-    template; with train_on='response' only the assistant turns (and the end-of-turn
-    marker after each) carry loss, with 'all' every token does."""
+    Text: loss on every token, eos appended; a long text keeps its start. Chat: rendered
+    with the tokenizer's chat template; with train_on='response' only the assistant turns
+    (and the end-of-turn marker after each) carry loss, with 'all' every token does. A
+    conversation too long keeps its last response whole, end-of-turn marker included (a
+    model that never sees it learns not to stop): the oldest turns go first, then the
+    start of the prompt; one whose last response alone does not fit comes back empty."""
     if train_on not in ("response", "all"):
         raise UserError(f"invalid train_on '{train_on}'", "choose 'response' or 'all'")
     if isinstance(conversation, str):
@@ -67,12 +77,60 @@ def encode(tokenizer, conversation: Conversation, seq_len: int, train_on: str = 
         if tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
         return _truncate(ids, list(ids), seq_len)
-    text, spans = response_spans(tokenizer, conversation)
-    if train_on == "all":
-        spans = [(0, len(text))]
+    return _fit_keeping_the_end(tokenizer, conversation, seq_len, train_on)
+
+
+def _encode_chat(tokenizer, messages: list[dict[str, str]], train_on: str) -> tuple[list[int], list[int], int | None]:
+    """(ids, labels, index of the last response's first token, None if it was not found)."""
+    text, spans = response_spans(tokenizer, messages)
     ids, labelled = tokenize_spans(tokenizer, text, spans)
+    response_start = _last_run_start(labelled)
+    if train_on == "all":
+        ids, labelled = tokenize_spans(tokenizer, text, [(0, len(text))])
     labels = [tok if inside else IGNORE for tok, inside in zip(ids, labelled)]
-    return _truncate(ids, labels, seq_len)
+    return ids, labels, response_start
+
+
+def _last_run_start(labelled: list[bool]) -> int | None:
+    """First token of the last labelled stretch: the last response."""
+    end = next((i for i in range(len(labelled) - 1, -1, -1) if labelled[i]), None)
+    if end is None:
+        return None
+    start = end
+    while start > 0 and labelled[start - 1]:
+        start -= 1
+    return start
+
+
+def _fit_keeping_the_end(tokenizer, messages: list[dict[str, str]], seq_len: int, train_on: str) -> Encoded:
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    turns, turns_cut = messages[len(system):], 0
+    while True:
+        ids, labels, response_start = _encode_chat(tokenizer, system + turns, train_on)
+        if len(ids) <= seq_len:
+            return Encoded(ids, labels, turns_cut > 0, turns_cut=turns_cut)
+        later = _next_exchange(turns)
+        if later is None:
+            break
+        turns, turns_cut = turns[later:], turns_cut + later
+    if response_start is None:  # the reply could not be located: keep the start as before
+        return _truncate(ids, labels, seq_len)
+    keep_bos = 1 if ids and ids[0] == tokenizer.bos_token_id else 0
+    room = seq_len - keep_bos
+    if len(ids) - response_start >= room:  # the response alone (and one token before it) does not fit
+        return Encoded([], [], True, turns_cut=turns_cut, tokens_cut=len(ids))
+    cut = len(ids) - seq_len
+    ids = ids[:keep_bos] + ids[keep_bos + cut:]
+    labels = labels[:keep_bos] + labels[keep_bos + cut:]
+    return Encoded(ids, labels, True, turns_cut=turns_cut, tokens_cut=cut)
+
+
+def _next_exchange(turns: list[dict[str, str]]) -> int | None:
+    """Where the second exchange starts (its user turn), if the last response is not in the first."""
+    users = [i for i, m in enumerate(turns) if m["role"] == "user"]
+    last_reply = max((i for i, m in enumerate(turns) if m["role"] == "assistant"), default=-1)
+    later = [i for i in users if 0 < i < last_reply]
+    return later[0] if later else None
 
 
 def render(tokenizer, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xgblora_engine.diskspace import free_bytes, is_disk_full
 from xgblora_engine.errors import UserError
+from xgblora_engine.fileio import file_in_the_way, fsync_dir, fsync_tree
 from xgblora_engine.memory.units import human_bytes
 
 FORMATS = ("hf", "peft", "gguf", "ollama")
@@ -102,6 +104,10 @@ def release_memory() -> None:
 
 # --- the staging folder -------------------------------------------------------
 def check_out_free(out: Path) -> None:
+    blocker = file_in_the_way(out.parent)
+    if blocker is not None:
+        raise UserError(f"cannot create the export folder {out}: {blocker} is a file, not a folder",
+                        "choose another --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"export folder {out} exists and is not empty",
                         "choose a new --out; nothing was overwritten")
@@ -114,15 +120,23 @@ class Staging:
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise
+            raise UserError(f"cannot create the export folder {self.out}: {exc.strerror or exc}",
+                            "choose a folder you can write to with --out") from None
 
     def commit(self) -> Path:
         check_out_free(self.out)
         make_readable(self.path)
         if self.out.exists():
             self.out.rmdir()
+        fsync_tree(self.path)
         os.replace(self.path, self.out)
+        fsync_dir(self.out.parent)
         return self.out
 
     def keep_as_failed(self) -> Path:
@@ -149,14 +163,6 @@ def make_readable(folder: Path) -> None:
 
 
 # --- free disk space ------------------------------------------------------------
-def free_bytes(path: Path) -> int:
-    """Free space on the filesystem that will hold ``path`` (its nearest existing parent)."""
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
 def check_disk(out: Path, needed: int, what: str) -> None:
     free = free_bytes(out)
     if needed * 1.05 + 50e6 > free:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xgblora_engine.diskspace import disk_full_error, is_disk_full
 from xgblora_engine.errors import UserError
 from xgblora_engine.export import card as C
 from xgblora_engine.export import gguf as G
@@ -91,6 +92,7 @@ class ExportPlan:
     log: Callable[[str], None]
     prompts: tuple[str, ...]
     max_new_tokens: int
+    needed: int = 0  # disk bytes the export was checked for (0 until checked)
 
     @property
     def targets(self) -> dict[str, Path]:
@@ -193,6 +195,10 @@ def _write_and_verify(plan: ExportPlan, merged: Merged) -> list[ExportResult]:
                 checks[fmt] += later[fmt]()
             results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], plan.verify, O.ollama_name(out), plan.log))
             plan.progress(fmt, "done", 1.0)
+    except Exception as exc:
+        if is_disk_full(exc):  # the disk filled up after the check (other writers, a low estimate)
+            raise disk_full_error(out, plan.needed, "export again: nothing half-written was kept") from None
+        raise
     finally:
         for staging in stagings.values():
             staging.discard()
@@ -230,6 +236,7 @@ def _write_all(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging],
 def _check_disk(plan: ExportPlan, n_params: int) -> None:
     needed, what = estimate_bytes(plan, n_params)
     check_disk(plan.out, needed, what)
+    plan.needed = needed
     plan.log(f"{n_params / 1e6:.1f}M parameters; the export needs about {human_bytes(needed)} of disk ({what})")
 
 

@@ -110,13 +110,19 @@ def _gguf_kwargs(source: ModelSource, for_model: bool) -> dict:
     return {"gguf_file": source.gguf_file, "quantization_config": GgufConfig(dequantize=True)}
 
 
-def _load_error(source: ModelSource, exc: Exception) -> UserError:
-    text = str(exc).strip()
-    first_line = text.splitlines()[0] if text else type(exc).__name__
-    what = f"'{source.path}'" if source.kind == "hub" else source.path
+def _what(source: ModelSource) -> str:
     if source.gguf_file:
-        what = f"{source.path}/{source.gguf_file}"
-    return UserError(f"could not load model {what}: {first_line}",
+        return f"{source.path}/{source.gguf_file}"
+    return f"'{source.path}'" if source.kind == "hub" else source.path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_error(source: ModelSource, exc: Exception) -> UserError:
+    return UserError(f"could not load model {_what(source)}: {_first_line(exc)}",
                      "check that it is a complete Hugging Face model folder or a .gguf file "
                      "of an architecture transformers supports")
 
@@ -129,7 +135,10 @@ def load_tokenizer(cfg: ModelConfig, source: ModelSource | None = None):
     location = _location(source, need_weights=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **_gguf_kwargs(source, for_model=False))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:
+        # A damaged .gguf fails inside its reader with any kind of error.
+        if not (source.gguf_file or isinstance(exc, (OSError, ValueError, KeyError, RuntimeError))):
+            raise
         raise _load_error(source, exc) from None
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -172,15 +181,55 @@ def _load_weights(source: ModelSource, device_map: dict, dtype: torch.dtype, qua
                 quantize_in_place(model, quantize, dtype, device)
     except UserError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise _load_error(source, exc) from None
-    except (RuntimeError, NotImplementedError) as exc:
-        if quantize == "none":
-            raise _load_error(source, exc) from None
-        where = device or "the GPUs of the shard"
-        raise UserError(f"could not load the model in {quantize} on {where}: {str(exc).splitlines()[0]}",
-                        "bitsandbytes may not support this device; use --quantize none") from None
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise _other_load_error(source, exc, quantize, device) from None
+        raise _load_oom_error(source, exc, dtype, quantize, device_map) from None
     return model
+
+
+# What torch, the CUDA runtime, cuBLAS and bitsandbytes say when memory runs out.
+OOM_TEXTS = ("out of memory", "cublas_status_alloc_failed", "cudaerrormemoryallocation",
+             "cuda_error_out_of_memory", "not enough memory", "defaultcpuallocator: can't allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, (RuntimeError, OSError, ValueError)) and any(t in str(exc).lower() for t in OOM_TEXTS)
+
+
+def _load_oom_error(source: ModelSource, exc: Exception, dtype: torch.dtype, quantize: str,
+                    device_map: dict) -> UserError:
+    """Out of memory while the weights load: say so, with what would make them fit."""
+    dtype_name = next(k for k, v in TORCH_DTYPES.items() if v == dtype)
+    devices = sorted({f"cuda:{d}" if isinstance(d, int) else str(d) for d in device_map.values()})
+    on_gpu = any(d.startswith("cuda") for d in devices)
+    where = " + ".join(devices) if on_gpu else "the CPU (system memory)"
+    remedies = []
+    if dtype_name == "fp32":
+        remedies.append("--dtype bf16 (or fp16): half the memory of fp32")
+    if quantize != "4bit" and on_gpu:
+        remedies.append("--quantize 4bit: about a quarter of bf16")
+    if on_gpu:
+        remedies.append(f"--shard-gpus N to give each GPU a smaller share (now {len(devices)})")
+        remedies.append("close other programs using the GPU")
+    remedies.append("a smaller model")
+    base = f", {quantize} base" if quantize != "none" else ""
+    return UserError(f"out of memory while loading model {_what(source)} ({dtype_name}{base}) on {where}: "
+                     f"{_first_line(exc)}", "; ".join(remedies))
+
+
+def _other_load_error(source: ModelSource, exc: Exception, quantize: str, device: str | None) -> Exception:
+    if isinstance(exc, (OSError, ValueError, KeyError)) or source.gguf_file:  # a damaged .gguf: any error
+        return _load_error(source, exc)
+    if not isinstance(exc, (RuntimeError, NotImplementedError)):
+        return exc
+    if quantize == "none":
+        return _load_error(source, exc)
+    where = device or "the GPUs of the shard"
+    return UserError(f"could not load the model in {quantize} on {where}: {_first_line(exc)}",
+                     "bitsandbytes may not support this device; use --quantize none")
 
 
 def drop_gguf_marker(model: nn.Module) -> None:

@@ -26,8 +26,9 @@ def write_jsonl(path, rows):
 def test_sample_prepares_with_a_held_out_split(smol_tokenizer):
     data = prepare_data(DataConfig(seq_len=64, eval_fraction=0.1, max_eval_examples=16), smol_tokenizer, seed=0)
     r = data.report
-    assert r.n_eval == len(data.eval) == 16 and r.n_train == len(data.train) == r.n_rows - 16
+    assert r.n_eval == len(data.eval) == 16 and r.n_train == len(data.train) == r.n_rows - 16 - r.dropped
     assert r.format.format == "alpaca" and not r.fallback_template
+    assert all(e.labels[-2] == smol_tokenizer.eos_token_id for e in data.train), "every response ends with <|im_end|>"
     assert r.truncated > 0 and r.token_max == 64 and r.token_mean <= r.token_p95 <= r.token_max
     text = r.describe()
     assert "alpaca format: instruction='instruction'" in text and "truncated to 64" in text
@@ -53,15 +54,18 @@ def test_split_is_seeded_and_keeps_rows_that_would_not_be_scored():
 
 
 def test_eval_file_and_dropped_examples(tmp_path, smol_tokenizer):
-    rows = [{"instruction": "short", "output": "ok"}, {"instruction": "long " * 200, "output": "lost"}]
+    rows = [{"instruction": "short", "output": "ok"}, {"instruction": "long " * 200, "output": "kept"},
+            {"instruction": "short", "output": "lost " * 60}]
     path = write_jsonl(tmp_path / "train.jsonl", rows)
     cfg = DataConfig(path=path, eval_path=path, seq_len=48)
     data = prepare_data(cfg, smol_tokenizer, 0)
     r = data.report
-    assert (r.n_train, r.dropped, r.truncated, r.n_eval, r.eval_dropped) == (1, 1, 1, 1, 1)
-    assert "2 dropped (1 training, 1 eval)" in r.describe() and f"eval: {path}" in r.describe()
-    cfg.seq_len = 8
-    with pytest.raises(UserError, match="no usable training example .* all 2 lost their response") as info:
+    assert (r.n_train, r.dropped, r.truncated, r.n_eval, r.eval_dropped) == (2, 1, 2, 2, 1)
+    assert r.tokens_cut > 150 and "200 " not in r.describe()
+    assert "2 dropped (1 training, 1 eval): the response alone is longer than 48 tokens" in r.describe()
+    assert f"eval: {path}" in r.describe() and "responses are kept whole" in r.describe()
+    cfg.seq_len = 2
+    with pytest.raises(UserError, match="no usable training example .* in all 3 the response alone") as info:
         prepare_data(cfg, smol_tokenizer, 0)
     assert "--seq-len" in info.value.hint
 

@@ -53,11 +53,41 @@ def test_train_on_all_and_plain_text(smol_tokenizer):
         encode(smol_tokenizer, CHAT, 256, train_on="prompt")
 
 
-def test_truncation_keeps_the_start_and_is_flagged(smol_tokenizer):
+def test_a_long_conversation_loses_its_oldest_turns_and_keeps_its_last_response_whole(smol_tokenizer):
     full = encode(smol_tokenizer, CHAT, 256)
-    e = encode(smol_tokenizer, CHAT, 20)
-    assert e.truncated and e.n_tokens == 20 and e.input_ids == full.input_ids[:20]
-    assert e.n_targets == 0  # the default system prompt alone fills 20 tokens: nothing left to learn
+    last_exchange = encode(smol_tokenizer, CHAT[2:], 256)
+    e = encode(smol_tokenizer, CHAT, full.n_tokens - 1)
+    assert e.truncated and e.turns_cut == 2 and e.tokens_cut == 0
+    assert e.input_ids == last_exchange.input_ids
+    assert labelled_text(smol_tokenizer, e) == "It is 6.<|im_end|>"
+
+
+def test_then_the_start_of_the_prompt_is_cut_and_the_end_of_turn_kept(smol_tokenizer):
+    long = [{"role": "user", "content": "tell me " * 40 + "the answer"}, {"role": "assistant", "content": "It is 6."}]
+    full = encode(smol_tokenizer, long, 256)
+    e = encode(smol_tokenizer, long, 24)
+    assert e.truncated and e.n_tokens == 24 and e.tokens_cut == full.n_tokens - 24
+    assert e.input_ids[0] == smol_tokenizer.bos_token_id  # the sequence still starts as the model knows
+    assert e.input_ids[1:] == full.input_ids[-23:]
+    assert labelled_text(smol_tokenizer, e) == "It is 6.<|im_end|>"
+
+
+def test_a_response_longer_than_the_limit_is_dropped_not_cut(smol_tokenizer):
+    long_reply = [{"role": "user", "content": "Count."}, {"role": "assistant", "content": "one two " * 30}]
+    e = encode(smol_tokenizer, long_reply, 24)
+    assert e.truncated and e.n_tokens == 0 and e.n_targets == 0
+
+
+def test_with_every_token_trained_the_end_is_kept_too(smol_tokenizer):
+    e = encode(smol_tokenizer, CHAT, encode(smol_tokenizer, CHAT, 256).n_tokens - 1, train_on="all")
+    assert e.turns_cut == 2 and e.labels == e.input_ids
+    assert smol_tokenizer.decode(e.input_ids).rstrip().endswith("It is 6.<|im_end|>")
+
+
+def test_a_long_plain_text_keeps_its_start(smol_tokenizer):
+    full = encode(smol_tokenizer, "word " * 50, 256)
+    e = encode(smol_tokenizer, "word " * 50, 20)
+    assert e.truncated and e.input_ids == full.input_ids[:20]
 
 
 def test_fallback_template_for_a_tokenizer_without_one(tiny_tokenizer):
