@@ -68,11 +68,20 @@ class GradientSketch:
         self.handle.remove()
 
     def top_directions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(V: in×m right singular vectors, S: m singular values, U: out×m left ones) of G."""
+        """(V: in×m right singular vectors, S: m singular values, U: out×m left ones) of G.
+
+        Only QR, a triangular solve and a symmetric eigensolver: LAPACK's least squares
+        and SVD give results that vary in the last bits with where their work buffers
+        land, and resume must reproduce the same A bit for bit.
+        """
         q, _ = torch.linalg.qr(self.Y)
-        core = torch.linalg.lstsq(self.psi @ q, self.W).solution  # Gᵀ ≈ q·core
-        u_core, s, vh = torch.linalg.svd(core, full_matrices=False)
-        return q @ u_core, s, vh.t()
+        q_psi, r_psi = torch.linalg.qr(self.psi @ q)
+        core = torch.linalg.solve_triangular(r_psi, q_psi.t() @ self.W, upper=True).double()  # Gᵀ ≈ q·core
+        eigenvalues, vectors = torch.linalg.eigh(core @ core.t())
+        eigenvalues, vectors = eigenvalues.flip(0), vectors.flip(1)  # largest first
+        s = eigenvalues.clamp_min(0).sqrt()
+        u = (core.t() @ vectors) / s.clamp_min(torch.finfo(torch.float64).tiny)
+        return q @ vectors.to(q.dtype), s.to(q.dtype), u.to(q.dtype)
 
 
 class GradientAim:
