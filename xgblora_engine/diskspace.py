@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from xgblora_engine.errors import UserError
+from xgblora_engine.memory.units import human_bytes
 
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Writers in other languages (safetensors) report the OS error in their text only.
@@ -45,12 +46,10 @@ def folder_size(path: Path) -> int:
 
 
 def disk_full_error(folder: str | Path, needed: int, then: str) -> UserError:
-    from xgblora_engine.memory import human
-
     free = free_bytes(folder)
-    return UserError(f"the disk holding {folder} is full ({human(free)} free); about {human(needed)} "
+    return UserError(f"the disk holding {folder} is full ({human_bytes(free)} free); about {human_bytes(needed)} "
                      "free are needed to go on",
-                     f"free at least {human(needed)} on that disk, then {then}")
+                     f"free at least {human_bytes(needed)} on that disk, then {then}")
 
 
 def resume_hint(run_path: Path) -> str:
