@@ -93,7 +93,8 @@ def describe(m: dict, k: int | None) -> str:
         extra += f" {m['init']} start"
     if m.get("lr_ratio_b", 1.0) != 1.0:
         extra += f" B×{m['lr_ratio_b']:g}"
-    return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}{extra}"
+    rate = f"lr {m['lr']:g}" + (" scaled" if m.get("lr_rule") == "scaled" else "")
+    return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}{extra}, {rate}"
 
 
 def plot_curves(rows: list[dict], path: Path, title: str, x: str = "step") -> None:
