@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xgblora_app.fake_client import FakeEngineClient  # noqa: E402
+
 from xgblora_app.main_window import PAGES, MainWindow, icon_path  # noqa: E402
 
 SIZE = (1440, 920)

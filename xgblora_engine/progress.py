@@ -7,8 +7,7 @@ import sys
 import time
 
 from xgblora_engine import protocol as P
-
-VERDICTS = {"fits": "fits", "tight": "tight", "wont_fit": "will not fit"}
+from xgblora_engine.payloads import VERDICT_WORDS
 
 
 class ConsoleReporter:
@@ -101,12 +100,12 @@ class ConsoleReporter:
         self._print(f"memory: {e.message}")
         if len(e.devices) > 1:  # a sharded model: every GPU against its own free memory
             for d in e.devices:
-                self._print(f"  {d['device']}: {human(d['predicted_peak'])} of {human(d['available'])} "
-                            f"({VERDICTS.get(d['verdict'], d['verdict'])}): {summary(d['parts'])}")
+                self._print(f"  {d.device}: {human(d.predicted_peak)} of {human(d.available)} "
+                            f"({VERDICT_WORDS[d.verdict]}): {summary(d.parts)}")
         else:
             self._print(f"  parts: {summary(e.parts)}")
         for r in e.remedies:
-            self._print(f"  remedy: {r['label']} (saves ~{human(r['saves_bytes'])})")
+            self._print(f"  remedy: {r.label} (saves ~{human(r.saves_bytes)})")
 
     def on_Finished(self, e) -> None:
         if self.bar is not None:

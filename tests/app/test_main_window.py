@@ -103,8 +103,8 @@ def test_plots_follow_a_dark_palette(qtbot, window):
 def test_start_up_is_quick_and_loads_no_torch():
     code = ("import sys, time; t = time.perf_counter(); "
             "from xgblora_app.main_window import MainWindow; from PySide6.QtWidgets import QApplication; "
-            "app = QApplication([]); from xgblora_app.fake_client import FakeEngineClient; "
-            "w = MainWindow(lambda: FakeEngineClient()); w.show(); app.processEvents(); "
+            "app = QApplication([]); from xgblora_app.demo_engine import DemoEngine; "
+            "w = MainWindow(lambda: DemoEngine()); w.show(); app.processEvents(); "
             "print(time.perf_counter() - t); print('torch' in sys.modules or 'transformers' in sys.modules)")
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,

@@ -20,7 +20,7 @@ def test_start_sends_the_settings_and_the_plots_fill(qtbot, panel, studio, fake)
     train = panel(TrainPanel)
     qtbot.mouseClick(train.start_button, Qt.MouseButton.LeftButton)
     start = fake.sent[-1]
-    assert isinstance(start, P.StartRun) and start.config["train"]["max_steps"] == 20
+    assert isinstance(start, P.StartRun) and start.config.train.max_steps == 20
     assert start.run_dir.startswith(str(studio.session.runs_root))
     qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
     qtbot.waitUntil(lambda: len(xs(train.plots.raw)) == 20, timeout=2000)

@@ -47,3 +47,9 @@ class Schedule:
 
     def lr(self, step: int) -> float:
         return self.peak_lr * self.global_factor(step) * self.warmup_factor(step)
+
+
+def run_schedule(cfg) -> Schedule:
+    """The schedule of a run's settings (a RunConfig): what the trainer and the demo engine follow."""
+    t = cfg.train
+    return Schedule(t.lr, t.max_steps, cfg.boost.merge_every, t.round_warmup, t.schedule)

@@ -33,7 +33,7 @@ from xgblora_engine.boosting.loss import (
 )
 from xgblora_engine.boosting.merge import Merger
 from xgblora_engine.boosting.sampling import sample_layers
-from xgblora_engine.boosting.schedule import Schedule
+from xgblora_engine.boosting.schedule import run_schedule
 from xgblora_engine.config import RunConfig
 from xgblora_engine.distributed import SingleProcess
 from xgblora_engine.errors import UserError
@@ -89,8 +89,7 @@ class BoostingTrainer:
         self.control = control or RunControl()
         self.state = state or TrainerState()
         self.device = input_device(model)  # a sharded model's layers sit on other GPUs too
-        self.schedule = Schedule(cfg.train.lr, cfg.train.max_steps, cfg.boost.merge_every,
-                                 cfg.train.round_warmup, cfg.train.schedule)
+        self.schedule = run_schedule(cfg)
         self.merger = Merger(model)
         self.on_round_end = on_round_end or (lambda round_index: None)
         self.dist = dist or SingleProcess()  # data-parallel collectives; identities in one process

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from xgblora_engine.data.formats import Conversation
 from xgblora_engine.errors import UserError
+from xgblora_engine.payloads import PreviewExample
 
 IGNORE = -100  # label of a position that carries no loss (the value torch's cross-entropy skips)
 
@@ -166,3 +167,28 @@ def _bos(tokenizer, text: str) -> list[int]:
 def _truncate(ids: list[int], labels: list[int], seq_len: int) -> Encoded:
     truncated = len(ids) > seq_len
     return Encoded(ids[:seq_len], labels[:seq_len], truncated)
+
+
+def preview(tokenizer, example: Encoded) -> PreviewExample:
+    """The example as it is trained: the text of its tokens (after truncation) with the
+    spans of those that carry loss, decoded from the very ids and labels the trainer
+    gets, so what the Data panel shows cannot differ from what is learned."""
+    text, spans = "", []
+    for learned, ids in _label_runs(example):
+        piece = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if learned:
+            spans.append((len(text), len(text) + len(piece)))
+        text += piece
+    return PreviewExample(text=text, spans=spans, truncated=example.truncated)
+
+
+def _label_runs(example: Encoded) -> list[tuple[bool, list[int]]]:
+    """Consecutive tokens grouped by whether they carry loss (the first never does)."""
+    runs: list[tuple[bool, list[int]]] = []
+    for i, (tok, label) in enumerate(zip(example.input_ids, example.labels)):
+        learned = i > 0 and label != IGNORE
+        if runs and runs[-1][0] == learned:
+            runs[-1][1].append(tok)
+        else:
+            runs.append((learned, [tok]))
+    return runs
