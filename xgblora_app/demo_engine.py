@@ -139,6 +139,10 @@ class DemoEngine:
             f"the engine process was killed by {signal} — most likely the system ran out of memory "
             "and killed it; the last checkpoint is intact, resume the run"))
 
+    def kill(self) -> None:
+        """As ``WorkerClient.kill``: the process gets SIGKILL."""
+        self.die()
+
     def sent_types(self) -> list[str]:
         return [type(c).__name__ for c in self.sent]
 
@@ -206,6 +210,9 @@ class DemoEngine:
         rng = random.Random(cfg.train.seed)
         loss = eval_loss = None
         done = start_step
+        if start_step == 0:  # the base model's held-out loss, as the trainer measures it first
+            eval_loss = _loss_curve(1, 1, kappa, rng) + 0.6
+            yield record([P.EvalResult(step=0, round=0, eval_loss=eval_loss, n_tokens=2048)])
         for step in range(start_step + 1, total + 1):
             if self._stop or (cmd.stop_after and step > cmd.stop_after):
                 break
@@ -220,6 +227,9 @@ class DemoEngine:
                                    tokens_per_s=500 + 60 * rng.random() + 4 * (sum(layers) / k)),
                      P.MemorySample(step=step, device="cpu", allocated=None, reserved=None, peak=None,
                                     rss=int(predicted * (0.82 + 0.06 * rng.random())), predicted_peak=predicted)]
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
+                eval_loss = loss + 0.08 + 0.02 * rng.random()
+                chunk.append(P.EvalResult(step=step, round=rnd, eval_loss=eval_loss, n_tokens=2048))
             if step % kappa == 0 or step == total:
                 if rnd == self.nan_round:
                     chunk += [P.RoundRolledBack(round=rnd, step=step, reason="loss became nan", retry_lr_factor=0.5),
@@ -230,12 +240,12 @@ class DemoEngine:
                           P.CheckpointSaved(step=step, round=rnd, path=str(run.checkpoints_path / f"step-{step}") if run else "")]
                 if run:
                     run.update_status(step=step)
-            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == total:
-                eval_loss = loss + 0.08 + 0.02 * rng.random()
-                chunk.append(P.EvalResult(step=step, round=rnd, eval_loss=eval_loss, n_tokens=2048))
             yield record(chunk)
             done = step
         status = "stopped" if done < total else "completed"
+        if status == "completed":
+            eval_loss = loss + 0.08 + 0.02 * rng.random()
+            yield record([P.EvalResult(step=done, round=0, eval_loss=eval_loss, n_tokens=2048)])
         if run:
             run.update_status(status=status, step=done, final_loss=loss, final_eval_loss=eval_loss)
         yield record([P.Finished(status=status, run_dir=str(run.path) if run else None, steps=done,
