@@ -65,7 +65,6 @@ class Shooter:
         self.window = MainWindow(factory, runs_folder=work / "runs", settings=prefs)
         self.window.resize(*SIZE)
         self.window.show()
-        self.settle(10 * MINUTE)
 
     def settle(self, timeout: float) -> None:
         """Until the engine has answered everything asked of it."""
@@ -84,11 +83,13 @@ class Shooter:
 
     def run(self) -> None:
         w = self.window
-        self.page("Model")
-        self.shot("01-model")
-        self.page("Data")
-        wait_until(lambda: w.studio.session.data_report is not None, 5 * MINUTE)
+        self.page("Data")  # the tokenizer's view comes before the model has loaded
+        wait_until(lambda: w.studio.session.data_report is not None, 30 * MINUTE)
         self.shot("02-data")
+        self.page("Model")
+        wait_until(lambda: w.studio.session.model_info is not None, 30 * MINUTE)
+        self.settle(30 * MINUTE)
+        self.shot("01-model")
         self.page("Method")
         self.shot("03-method")
         self.train()
@@ -193,6 +194,7 @@ def two_gpu_chooser(out: Path, work: Path) -> None:
     Hello lists two made-up cards, and the file name says the shot is scripted."""
     demo = DemoEngine(runs_root=work / "runs", gpus=2)
     shooter = Shooter(out, lambda: demo, work)
+    shooter.settle(MINUTE)
     shooter.page("Model")
     shooter.shot("11-model-two-gpus-scripted")
     shooter.close()
@@ -213,12 +215,12 @@ def main(argv: list[str]) -> int:
     if "--demo" in argv:
         demo = DemoEngine(runs_root=work / "engine" / "runs", steps_per_poll=3)
         factory = lambda: demo  # noqa: E731
+    (work / "two-gpus").mkdir()
+    two_gpu_chooser(out, work / "two-gpus")
     (work / "engine").mkdir()
     shooter = Shooter(out, factory, work / "engine")
     shooter.run()
     shooter.close()
-    (work / "two-gpus").mkdir()
-    two_gpu_chooser(out, work / "two-gpus")
     return 0
 
 
