@@ -1,14 +1,22 @@
-"""Screenshots of every panel of the real window, driven by the scripted engine.
+"""Screenshots of every panel of the real window, from the real engine.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python packaging/screenshots.py docs/screenshots
+    OMP_NUM_THREADS=1 xvfb-run -a -s "-screen 0 1600x1000x24" python packaging/screenshots.py docs/screenshots
 
-Runs the real MainWindow on the real platform plugin (xcb under Xvfb), with the
-FakeEngineClient standing in for the worker (no model is loaded), walks through the
-panels and saves one PNG per panel with QWidget.grab().
+Runs the real MainWindow on the real platform plugin (xcb under Xvfb) with the real
+engine worker on the embedded SmolLM2-135M: it reads the bundled sample data (the
+rendered preview is the engine's), runs a preflight, trains a short run with the
+default method (plots, layer heatmap and memory are that run's), kills a second run's
+worker, exports the first run, asks the base and the tuned model one question and
+reopens the run from the history. Then, for what this machine cannot show (two GPUs in
+the device chooser), it takes one shot with the demo engine; that shot's name says so.
+
+Takes about ten minutes on two CPU cores. ``--demo`` takes every shot from the demo
+engine instead (seconds; no model is loaded), e.g. to check the layout after a UI change.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -21,10 +29,16 @@ from PySide6.QtWidgets import QApplication
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xgblora_app.fake_client import FakeEngineClient  # noqa: E402
-from xgblora_app.main_window import PAGES, MainWindow, icon_path  # noqa: E402
+from xgblora_app.demo_engine import DemoEngine  # noqa: E402
+from xgblora_app.main_window import PAGES, MainWindow, icon_path, worker_client  # noqa: E402
 
 SIZE = (1440, 920)
+# The method's defaults (rank, κ, lr, k); a short run (two rounds) on short sequences,
+# so the screenshots take minutes on a CPU.
+SETTINGS = {"data": {"seq_len": 128, "max_eval_examples": 8},
+            "train": {"max_steps": 40, "batch_size": 2, "eval_every": 10}}
+PROMPT = "Briefly explain the Python topic: The \"with\" statement."
+MINUTE = 60.0
 
 
 def wait(ms: int) -> None:
@@ -38,22 +52,24 @@ def wait_until(condition, timeout: float = 20.0) -> None:
     while not condition():
         if time.monotonic() > end:
             raise TimeoutError(getattr(condition, "__name__", "condition"))
-        wait(20)
+        wait(50)
 
 
 class Shooter:
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, factory, work: Path) -> None:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="xgblora-shots-"))
-        # a two-GPU machine, so the Model panel shows its device list and GPU chooser
-        self.fake = FakeEngineClient(runs_root=self.work / "runs", steps_per_poll=3, gpus=2)
-        prefs = QSettings(str(self.work / "prefs.ini"), QSettings.Format.IniFormat)
-        self.window = MainWindow(lambda: self.fake, runs_folder=self.work / "runs", settings=prefs)
+        self.work = work
+        prefs = QSettings(str(work / "prefs.ini"), QSettings.Format.IniFormat)
+        prefs.setValue("run/settings", json.dumps(SETTINGS))
+        self.window = MainWindow(factory, runs_folder=work / "runs", settings=prefs)
         self.window.resize(*SIZE)
         self.window.show()
-        wait_until(lambda: self.window.bridge.state == "idle" and not self.window.bridge.busy
-                   and not self.window.bridge.queue)
+
+    def settle(self, timeout: float) -> None:
+        """Until the engine has answered everything asked of it."""
+        bridge = self.window.bridge
+        wait_until(lambda: bridge.state == "idle" and not bridge.busy and not bridge.queue, timeout)
 
     def page(self, name: str) -> None:
         self.window.nav.setCurrentRow(PAGES.index(name))
@@ -63,75 +79,90 @@ class Shooter:
         wait(250)  # two redraw periods of the plots
         path = self.out / f"{name}.png"
         self.window.grab().save(str(path))
-        print("wrote", path)
+        print("wrote", path, flush=True)
 
     def run(self) -> None:
         w = self.window
-        w.form.set_values({"train": {"max_steps": 200, "eval_every": 25}, "boost": {"merge_every": 10}})
-        self.page("Model")
-        self.shot("01-model")
-        self.page("Data")
-        wait_until(lambda: "training and" in w.data_panel.counts.text())
+        self.page("Data")  # the tokenizer's view comes before the model has loaded
+        wait_until(lambda: w.studio.session.data_report is not None, 30 * MINUTE)
         self.shot("02-data")
+        self.page("Model")
+        wait_until(lambda: w.studio.session.model_info is not None, 30 * MINUTE)
+        self.settle(30 * MINUTE)
+        self.shot("01-model")
         self.page("Method")
         self.shot("03-method")
-        self.preflight()
         self.train()
-        self.export()
-        self.try_it()
-        self.page("Runs")
-        w.runs_panel.refresh()
-        w.runs_panel.table.selectRow(0)
-        self.shot("09-runs")
+        self.history()
         self.dark()
+        self.killed()
+        self.preflight()
+        self.try_it()
+        self.export()
 
     def preflight(self) -> None:
-        w, fake = self.window, self.fake
-        fake.available = 1000 * 2**20
+        """A larger batch and longer sequences against a 1.5 GB budget: will not fit, with remedies."""
+        w = self.window
         w.form.set_values({"train": {"batch_size": 8}, "data": {"seq_len": 512}})
         self.page("Preflight")
+        w.preflight_panel.limit.setValue(1.5)
+        w.preflight_panel.trial.setChecked(False)
         w.preflight_panel.run()
-        wait_until(lambda: w.preflight_panel.verdict.text() == "Will not fit")
+        wait_until(lambda: w.preflight_panel.bar.result is not None, 10 * MINUTE)
         self.shot("04-preflight")
-        w.form.set_values({"train": {"batch_size": 4}, "data": {"seq_len": 256}})
-        fake.available = 4096 * 2**20
-        w.preflight_panel.run()
-        wait_until(lambda: w.preflight_panel.verdict.text() == "Fits")
+        w.form.set_values(SETTINGS)
+        w.preflight_panel.limit.setValue(0)
 
     def train(self) -> None:
-        w, fake = self.window, self.fake
+        w = self.window
         self.page("Train")
         w.train_panel.start()
-        wait_until(lambda: w.train_panel.progress.value() >= 130)
+        wait_until(lambda: w.train_panel.progress.value() >= 30, 40 * MINUTE)
         self.shot("05-train")
-        wait_until(lambda: w.status.text().startswith("Run completed"))
-        fake.die_at_step = 37
-        w.form.set_values({"train": {"max_steps": 120}})
+        wait_until(lambda: w.status.text().startswith("Run completed"), 20 * MINUTE)
+        self.first_run = w.studio.session.run_dir
+
+    def killed(self) -> None:
+        """A second run whose worker is killed, as the system's out-of-memory killer does."""
+        w = self.window
         w.train_panel.start()
-        wait_until(lambda: w.resume_button.isVisible())
+        wait_until(lambda: w.train_panel.progress.value() >= 3, 20 * MINUTE)
+        w.bridge.client.kill()
+        wait_until(lambda: w.resume_button.isVisible(), MINUTE)
         self.shot("06-train-worker-died")
-        fake.die_at_step = None
-        w.train_panel.resume_run()
-        wait_until(lambda: w.status.text().startswith("Run completed"))
+        w.bridge.start()
+        self.settle(5 * MINUTE)
 
     def export(self) -> None:
         w = self.window
         self.page("Export")
-        first = sorted((self.work / "runs").iterdir())[0]
-        w.export_panel.select_run(str(first))
-        for fmt in ("peft", "gguf", "ollama"):
-            w.export_panel.format_boxes[fmt].setChecked(True)
+        w.export_panel.refresh_runs()
+        w.export_panel.select_run(self.first_run)
+        for fmt, box in w.export_panel.format_boxes.items():
+            box.setChecked(fmt in ("hf", "peft"))  # GGUF needs llama.cpp's converter, not installed here
+        w.export_panel.out.setText(str(Path(self.first_run) / "exports" / "shots"))
         w.export_panel.export()
-        wait_until(lambda: w.export_panel.export_button.isEnabled())
+        wait_until(lambda: w.export_panel.export_button.isEnabled(), 30 * MINUTE)
         self.shot("07-export")
 
     def try_it(self) -> None:
         w = self.window
         self.page("Try it")
-        w.chat_panel.prompt.setPlainText("Briefly explain the Python topic: The \"with\" statement.")
+        w.chat_panel.refresh_runs()
+        w.chat_panel.select_run(self.first_run)
+        w.chat_panel.max_tokens.setValue(48)
+        w.chat_panel.prompt.setPlainText(PROMPT)
         w.chat_panel.generate()
-        wait_until(lambda: w.chat_panel.generate_button.isEnabled())
+        wait_until(lambda: w.chat_panel.generate_button.isEnabled(), 20 * MINUTE)
         self.shot("08-try-it")
+
+    def history(self) -> None:
+        w = self.window
+        self.page("Runs")
+        w.runs_panel.refresh()
+        row = next(i for i, r in enumerate(w.runs_panel.runs) if str(r.path) == self.first_run)
+        w.runs_panel.table.selectRow(row)
+        self.shot("09-runs")
 
     def dark(self) -> None:
         app = QApplication.instance()
@@ -145,14 +176,33 @@ class Shooter:
             palette.setColor(role, QColor(*colour))
         for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
             palette.setColor(QPalette.ColorGroup.Disabled, role, QColor(120, 120, 120))
+        original = app.palette()
         app.setPalette(palette)
         self.page("Runs")
         self.page("Train")
         self.shot("10-train-dark")
+        app.setPalette(original)
+
+    def close(self) -> None:
+        self.window.close()
+        self.window.deleteLater()  # before the interpreter tears Qt down
+        wait(50)
+
+
+def two_gpu_chooser(out: Path, work: Path) -> None:
+    """The Model panel on a machine with two GPUs, which this one is not: the demo engine's
+    Hello lists two made-up cards, and the file name says the shot is scripted."""
+    demo = DemoEngine(runs_root=work / "runs", gpus=2)
+    shooter = Shooter(out, lambda: demo, work)
+    shooter.settle(MINUTE)
+    shooter.page("Model")
+    shooter.shot("11-model-two-gpus-scripted")
+    shooter.close()
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[1]) if len(argv) > 1 else ROOT / "docs" / "screenshots"
+    args = [a for a in argv[1:] if not a.startswith("--")]
+    out = Path(args[0]) if args else ROOT / "docs" / "screenshots"
     app = QApplication(argv[:1])
     app.setStyle("Fusion")
     app.setApplicationName("XGBLoRA Studio")
@@ -160,11 +210,17 @@ def main(argv: list[str]) -> int:
         from PySide6.QtGui import QIcon
 
         app.setWindowIcon(QIcon(str(icon)))
-    shooter = Shooter(out)
+    work = Path(tempfile.mkdtemp(prefix="xgblora-shots-"))
+    factory = worker_client
+    if "--demo" in argv:
+        demo = DemoEngine(runs_root=work / "engine" / "runs", steps_per_poll=3)
+        factory = lambda: demo  # noqa: E731
+    (work / "two-gpus").mkdir()
+    two_gpu_chooser(out, work / "two-gpus")
+    (work / "engine").mkdir()
+    shooter = Shooter(out, factory, work / "engine")
     shooter.run()
-    shooter.window.close()
-    shooter.window.deleteLater()  # before the interpreter tears Qt down
-    wait(50)
+    shooter.close()
     return 0
 
 

@@ -18,8 +18,3 @@ class Studio:
     settings: RunSettings
     session: Session
     prefs: QSettings
-
-    def job_is(self, ids: set[int] | dict) -> bool:
-        """Whether the event being dispatched belongs to one of these job ids."""
-        job = self.bridge.current_job
-        return job is not None and job.id in ids

@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from xgblora_app.engine_client import JOB_COMMANDS, ClientFactory, EngineClient
+from xgblora_app.engine_client import ClientFactory, EngineClient
 from xgblora_engine import protocol as P
+from xgblora_engine.payloads import Device
 
 # event type -> name of the bridge signal that carries it
 SIGNAL_OF: dict[type, str] = {
@@ -26,7 +27,6 @@ SIGNAL_OF: dict[type, str] = {
     P.ExportProgress: "export_progress", P.ExportDone: "export_done", P.GenerationResult: "generation_result",
     P.InspectResult: "inspect_result", P.Finished: "finished", P.WorkerExited: "worker_exited",
 }
-BUSY_STATES = {"loading", "preflight", "training", "paused", "stopping", "exporting", "generating"}
 
 
 class EngineBridge(QObject):
@@ -59,8 +59,8 @@ class EngineBridge(QObject):
         self.factory = factory
         self.client: EngineClient | None = None
         self.state = "stopped"
-        self.devices: list[dict] = []  # what the worker's Hello listed (panels built later read it here)
-        self.current_job: P.Command | None = None  # the job the events being dispatched belong to
+        self.devices: list[Device] = []  # what the worker's Hello listed (panels built later read it here)
+        self.current_job: P.Command | None = None  # the job sent and not yet finished
         self.queue: deque[P.Command] = deque()
         self._ids = itertools.count(1)
         self.timer = QTimer(self)
@@ -95,7 +95,7 @@ class EngineBridge(QObject):
     # --- commands -------------------------------------------------------------------
     def submit(self, command: P.Command) -> int:
         """Queue a job command; it is sent when the worker is idle. Returns its id."""
-        assert isinstance(command, JOB_COMMANDS), command
+        assert isinstance(command, P.JOB_COMMANDS), command
         command.id = next(self._ids)
         self.queue.append(command)
         self.jobs_changed.emit()
@@ -103,7 +103,8 @@ class EngineBridge(QObject):
         return command.id
 
     def control(self, command: P.Command) -> int:
-        """Pause, Resume, Stop, SaveCheckpoint: sent at once."""
+        """Pause, Resume, Stop: sent at once."""
+        assert isinstance(command, P.CONTROL_COMMANDS), command
         command.id = next(self._ids)
         self._send(command)
         return command.id

@@ -2,15 +2,16 @@
 process and hands back protocol events. No Qt, no torch.
 
 Two implementations: ``xgblora_engine.worker.WorkerClient`` (the real worker process)
-and ``xgblora_app.fake_client.FakeEngineClient`` (scripted events, for GUI tests and the
+and ``xgblora_app.demo_engine.DemoEngine`` (scripted events, for GUI tests and the
 demo mode). The contract, as the app relies on it:
 
 * ``start()`` spawns the worker; its first event is ``Hello``. It may be called again
   after the worker died, to get a fresh one.
-* ``send(cmd)`` never blocks. Job commands (StartRun, ResumeRun, Estimate, Export,
-  Generate, Inspect) run one at a time and each ends with ``StateChanged("idle")``; a job
-  sent while another runs is refused with ``Error(kind="user")``, so the app queues them
-  itself (see ``engine_bridge.JobQueue``). Pause, Resume and Stop act at once.
+* ``send(cmd)`` never blocks. Job commands (``protocol.JOB_COMMANDS``) run one at a
+  time and each ends with ``StateChanged("idle")``; a job sent while another runs is
+  refused with ``Error(kind="user")``, so the app queues them itself (see
+  ``engine_bridge.EngineBridge.submit``). Control commands (Pause, Resume, Stop) act at
+  once. Every event carries the ``job_id`` of the command that caused it.
 * ``poll()`` returns what has arrived, never waits, and reports the worker's death once
   as ``WorkerExited``.
 * ``close()`` sends Shutdown, joins, then terminates the process group.
@@ -38,11 +39,6 @@ class EngineClient(Protocol):
 
 
 ClientFactory = Callable[[], EngineClient]
-
-# Commands that occupy the worker until it reports "idle" again.
-JOB_COMMANDS: tuple[type, ...] = (P.StartRun, P.ResumeRun, P.Estimate, P.Export, P.Generate, P.Inspect)
-# Commands the worker's reader thread acts on at once, even in the middle of a job.
-CONTROL_COMMANDS: tuple[type, ...] = (P.Pause, P.Resume, P.Stop, P.SaveCheckpoint)
 
 
 def worker_client() -> EngineClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from xgblora_engine.memory.units import human_bytes  # noqa: F401 - one byte format for engine and window
+from xgblora_engine.payloads import Device
 
 
 def gigabytes(n: float) -> str:
@@ -13,11 +14,11 @@ def gigabytes(n: float) -> str:
     return f"{gb:.0f} GB" if gb >= 10 else f"{gb:.1f} GB"
 
 
-def device_label(device: dict) -> str:
+def device_label(device: Device) -> str:
     """One line per device of the worker's Hello: 'cuda:0 NVIDIA RTX 4090 · 24 GB (21 GB free)'."""
-    name = device.get("device", "?")
-    label = name if name == "cpu" else f"{name} {device.get('name', '')}".rstrip()
-    total, free = device.get("total_bytes"), device.get("free_bytes")
+    name = device.device
+    label = name if name == "cpu" else f"{name} {device.name}".rstrip()
+    total, free = device.total_bytes, device.free_bytes
     if total:
         label += f" · {gigabytes(total)}" + (" RAM" if name == "cpu" else "")
         if free is not None:

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+import msgspec
 from PySide6.QtCore import QEvent, QSettings, Qt, QThreadPool, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
@@ -38,6 +39,7 @@ from xgblora_app.panels.train_panel import TrainPanel
 from xgblora_app.qt_compat import binding_problem
 from xgblora_app.state.run_settings import RunSettings
 from xgblora_app.state.session import Session
+from xgblora_engine.payloads import ModelInfo
 from xgblora_engine.rundir import runs_root
 
 PAGES = ("Model", "Data", "Method", "Preflight", "Train", "Export", "Try it", "Runs")
@@ -129,7 +131,7 @@ class MainWindow(QMainWindow):
         run_dir = prefs.value("run/last")
         if run_dir and Path(run_dir, "run.json").exists():
             self.studio.session.set_run_dir(str(run_dir))
-        info = _json(prefs.value(f"model_info/{self.studio.settings.get('model', 'name')}"))
+        info = _model_info(prefs.value(f"model_info/{self.studio.settings.get('model', 'name')}"))
         if info:
             self.studio.session.set_model_info(info)
 
@@ -169,9 +171,10 @@ class MainWindow(QMainWindow):
         self.nav.setCurrentRow(PAGES.index(page))
         select(run_dir)
 
-    def _remember_model_info(self, info: dict | None) -> None:
+    def _remember_model_info(self, info: ModelInfo | None) -> None:
         if info:
-            self.studio.prefs.setValue(f"model_info/{self.studio.settings.get('model', 'name')}", json.dumps(info))
+            self.studio.prefs.setValue(f"model_info/{self.studio.settings.get('model', 'name')}",
+                                       msgspec.json.encode(info).decode())
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         prefs = self.studio.prefs
@@ -196,6 +199,16 @@ def _json(value) -> dict | None:
     return out if isinstance(out, dict) else None
 
 
+def _model_info(value) -> ModelInfo | None:
+    """What an earlier session learnt about the model; None if it is missing or stale."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return msgspec.json.decode(value, type=ModelInfo)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def icon_path() -> Path | None:
     """The app icon, from a source checkout or a bundle."""
     roots = [Path(getattr(sys, "_MEIPASS", "")), Path(__file__).resolve().parents[1]]
@@ -218,9 +231,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def demo_factory(runs: Path) -> ClientFactory:
-    from xgblora_app.fake_client import FakeEngineClient
+    from xgblora_app.demo_engine import DemoEngine
 
-    client = FakeEngineClient(runs_root=runs, steps_per_poll=1)
+    client = DemoEngine(runs_root=runs, steps_per_poll=1)
     return lambda: client
 
 

@@ -200,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     code = _distributed(args, sys.argv[1:] if args.argv is None else args.argv)
     if code is not None:
         return code
-    return drive(P.StartRun(config=cfg.to_dict(), run_dir=args.out, force=args.force, stop_after=args.stop_after,
+    return drive(P.StartRun(config=cfg, run_dir=args.out, force=args.force, stop_after=args.stop_after,
                             memory_limit_bytes=_memory_limit(args)))
 
 
@@ -222,7 +222,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from xgblora_engine import protocol as P
 
     cfg = config_from_args(args)
-    return drive(P.Estimate(config=cfg.to_dict(), trial=not args.no_trial, memory_limit_bytes=_memory_limit(args)))
+    return drive(P.Estimate(config=cfg, trial=not args.no_trial, memory_limit_bytes=_memory_limit(args)))
 
 
 EXIT_CODES = {"user": 2, "oom": 3}

@@ -1,11 +1,7 @@
 """The devices this machine offers a run: the CPU and each CUDA GPU.
 
 The worker sends this list in its ``Hello``, so the app can show the GPUs and offer to
-spread a model over several. Every entry is plain data (it crosses the process
-boundary):
-
-    {"device": "cuda:0", "name": "NVIDIA RTX 4090", "total_bytes": ..., "free_bytes": ...,
-     "bf16": True, "compute_capability": "8.9"}
+spread a model over several. Every entry is a ``payloads.Device``.
 
 ``bf16`` says whether ``--dtype auto`` picks bf16 there: on a GPU of compute capability
 8.0 or newer (what ``torch.cuda.is_bf16_supported`` checks), never on the CPU, where
@@ -15,14 +11,15 @@ auto picks fp32.
 from __future__ import annotations
 
 import platform
-from typing import Any
 
 import psutil
+
+from xgblora_engine.payloads import Device
 
 BF16_MIN_MAJOR = 8  # Ampere
 
 
-def list_devices(cuda=None) -> list[dict[str, Any]]:
+def list_devices(cuda=None) -> list[Device]:
     """CPU first, then cuda:0 … cuda:N-1. ``cuda`` stands in for ``torch.cuda`` in tests."""
     if cuda is None:
         import torch
@@ -34,19 +31,18 @@ def list_devices(cuda=None) -> list[dict[str, Any]]:
     return devices
 
 
-def cpu_device() -> dict[str, Any]:
+def cpu_device() -> Device:
     memory = psutil.virtual_memory()
-    return {"device": "cpu", "name": platform.processor() or platform.machine() or "CPU",
-            "total_bytes": int(memory.total), "free_bytes": int(memory.available), "bf16": False,
-            "compute_capability": None}
+    return Device(device="cpu", name=platform.processor() or platform.machine() or "CPU",
+                  total_bytes=int(memory.total), free_bytes=int(memory.available))
 
 
-def gpu_device(cuda, index: int) -> dict[str, Any]:
+def gpu_device(cuda, index: int) -> Device:
     props = cuda.get_device_properties(index)
     major, minor = cuda.get_device_capability(index)
-    return {"device": f"cuda:{index}", "name": str(props.name), "total_bytes": int(props.total_memory),
-            "free_bytes": free_gpu_memory(cuda, index, int(props.total_memory)),
-            "bf16": major >= BF16_MIN_MAJOR, "compute_capability": f"{major}.{minor}"}
+    return Device(device=f"cuda:{index}", name=str(props.name), total_bytes=int(props.total_memory),
+                  free_bytes=free_gpu_memory(cuda, index, int(props.total_memory)),
+                  bf16=major >= BF16_MIN_MAJOR, compute_capability=f"{major}.{minor}")
 
 
 def free_gpu_memory(cuda, index: int, total: int) -> int:
@@ -59,5 +55,5 @@ def free_gpu_memory(cuda, index: int, total: int) -> int:
         return int(cuda.mem_get_info(index)[0])
 
 
-def gpu_count(devices: list[dict[str, Any]]) -> int:
-    return sum(1 for d in devices if str(d.get("device", "")).startswith("cuda"))
+def gpu_count(devices: list[Device]) -> int:
+    return sum(1 for d in devices if d.is_gpu)

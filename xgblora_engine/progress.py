@@ -7,8 +7,7 @@ import sys
 import time
 
 from xgblora_engine import protocol as P
-
-VERDICTS = {"fits": "fits", "tight": "tight", "wont_fit": "will not fit"}
+from xgblora_engine.payloads import VERDICT_WORDS
 
 
 class ConsoleReporter:
@@ -102,12 +101,12 @@ class ConsoleReporter:
         self._print(f"memory: {e.message}")
         if len(e.devices) > 1:  # a sharded model: every GPU against its own free memory
             for d in e.devices:
-                self._print(f"  {d['device']}: {human_bytes(d['predicted_peak'])} of {human_bytes(d['available'])} "
-                            f"({VERDICTS.get(d['verdict'], d['verdict'])}): {summary(d['parts'])}")
+                self._print(f"  {d.device}: {human_bytes(d.predicted_peak)} of {human_bytes(d.available)} "
+                            f"({VERDICT_WORDS[d.verdict]}): {summary(d.parts)}")
         else:
             self._print(f"  parts: {summary(e.parts)}")
         for r in e.remedies:
-            self._print(f"  remedy: {r['label']} (saves ~{human_bytes(r['saves_bytes'])})")
+            self._print(f"  remedy: {r.label} (saves ~{human_bytes(r.saves_bytes)})")
 
     def on_Finished(self, e) -> None:
         if self.bar is not None:
@@ -122,14 +121,14 @@ def _layers(layers: list[int]) -> str:
     return ",".join(map(str, layers)) if len(layers) <= 8 else f"{len(layers)} layers"
 
 
-def boosters_line(config: dict, n_layers: int) -> str:
+def boosters_line(cfg, n_layers: int) -> str:
     """What each round trains and the rate it trains at, as the learning-rate rule gives it."""
     from xgblora_engine.boosting.sampling import resolve_k
     from xgblora_engine.boosting.schedule import booster_lr
 
-    b, t = config["boost"], config["train"]
-    k = resolve_k(b["layers"], b["layers_per_round"], n_layers)
-    lr = booster_lr(t["lr"], b["rank"], k, n_layers, t["lr_rule"])
-    rule = "as given" if t["lr_rule"] == "fixed" else f"{t['lr']:g}·√({n_layers}/({k}·{b['rank']}))"
-    return (f"boosters: rank {b['rank']} on {k} of {n_layers} layers a round, merged every {b['merge_every']} "
-            f"steps, {b['init']} start; peak learning rate {lr:.3g} ({rule})")
+    b, t = cfg.boost, cfg.train
+    k = resolve_k(b.layers, b.layers_per_round, n_layers)
+    lr = booster_lr(t.lr, b.rank, k, n_layers, t.lr_rule)
+    rule = "as given" if t.lr_rule == "fixed" else f"{t.lr:g}·√({n_layers}/({k}·{b.rank}))"
+    return (f"boosters: rank {b.rank} on {k} of {n_layers} layers a round, merged every {b.merge_every} "
+            f"steps, {b.init} start; peak learning rate {lr:.3g} ({rule})")

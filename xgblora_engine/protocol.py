@@ -8,7 +8,10 @@ in a versioned envelope, so a malformed or foreign message is rejected with a re
 process that made it, not in the one that receives it.
 
 Imports nothing but the standard library and msgspec, because the app, which never
-loads torch, imports this module.
+loads torch, imports this module (and ``payloads`` and ``config``, which load none either).
+
+Every event carries the ``job_id`` of the command that caused it (0: none, e.g. Hello),
+so a panel keeps the events of its own jobs without guessing from what is in flight.
 """
 
 from __future__ import annotations
@@ -18,13 +21,36 @@ from typing import Any
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+from xgblora_engine.config import RunConfig
+from xgblora_engine.payloads import (
+    DataReport,
+    Device,
+    DeviceCheck,
+    ErrorKind,
+    ExportCheck,
+    FinishStatus,
+    LogLevel,
+    ModelInfo,
+    PreviewExample,
+    Remedy,
+    State,
+    Verdict,
+)
+
+# 2: typed payloads, job ids on events, the export command as its own field
+PROTOCOL_VERSION = 2
+# Older envelopes still decode: their payloads have the same field names, and every
+# field added since has a default.
+READABLE_VERSIONS = (1, 2)
 
 __all__ = [
-    "PROTOCOL_VERSION", "ProtocolError", "Command", "Event", "COMMAND_TYPES", "EVENT_TYPES",
+    "PROTOCOL_VERSION", "READABLE_VERSIONS", "ProtocolError", "Command", "Event", "COMMAND_TYPES",
+    "EVENT_TYPES", "JOB_COMMANDS", "CONTROL_COMMANDS",
+    # the records inside messages (defined in payloads)
+    "DataReport", "Device", "DeviceCheck", "ExportCheck", "ModelInfo", "PreviewExample", "Remedy",
     "encode", "decode_command", "decode_event", "to_dict", "from_dict",
     # commands
-    "StartRun", "ResumeRun", "Pause", "Resume", "Stop", "SaveCheckpoint", "Estimate", "Export",
+    "StartRun", "ResumeRun", "Pause", "Resume", "Stop", "Estimate", "Export",
     "Generate", "Inspect", "Shutdown",
     # events ("Warning" is reachable as protocol.Warning but left out here so that a star
     # import does not shadow the builtin)
@@ -45,11 +71,11 @@ class _Message(msgspec.Struct, tag=True, kw_only=True):
 
 # --- commands (app -> worker) ------------------------------------------------
 class _Command(_Message, kw_only=True):
-    id: int = 0  # echoed as Error.command_id so the app knows which request failed
+    id: int = 0  # echoed as the job_id of every event the command causes
 
 
 class StartRun(_Command, kw_only=True):
-    config: dict[str, Any]  # RunConfig.to_dict()
+    config: RunConfig
     run_dir: str | None = None
     force: bool = False  # train even when the preflight says it will not fit
     stop_after: int | None = None  # stop (as the Stop command does) after this many steps
@@ -72,15 +98,11 @@ class Resume(_Command, kw_only=True):
 
 
 class Stop(_Command, kw_only=True):
-    checkpoint: bool = True
-
-
-class SaveCheckpoint(_Command, kw_only=True):
-    pass
+    """Stops after the current optimizer step; the last round boundary's checkpoint stays."""
 
 
 class Estimate(_Command, kw_only=True):
-    config: dict[str, Any]
+    config: RunConfig
     trial: bool = True  # also measure a few real steps, not only the analytic estimate
     memory_limit_bytes: int | None = None  # treat this as the usable memory (shared GPUs, tests)
 
@@ -105,7 +127,7 @@ class Generate(_Command, kw_only=True):
 class Inspect(_Command, kw_only=True):
     model: str | None = None
     data: str | None = None
-    config: dict[str, Any] | None = None
+    config: RunConfig | None = None
 
 
 class Shutdown(_Command, kw_only=True):
@@ -115,6 +137,7 @@ class Shutdown(_Command, kw_only=True):
 # --- events (worker -> app) --------------------------------------------------
 class _Event(_Message, kw_only=True):
     t: float = msgspec.field(default_factory=time.time)  # when it happened, for plots and logs
+    job_id: int = 0  # the id of the command that caused it; 0 for none
 
 
 class Hello(_Event, kw_only=True):
@@ -123,19 +146,19 @@ class Hello(_Event, kw_only=True):
     version: int
     pid: int
     # what the machine offers: xgblora_engine.devices.list_devices() (empty from older workers)
-    devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    devices: list[Device] = msgspec.field(default_factory=list)
 
 
 class StateChanged(_Event, kw_only=True):
-    state: str  # idle loading preflight training paused stopping exporting generating finished failed
+    state: State
     detail: str = ""
 
 
 class RunStarted(_Event, kw_only=True):
     run_dir: str
-    config: dict[str, Any]
-    model_info: dict[str, Any]
-    data_report: str
+    config: RunConfig
+    model_info: ModelInfo
+    data_report: str  # DataReport.describe()
     n_layers: int
     total_steps: int
     total_rounds: int
@@ -191,17 +214,16 @@ class MemorySample(_Event, kw_only=True):
 
 
 class PreflightResult(_Event, kw_only=True):
-    verdict: str  # fits | tight | wont_fit
+    verdict: Verdict
     predicted_peak: int
     available: int
     parts: dict[str, int]  # bytes per part of the estimate (weights, optimizer, activations...)
     measured_peak: int | None  # None when no trial was run
-    remedies: list[dict[str, Any]]  # {"label", "changes": {section: {key: value}}, "saves_bytes"}
+    remedies: list[Remedy]
     device: str  # with several devices: the tightest one, whose figures are the ones above
     message: str
-    # one entry per device holding weights: {"device", "predicted_peak", "available",
-    # "verdict", "parts", "measured_peak"}; several when the model is sharded over GPUs
-    devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # one per device holding weights; several when the model is sharded over GPUs
+    devices: list[DeviceCheck] = msgspec.field(default_factory=list)
 
 
 class CheckpointSaved(_Event, kw_only=True):
@@ -211,7 +233,7 @@ class CheckpointSaved(_Event, kw_only=True):
 
 
 class LogLine(_Event, kw_only=True):
-    level: str  # debug info warning error
+    level: LogLevel
     text: str
 
 
@@ -232,8 +254,7 @@ WarningEvent = Warning
 class Error(_Event, kw_only=True):
     message: str  # one sentence for the user
     hint: str = ""  # what to do about it
-    kind: str = "error"  # user oom crash protocol internal
-    command_id: int | None = None  # the command that failed, if one did
+    kind: ErrorKind = "error"
     detail: str = ""  # a traceback for "internal", shown folded
 
 
@@ -247,8 +268,9 @@ class ExportDone(_Event, kw_only=True):
     format: str
     path: str
     ok: bool
-    checks: list[dict[str, Any]]  # {"name", "ok", "detail"}
+    checks: list[ExportCheck]
     message: str = ""
+    command: str = ""  # what the user runs next (ollama create …), if anything
 
 
 class GenerationResult(_Event, kw_only=True):
@@ -261,12 +283,12 @@ class GenerationResult(_Event, kw_only=True):
 
 
 class InspectResult(_Event, kw_only=True):
-    model_info: dict[str, Any] | None = None
-    data_report: dict[str, Any] | None = None
+    model_info: ModelInfo | None = None
+    data_report: DataReport | None = None
 
 
 class Finished(_Event, kw_only=True):
-    status: str  # completed stopped failed
+    status: FinishStatus
     run_dir: str | None
     steps: int
     final_loss: float | None
@@ -282,13 +304,16 @@ class WorkerExited(_Event, kw_only=True):
     message: str
 
 
-Command = (StartRun | ResumeRun | Pause | Resume | Stop | SaveCheckpoint | Estimate | Export
-           | Generate | Inspect | Shutdown)
+Command = StartRun | ResumeRun | Pause | Resume | Stop | Estimate | Export | Generate | Inspect | Shutdown
 Event = (Hello | StateChanged | RunStarted | StepMetrics | RoundMerged | RoundRolledBack
          | EvalResult | MemorySample | PreflightResult | CheckpointSaved | LogLine | Warning | Error
          | ExportProgress | ExportDone | GenerationResult | InspectResult | Finished | WorkerExited)
 COMMAND_TYPES: tuple[type, ...] = Command.__args__
 EVENT_TYPES: tuple[type, ...] = Event.__args__
+# Commands that occupy the worker until it reports "idle" again; it runs one at a time.
+JOB_COMMANDS: tuple[type, ...] = (StartRun, ResumeRun, Estimate, Export, Generate, Inspect)
+# Commands the worker acts on at once, even in the middle of a job.
+CONTROL_COMMANDS: tuple[type, ...] = (Pause, Resume, Stop)
 
 
 # --- the boundary -------------------------------------------------------------
@@ -345,7 +370,7 @@ def _check_version(data: bytes) -> None:
         version = _version_decoder.decode(data).v
     except (msgspec.DecodeError, msgspec.ValidationError):
         return  # not an envelope: the full decode reports it as malformed
-    if version is not None and version != PROTOCOL_VERSION:
+    if version is not None and version not in READABLE_VERSIONS:
         raise ProtocolError(
             f"protocol version {version!r} received, this side speaks {PROTOCOL_VERSION}")
 

@@ -6,9 +6,12 @@ It reports only through ``emit`` (protocol events) and the run directory.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import msgspec
 
 from xgblora_engine import memory
 from xgblora_engine import protocol as P
@@ -28,6 +31,7 @@ from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_text
 from xgblora_engine.models.shape import shape_of, shares_of
 from xgblora_engine.models.sharding import check_not_data_parallel
+from xgblora_engine.preflight import preflight_result
 from xgblora_engine.rundir import RunDir
 
 Emit = Callable[[object], None]
@@ -100,33 +104,8 @@ def preflight(prepared: Prepared, cfg: RunConfig, limit: int | None, trial: bool
     labelled = int((longest["labels"][:, 1:] != -100).sum())
     shares = shares_of(model)
     measured = measure_peaks(prepared, cfg, longest) if trial else None
-    checks = memory.device_checks(shape, cfg, shares, info.dtype, lambda d: memory.available(d, limit), labelled,
-                                  int(longest["input_ids"].numel()), measured)
-    worst = memory.tightest(checks)
-    share = next(s for s in shares if s.device == worst["device"])
-    fixes = (memory.remedies(shape, cfg, _device_kind(share.device), info.dtype, labelled, share)
-             if worst["verdict"] != "fits" else [])
-    return P.PreflightResult(verdict=worst["verdict"], predicted_peak=worst["predicted_peak"],
-                             available=worst["available"], parts=worst["parts"], measured_peak=worst["measured_peak"],
-                             remedies=fixes, device=worst["device"], message=_preflight_message(checks, worst),
-                             devices=checks)
-
-
-VERDICT_WORDS = {"fits": "fits", "tight": "is tight", "wont_fit": "will not fit"}
-
-
-def _preflight_message(checks: list[dict], worst: dict) -> str:
-    h = memory.human_bytes
-    if len(checks) == 1:
-        trial = f" (measured trial peak {h(worst['measured_peak'])})" if worst["measured_peak"] else ""
-        return (f"predicted peak {h(worst['predicted_peak'])} of {h(worst['available'])} available on "
-                f"{worst['device']}: {VERDICT_WORDS[worst['verdict']]}{trial}")
-    each = ", ".join(f"{c['device']} {h(c['predicted_peak'])} of {h(c['available'])}" for c in checks)
-    return f"predicted peak per device: {each}: {VERDICT_WORDS[worst['verdict']]} (tightest: {worst['device']})"
-
-
-def _device_kind(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else "cpu"
+    return preflight_result(shape, cfg, shares, info.dtype, lambda d: memory.available(d, limit), labelled,
+                            int(longest["input_ids"].numel()), measured)
 
 
 def _longest_batch(prepared: Prepared, cfg: RunConfig):
@@ -253,15 +232,17 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
     record(check)
     if dist.any(check.verdict == "wont_fit") and not options.force:
         raise UserError(check.message + "; training was not started",
-                        "; ".join(r["label"] for r in check.remedies[:3]) + " (or start anyway with --force)")
+                        "; ".join(r.label for r in check.remedies[:3]) + " (or start anyway with --force)")
     total_rounds = -(-cfg.train.max_steps // cfg.boost.merge_every)
     if main:
-        run.update_status(status="training", model_info=_as_dict(info), total_steps=cfg.train.max_steps,
+        run.update_status(status="training", model_info=msgspec.to_builtins(info), total_steps=cfg.train.max_steps,
                           total_rounds=total_rounds, step=state.step, predicted_peak=check.predicted_peak,
                           processes=dist.world)
-    record(P.RunStarted(run_dir=str(run.path), config=cfg.to_dict(), model_info=_as_dict(info),
+    record(P.RunStarted(run_dir=str(run.path), config=copy.deepcopy(cfg), model_info=info,
                         data_report=prepared.data.report.describe(), n_layers=info.n_layers,
                         total_steps=cfg.train.max_steps, total_rounds=total_rounds, start_step=state.step))
+    if main:
+        record = _with_memory_samples(record, info.device, check.predicted_peak)
     # One stream of global batches (per-process batch × processes), each rank taking its
     # slice: the data order is that of a single process with the whole batch.
     stream = BatchStream(prepared.data.train, cfg.train.batch_size * dist.world, cfg.train.seed, prepared.pad_id)
@@ -339,6 +320,17 @@ def _silent(event) -> None:
     """Ranks other than 0 report nothing."""
 
 
+def _with_memory_samples(record: Emit, device: str, predicted_peak: int) -> Emit:
+    """A memory reading after every step, recorded like every other event, with the
+    preflight's prediction beside it."""
+    def with_memory(event) -> None:
+        record(event)
+        if isinstance(event, P.StepMetrics):
+            record(P.MemorySample(step=event.step, predicted_peak=predicted_peak, **memory.snapshot(device)))
+
+    return with_memory
+
+
 def _recording(run: RunDir, emit: Emit) -> Emit:
     def record(event) -> None:
         run.record_event(P.to_dict(event))
@@ -346,8 +338,3 @@ def _recording(run: RunDir, emit: Emit) -> Emit:
 
     return record
 
-
-def _as_dict(info) -> dict:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(info) if is_dataclass(info) else dict(info)

@@ -52,25 +52,20 @@ class Worker:
         self.pending: queue.Queue = queue.Queue()
         self.control = ThreadControl()
         self.busy = threading.Event()
+        self.job_id = 0  # the job being run: its events carry this id
         self.last_step = 0
         self.peak_rss = 0
-        self.device = "cpu"
         self.run_dir: str | None = None
 
     def emit(self, event) -> None:
+        """Send an event, stamped with the job that caused it unless it names one."""
+        if not event.job_id:
+            event.job_id = self.job_id
         if isinstance(event, P.StepMetrics):
             self.last_step = event.step
-            self.evt_q.put(P.encode(event))
-            self._memory_sample(event.step)
-            return
+        elif isinstance(event, P.MemorySample):
+            self.peak_rss = max(self.peak_rss, event.rss)
         self.evt_q.put(P.encode(event))
-
-    def _memory_sample(self, step: int) -> None:
-        from xgblora_engine import memory
-
-        reading = memory.snapshot(self.device)
-        self.peak_rss = max(self.peak_rss, reading["rss"])
-        self.evt_q.put(P.encode(P.MemorySample(step=step, **reading)))
 
     # reader thread: control commands act at once, the rest wait for the main loop
     def read_commands(self) -> None:
@@ -91,9 +86,6 @@ class Worker:
                 self.control.stop.set()
                 self.control.running.set()
                 self.emit(P.StateChanged(state="stopping", detail="stopping after the current optimizer step"))
-            elif isinstance(cmd, P.SaveCheckpoint):
-                self.emit(P.LogLine(level="info", text="checkpoints are written at every round boundary; "
-                                                        "the next one comes when the current round merges"))
             elif isinstance(cmd, P.Shutdown):
                 self.control.stop.set()
                 self.control.running.set()
@@ -101,7 +93,7 @@ class Worker:
                 return
             elif self.busy.is_set():
                 self.emit(P.Error(message=f"the engine is busy; {type(cmd).__name__} was not run",
-                                  hint="wait until the current job finishes or stop it", kind="user", command_id=cmd.id))
+                                  hint="wait until the current job finishes or stop it", kind="user", job_id=cmd.id))
             else:
                 # The job's control is made here, by the thread that also handles Stop: a Stop
                 # read after this job is aimed at it, however soon, and one aimed at the last
@@ -123,13 +115,15 @@ class Worker:
             try:
                 self.run_command(cmd)
             finally:
-                self.busy.clear()
                 self.emit(P.StateChanged(state="idle"))
+                self.job_id = 0
+                self.busy.clear()
 
     def run_command(self, cmd) -> None:
         from xgblora_engine.diskspace import is_disk_full
         from xgblora_engine.errors import UserError
 
+        self.job_id = cmd.id
         oom = None
         try:
             handler = getattr(self, f"do_{type(cmd).__name__}", None)
@@ -142,12 +136,12 @@ class Worker:
                     raise self._disk_full(cmd, exc) from None
                 raise
         except UserError as exc:
-            self.emit(P.Error(message=exc.message, hint=exc.hint, kind="user", command_id=cmd.id))
+            self.emit(P.Error(message=exc.message, hint=exc.hint, kind="user"))
             self._fail_run(exc.message)
         except Exception as exc:  # noqa: BLE001 - the worker must outlive any job
             if not _is_oom(exc):
                 self.emit(P.Error(message=f"internal error: {exc}", hint="this is a bug; the run's last checkpoint is intact",
-                                  kind="internal", command_id=cmd.id, detail=traceback.format_exc()))
+                                  kind="internal", detail=traceback.format_exc()))
                 self._fail_run(str(exc))
             oom = str(exc).splitlines()[0] if _is_oom(exc) else None
         if oom is not None:  # outside the except block: the traceback no longer pins the step's tensors
@@ -186,7 +180,7 @@ class Worker:
         self.emit(P.Error(message=f"out of memory during step {self.last_step + 1} (peak {memory.human_bytes(peak)})",
                           hint="lower the batch size (with more gradient accumulation), shorten sequences, "
                                "enable gradient checkpointing or load the base in 4-bit; then resume the run",
-                          kind="oom", command_id=cmd.id, detail=detail))
+                          kind="oom", detail=detail))
         self._fail_run("out of memory")
 
     # --- jobs ---------------------------------------------------------------
@@ -198,17 +192,14 @@ class Worker:
     def _watch_run_dir(self, event) -> None:
         if isinstance(event, P.RunStarted):
             self.run_dir = event.run_dir
-            self.device = event.model_info.get("device", "cpu")
         elif isinstance(event, P.Finished):
             self.run_dir = None
         self.emit(event)
 
     def do_StartRun(self, cmd: P.StartRun) -> None:
-        from xgblora_engine.config import RunConfig
         from xgblora_engine.session import run_training
 
-        cfg = RunConfig.from_dict(cmd.config)
-        run_training(cfg, cmd.run_dir, self._watch_run_dir, self.control, self._options(cmd))
+        run_training(cmd.config, cmd.run_dir, self._watch_run_dir, self.control, self._options(cmd))
 
     def do_ResumeRun(self, cmd: P.ResumeRun) -> None:
         from xgblora_engine.session import resume_training
@@ -216,10 +207,9 @@ class Worker:
         resume_training(cmd.run_dir, self._watch_run_dir, self.control, self._options(cmd))
 
     def do_Estimate(self, cmd: P.Estimate) -> None:
-        from xgblora_engine.config import RunConfig
         from xgblora_engine.session import preflight, prepare
 
-        cfg = RunConfig.from_dict(cmd.config)
+        cfg = cmd.config
         self.emit(P.StateChanged(state="preflight"))
         prepared = prepare(cfg, self.emit)
         self.emit(preflight(prepared, cfg, cmd.memory_limit_bytes, cmd.trial))
@@ -247,23 +237,22 @@ class Worker:
                                      stopped=stopped))
 
     def do_Inspect(self, cmd: P.Inspect) -> None:
-        from dataclasses import asdict
-
         from xgblora_engine.config import RunConfig
 
-        cfg = RunConfig.from_dict(cmd.config or {})
+        cfg = cmd.config or RunConfig()
         model_info = data_report = None
         if cmd.model:
             from xgblora_engine.models.loading import load_model
 
             cfg.model.name = cmd.model
-            model_info = asdict(load_model(cfg.model, run=cfg).info)
+            model_info = load_model(cfg.model, run=cfg).info
         if cmd.data:
             from xgblora_engine.data.dataset import prepare_data
             from xgblora_engine.models.loading import load_tokenizer
 
             cfg.data.path = cmd.data
-            data_report = prepare_data(cfg.data, load_tokenizer(cfg.model), cfg.train.seed).report.as_dict()
+            cfg.validate()
+            data_report = prepare_data(cfg.data, load_tokenizer(cfg.model), cfg.train.seed).report.to_payload()
         self.emit(P.InspectResult(model_info=model_info, data_report=data_report))
 
 

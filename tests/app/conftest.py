@@ -1,4 +1,4 @@
-"""GUI tests: real widgets, offscreen, driven by the scripted FakeEngineClient."""
+"""GUI tests: real widgets, offscreen, driven by the scripted DemoEngine."""
 
 import os
 
@@ -40,9 +40,9 @@ def runs_root(tmp_path):
 def fake(request, runs_root):
     """The scripted engine; ``@pytest.mark.parametrize("fake", [{"gpus": 2}], indirect=True)``
     passes it more options."""
-    from xgblora_app.fake_client import FakeEngineClient
+    from xgblora_app.demo_engine import DemoEngine
 
-    return FakeEngineClient(runs_root=runs_root, steps_per_poll=5, **getattr(request, "param", {}))
+    return DemoEngine(runs_root=runs_root, steps_per_poll=5, **getattr(request, "param", {}))
 
 
 @pytest.fixture

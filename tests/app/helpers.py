@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xgblora_app.fake_client import FakeEngineClient
+import msgspec
+
+from xgblora_app.demo_engine import SMOLLM2_INFO, DemoEngine
 from xgblora_engine import protocol as P
 from xgblora_engine.config import RunConfig, save_config
 from xgblora_engine.rundir import RunDir
@@ -14,22 +16,27 @@ def train_run_folder(root: Path, name: str = "run-a", steps: int = 20, kappa: in
                      killed_after: int | None = None) -> Path:
     """A completed run folder made by the scripted engine; with ``killed_after`` the
     engine dies after that many steps, leaving the folder as a killed worker does."""
-    client = FakeEngineClient(runs_root=root, steps_per_poll=None,
-                              die_at_step=None if killed_after is None else killed_after + 1)
+    client = DemoEngine(runs_root=root, steps_per_poll=None,
+                        die_at_step=None if killed_after is None else killed_after + 1)
     client.start()
     cfg = RunConfig()
     cfg.train.max_steps, cfg.boost.merge_every, cfg.train.eval_every = steps, kappa, 10
-    client.send(P.StartRun(config=cfg.to_dict(), run_dir=str(root / name)))
+    client.send(P.StartRun(config=cfg, run_dir=str(root / name)))
     while client.poll(100_000):
         pass
     return root / name
+
+
+def model_info(n_layers: int) -> P.ModelInfo:
+    """The embedded model's info with another layer count."""
+    return msgspec.structs.replace(SMOLLM2_INFO, n_layers=n_layers)
 
 
 def handmade_run_folder(root: Path, name: str = "hand-made") -> Path:
     """A run folder written directly with RunDir and protocol dicts: 4 steps, 2 rounds, 6 layers."""
     run = RunDir.create(root / name, "tiny")
     save_config(RunConfig(), run.config_path)
-    events = [P.RunStarted(run_dir=str(run.path), config={}, model_info={"n_layers": 6}, data_report="",
+    events = [P.RunStarted(run_dir=str(run.path), config=RunConfig(), model_info=model_info(6), data_report="",
                            n_layers=6, total_steps=4, total_rounds=2)]
     for step in range(1, 5):
         events.append(P.StepMetrics(step=step, round=(step + 1) // 2, loss=3.0 - 0.25 * step, lr=1e-3,

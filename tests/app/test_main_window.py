@@ -103,8 +103,8 @@ def test_start_up_loads_no_torch():
     """How long start-up takes is measured by benchmarks/gui_latency.py, not asserted here."""
     code = ("import sys; "
             "from xgblora_app.main_window import MainWindow; from PySide6.QtWidgets import QApplication; "
-            "app = QApplication([]); from xgblora_app.fake_client import FakeEngineClient; "
-            "w = MainWindow(lambda: FakeEngineClient()); w.show(); app.processEvents(); "
+            "app = QApplication([]); from xgblora_app.demo_engine import DemoEngine; "
+            "w = MainWindow(lambda: DemoEngine()); w.show(); app.processEvents(); "
             "print('torch' in sys.modules or 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)})

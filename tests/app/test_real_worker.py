@@ -10,6 +10,9 @@ from tests.conftest import build_tiny_llama
 from tests.engine.conftest import save_tiny_model
 from xgblora_app.main_window import MainWindow, real_client
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
 pytestmark = pytest.mark.slow
 
 
@@ -71,3 +74,62 @@ def test_inspect_preflight_train_kill_resume_and_history(qtbot, real_window):
     assert set(ex.rows) == {"hf", "peft"}
     for row in ex.rows.values():
         assert row.result.text() and (run_path / "exports" / "e2e").exists()
+
+
+def save_chatml_tokenizer(path):
+    """A word-level tokenizer with a ChatML template, over the tiny model's 128 ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(120)] + ["system", "user", "assistant"]
+    vocab = {w: i for i, w in enumerate(words)} | {"<|im_start|>": 123, "<|im_end|>": 124, "<unk>": 125, "<pad>": 126}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>", pad_token="<pad>",
+                                   additional_special_tokens=["<|im_start|>"])
+    fast.chat_template = CHATML
+    fast.save_pretrained(path)
+
+
+def test_the_data_panel_shows_the_real_engine_s_rendered_preview(qtbot, tmp_path, prefs):
+    from xgblora_app.context import Studio
+    from xgblora_app.engine_bridge import EngineBridge
+    from xgblora_app.panels.data_panel import DataPanel
+    from xgblora_app.state.run_settings import RunSettings
+    from xgblora_app.state.session import Session
+
+    model = tmp_path / "tiny-chatml"
+    build_tiny_llama().save_pretrained(model)
+    save_chatml_tokenizer(model)
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"w{i} w{i + 1}"},
+                                                       {"role": "assistant", "content": f"w{i + 2} w{i + 3}"}]})
+                              for i in range(20)))
+    settings = RunSettings()
+    settings.update({"model": {"name": str(model)}, "data": {"path": str(data), "seq_len": 12}})
+    bridge = EngineBridge(real_client)
+    studio = Studio(bridge, settings, Session(tmp_path / "runs"), prefs)
+    panel = DataPanel(studio)
+    qtbot.addWidget(panel)
+    try:
+        bridge.start()
+        panel.check()
+        qtbot.waitUntil(lambda: studio.session.data_report is not None, timeout=120_000)
+        report = studio.session.data_report
+        assert report.truncated == 0 and len(report.preview) == 3
+        first = report.preview[0]
+        assert first.text.startswith("<|im_start|> user w0 w1 <|im_end|> <|im_start|> assistant")
+        assert [first.text[a:b].strip() for a, b in first.spans] == ["w2 w3 <|im_end|>"]
+        shown = panel.preview.toPlainText()
+        assert "<|im_start|> assistant w2 w3 <|im_end|>" in shown and "<|im_start|> assistant w4 w5" in shown
+        assert "background" in panel.preview.toHtml()  # the learned tokens are highlighted
+        assert "tokens the engine trains on" in panel.preview_note.text()
+
+        settings.set("data", "seq_len", 9)  # the reply loses its end-of-turn token
+        qtbot.waitUntil(lambda: studio.session.data_report.seq_len == 9, timeout=120_000)
+        report = studio.session.data_report
+        assert report.truncated == report.n_train and all(p.truncated for p in report.preview)
+        assert report.preview[0].text.endswith("assistant w2 w3")
+        assert "truncated here" in panel.preview.toPlainText() and "(100%)" in panel.counts.text()
+    finally:
+        bridge.close()

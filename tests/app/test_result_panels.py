@@ -39,9 +39,12 @@ def test_export_explains_what_is_missing(qtbot, panel, studio, fake, runs_root):
 
 def test_run_commands_per_format(tmp_path):
     (tmp_path / "model-f16.gguf").write_text("")
-    assert run_command("gguf", str(tmp_path), "").startswith(f"llama-cli -m {tmp_path}/model-f16.gguf")
-    assert run_command("ollama", "/x", "ok\nollama create a -f /x/Modelfile") == "ollama create a -f /x/Modelfile"
-    assert "pipeline" in run_command("hf", "/x", "")
+    def done(fmt: str, path: str, command: str = "") -> P.ExportDone:
+        return P.ExportDone(format=fmt, path=path, ok=True, checks=[], message="ok", command=command)
+
+    assert run_command(done("gguf", str(tmp_path))).startswith(f"llama-cli -m {tmp_path}/model-f16.gguf")
+    assert run_command(done("ollama", "/x", "ollama create a -f /x/Modelfile")) == "ollama create a -f /x/Modelfile"
+    assert "pipeline" in run_command(done("hf", "/x"))
 
 
 # --- try it --------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Model, Data, Method and Preflight panels against the scripted engine."""
 
 import json
+import math
 
 import pytest
 from PySide6.QtCore import Qt
 
+from xgblora_app.demo_engine import DEMO_CPU, SMOLLM2_INFO, demo_data_report
 from xgblora_app.panels.data_panel import DataPanel
 from xgblora_app.panels.method_panel import MethodPanel
 from xgblora_app.panels.model_panel import ModelPanel
@@ -12,6 +14,7 @@ from xgblora_app.panels.preflight_panel import PreflightPanel
 from xgblora_app.panels.train_panel import TrainPanel
 from xgblora_app.state.run_settings import help_text
 from xgblora_engine import protocol as P
+from xgblora_engine.config import RunConfig
 
 
 # --- model ---------------------------------------------------------------------------
@@ -62,16 +65,16 @@ def test_two_gpus_are_listed_and_choosing_both_shards_the_run(qtbot, panel, stud
     train = panel(TrainPanel)
     train.start()
     start = next(c for c in fake.sent if isinstance(c, P.StartRun))
-    assert start.config["model"]["shard_gpus"] == 2
+    assert start.config.model.shard_gpus == 2
     qtbot.waitUntil(lambda: studio.bridge.state == "training", timeout=3000)  # the engine took it
 
 
 def test_a_restarted_worker_that_sees_two_gpus_shows_the_chooser(qtbot, panel, studio, fake):
-    from xgblora_app.fake_client import FAKE_CPU, fake_gpus
+    from xgblora_app.demo_engine import demo_gpus
 
     model = panel(ModelPanel)
     assert not model.gpu_row.isVisible()
-    fake.devices = [FAKE_CPU] + fake_gpus(2)
+    fake.devices = [DEMO_CPU] + demo_gpus(2)
     fake.die()
     qtbot.waitUntil(lambda: studio.bridge.state == "dead", timeout=3000)
     with qtbot.waitSignal(studio.bridge.hello, timeout=3000):
@@ -84,7 +87,7 @@ def test_a_saved_gpu_count_this_machine_lacks_is_lowered(qtbot, panel, studio):
     studio.settings.set("model", "shard_gpus", 4)  # saved on a bigger machine
     model = panel(ModelPanel)
     assert studio.settings.get("model", "shard_gpus") == 2 and model.gpus_for_run.value() == 2
-    model.show_devices([{"device": "cpu"}])  # a worker that sees no GPU
+    model.show_devices([DEMO_CPU])  # a worker that sees no GPU
     assert studio.settings.get("model", "shard_gpus") == 1 and not model.gpu_row.isVisible()
 
 
@@ -94,10 +97,15 @@ def test_sample_data_shows_format_counts_preview_and_histogram(qtbot, panel, stu
     data.check()
     qtbot.waitUntil(lambda: "training and" in data.counts.text(), timeout=5000)
     assert "alpaca" in data.detected.text() and data.mapping.rowCount() >= 2
-    assert "<|im_start|>assistant" in data.preview.toPlainText()
+    report = studio.session.data_report
+    assert report.n_train > 0 and len(report.preview) == 3
+    first = report.preview[0]
+    shown = data.preview.toPlainText()
+    assert first.text.splitlines()[0] in shown and "chat template" in data.preview_note.text()
+    learned = first.text[slice(*first.spans[0])]
+    assert learned.split()[0] in shown  # the reply, highlighted in the HTML
     assert data.bars.opts["height"] is not None and sum(data.bars.opts["height"]) > 100
     assert data.limit_line.value() == studio.settings.get("data", "seq_len")
-    assert studio.session.data_report["n_train"] > 0
 
 
 def test_a_bad_data_file_gives_a_message_in_the_panel(qtbot, panel, studio, tmp_path):
@@ -140,8 +148,7 @@ def test_hub_datasets_are_read_by_the_engine_not_the_window(qtbot, panel, studio
 
 # --- method --------------------------------------------------------------------------
 def test_rounds_and_parameters_update_live(qtbot, panel, studio):
-    studio.session.set_model_info({"n_layers": 30, "hidden_size": 576, "n_params": 134_515_008,
-                                   "targets": ["q", "k", "v", "o", "g", "u", "d"]})
+    studio.session.set_model_info(SMOLLM2_INFO)
     method = panel(MethodPanel)
     method.steps.setValue(205)
     method.kappa.setValue(10)
@@ -171,7 +178,7 @@ def test_the_booster_rate_follows_rank_and_layers_by_the_rule(qtbot, panel, stud
 
 
 def test_presets_and_tooltips(qtbot, panel, studio):
-    studio.session.set_model_info({"n_layers": 30, "hidden_size": 576})
+    studio.session.set_model_info(SMOLLM2_INFO)
     method = panel(MethodPanel)
     qtbot.mouseClick(method.preset_buttons["quality"], Qt.MouseButton.LeftButton)
     assert method.rank.value() == 4 and method.sampling.currentText() == "uniform" and method.k.value() == 20
@@ -182,11 +189,12 @@ def test_presets_and_tooltips(qtbot, panel, studio):
 def test_length_in_epochs_uses_the_data_count(qtbot, panel, studio):
     method = panel(MethodPanel)
     assert not method.epochs.isEnabled()
-    studio.session.set_data_report({"n_train": 400})
+    studio.session.set_data_report(demo_data_report(RunConfig()))
+    n_train = studio.session.data_report.n_train
     method.by_epochs.setChecked(True)
     method.batch.setValue(4)
     method.epochs.setValue(2.0)
-    assert studio.settings.get("train", "max_steps") == 200
+    assert studio.settings.get("train", "max_steps") == math.ceil(2 * n_train / 4)
 
 
 # --- preflight -----------------------------------------------------------------------
@@ -199,6 +207,7 @@ def test_preflight_verdict_and_one_click_remedies_change_the_method(qtbot, panel
     qtbot.mouseClick(preflight.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: preflight.verdict.text() == "Will not fit", timeout=3000)
     assert fake.sent[-1].trial and preflight.bar.result.verdict == "wont_fit"
+    before = preflight.bar.result.predicted_peak
     assert "weights" in preflight.parts.text() and preflight.remedies_box.isVisible()
     batch = next(b for b in preflight.remedy_buttons if b.text().startswith("batch"))
     qtbot.mouseClick(batch, Qt.MouseButton.LeftButton)
@@ -208,9 +217,10 @@ def test_preflight_verdict_and_one_click_remedies_change_the_method(qtbot, panel
         button = next(b for b in preflight.remedy_buttons if b.text().startswith(label))
         qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
     assert studio.settings.get("model", "quantize") == "4bit" and method.seq_len.value() == 256
+    fake.available = 8 * 2**30
     preflight.run()
     qtbot.waitUntil(lambda: preflight.verdict.text() == "Fits", timeout=3000)
-    assert not preflight.remedies_box.isVisible()
+    assert not preflight.remedies_box.isVisible() and preflight.bar.result.predicted_peak < before / 2
 
 
 def test_memory_limit_is_sent_with_the_estimate(qtbot, panel, studio, fake):

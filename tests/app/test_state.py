@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.app.helpers import handmade_run_folder, train_run_folder
+from tests.app.helpers import handmade_run_folder, model_info, train_run_folder
 from xgblora_app.state.hf_cache import cached_models
 from xgblora_app.state.presets import preset_changes
 from xgblora_app.state.run_settings import RunSettings, default_value, help_text
@@ -15,8 +15,7 @@ from xgblora_engine import protocol as P
 from xgblora_engine.config import RunConfig
 from xgblora_engine.errors import UserError
 
-INFO = {"n_layers": 30, "hidden_size": 576, "n_params": 134_515_008,
-        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+INFO = model_info(30)
 
 
 def test_defaults_and_help_come_from_the_engine_config():
@@ -30,10 +29,8 @@ def test_rounds_and_trainable_parameters_follow_the_settings():
     s = RunSettings()
     s.update({"train": {"max_steps": 205}, "boost": {"merge_every": 10, "rank": 2, "layers_per_round": 10}})
     assert s.rounds() == 21  # ceil(205 / 10)
-    params, exact = s.trainable_params(INFO)
-    assert not exact and params == 10 * 2 * 7 * 2 * 576  # hidden × hidden estimate per target
-    params, exact = s.trainable_params(dict(INFO, booster_values_per_rank=10_176))
-    assert exact and params == 10 * 2 * 10_176
+    assert s.trainable_params(INFO) == 10 * 2 * 7 * 2 * 576  # hidden × hidden estimate per target
+    assert s.trainable_params(None) is None
     s.set("boost", "layers_per_round", None)
     assert s.k(30) == 10 and s.k(None) is None
 
@@ -72,7 +69,7 @@ def steps(n, start=1, kappa=2):
 
 
 def started(start_step=0):
-    return P.RunStarted(run_dir="r", config={}, model_info={}, data_report="", n_layers=6, total_steps=10,
+    return P.RunStarted(run_dir="r", config=RunConfig(), model_info=model_info(6), data_report="", n_layers=6, total_steps=10,
                         total_rounds=5, start_step=start_step)
 
 

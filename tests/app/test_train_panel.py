@@ -20,12 +20,12 @@ def test_start_sends_the_settings_and_the_plots_fill(qtbot, panel, studio, fake)
     train = panel(TrainPanel)
     qtbot.mouseClick(train.start_button, Qt.MouseButton.LeftButton)
     start = fake.sent[-1]
-    assert isinstance(start, P.StartRun) and start.config["train"]["max_steps"] == 20
+    assert isinstance(start, P.StartRun) and start.config.train.max_steps == 20
     assert start.run_dir.startswith(str(studio.session.runs_root))
     qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
     qtbot.waitUntil(lambda: len(xs(train.plots.raw)) == 20, timeout=2000)
     assert len(xs(train.plots.smooth)) == 20
-    assert len(xs(train.plots.eval)) == 2  # steps 10 and 20
+    assert xs(train.plots.eval) == [0, 10, 20]  # the base model first, as the trainer measures it
     assert len(train.plots.merges.data) == 4  # a marker per merge
     assert xs(train.plots.rss_curve) and train.plots.predicted_line.isVisible()
     assert len(xs(train.plots.speed)) == 20 and len(xs(train.plots.lr)) == 20

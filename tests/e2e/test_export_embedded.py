@@ -52,7 +52,7 @@ def exports(smol_run, tmp_path_factory):
 
 
 def checks(result):
-    return {c["name"]: c for c in result.checks}
+    return {c.name: c for c in result.checks}
 
 
 def test_every_format_verifies(exports):
@@ -61,10 +61,10 @@ def test_every_format_verifies(exports):
         assert result.ok, f"{fmt}: {result.message}"
         assert result.path == str(out / fmt)
     hf = checks(results["hf"])
-    assert hf["weights"]["detail"].startswith("all 273 tensors bit-identical")
-    assert "0 vs the fp32 merged model" in hf["logits"]["detail"] or hf["logits"]["ok"]
-    assert checks(results["peft"])["load with PEFT"]["detail"].startswith("210 LoRA layers")
-    assert "272 tensors read back" in checks(results["gguf"])["GGUF weights"]["detail"]
+    assert hf["weights"].detail.startswith("all 273 tensors bit-identical")
+    assert "0 vs the fp32 merged model" in hf["logits"].detail or hf["logits"].ok
+    assert checks(results["peft"])["load with PEFT"].detail.startswith("210 LoRA layers")
+    assert "272 tensors read back" in checks(results["gguf"])["GGUF weights"].detail
     config = json.loads((out / "peft" / "adapter_config.json").read_text())
     assert set(config["rank_pattern"].values()) == {2} and config["r"] == 1  # layers 20-29: two boosters
 
@@ -76,8 +76,8 @@ def test_llama_cpp_gives_transformers_greedy_text_and_stops(exports):
     _, results = exports
     gguf = checks(results["gguf"])
     for name in ("llama.cpp tokenization", "llama.cpp logits", "llama.cpp greedy text", "stops at end of turn"):
-        assert gguf[name]["ok"] and not gguf[name]["skipped"], gguf[name]
-    assert gguf["llama.cpp greedy text"]["detail"].startswith("3/3 answers token-for-token identical")
+        assert gguf[name].ok and not gguf[name].skipped, gguf[name]
+    assert gguf["llama.cpp greedy text"].detail.startswith("3/3 answers token-for-token identical")
 
 
 def test_ollama_modelfile_matches_smollm2s_template(exports):
@@ -86,6 +86,6 @@ def test_ollama_modelfile_matches_smollm2s_template(exports):
     assert modelfile.startswith("FROM ./model-f16.gguf")
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
-    assert checks(results["ollama"])["Modelfile template"]["ok"]
+    assert checks(results["ollama"])["Modelfile template"].ok
     assert results["ollama"].command == f"ollama create smol-xgb -f {out / 'ollama' / 'Modelfile'}"
 

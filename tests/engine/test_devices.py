@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 from xgblora_engine.devices import gpu_count, list_devices
+from xgblora_engine.payloads import Device
 
 GB = 2**30
 
@@ -40,10 +41,10 @@ class FakeCuda:
 
 def test_no_cuda_lists_the_cpu_alone():
     devices = list_devices(FakeCuda([]))
-    assert [d["device"] for d in devices] == ["cpu"]
+    assert [d.device for d in devices] == ["cpu"]
     cpu = devices[0]
-    assert cpu["total_bytes"] >= cpu["free_bytes"] > 0 and cpu["bf16"] is False
-    assert cpu["compute_capability"] is None and cpu["name"]
+    assert cpu.total_bytes >= cpu.free_bytes > 0 and cpu.bf16 is False
+    assert cpu.compute_capability is None and cpu.name
     assert gpu_count(devices) == 0
 
 
@@ -51,14 +52,14 @@ def test_each_gpu_with_its_memory_bf16_and_capability():
     cuda = FakeCuda([("NVIDIA GeForce RTX 4090", 24 * GB, 3 * GB, (8, 9)),
                      ("Tesla V100-SXM2-16GB", 16 * GB, 1 * GB, (7, 0))])
     devices = list_devices(cuda)
-    assert [d["device"] for d in devices] == ["cpu", "cuda:0", "cuda:1"] and gpu_count(devices) == 2
+    assert [d.device for d in devices] == ["cpu", "cuda:0", "cuda:1"] and gpu_count(devices) == 2
     rtx, v100 = devices[1:]
-    assert rtx == {"device": "cuda:0", "name": "NVIDIA GeForce RTX 4090", "total_bytes": 24 * GB,
-                   "free_bytes": 21 * GB, "bf16": True, "compute_capability": "8.9"}
-    assert v100["bf16"] is False and v100["compute_capability"] == "7.0" and v100["free_bytes"] == 15 * GB
+    assert rtx == Device(device="cuda:0", name="NVIDIA GeForce RTX 4090", total_bytes=24 * GB,
+                         free_bytes=21 * GB, bf16=True, compute_capability="8.9")
+    assert v100.bf16 is False and v100.compute_capability == "7.0" and v100.free_bytes == 15 * GB
     assert cuda.contexts == set()  # NVML answered: no CUDA context made on either GPU
 
 
 def test_without_nvml_free_memory_comes_from_cuda():
     cuda = FakeCuda([("NVIDIA A100-SXM4-80GB", 80 * GB, 10 * GB, (8, 0))], nvml=False)
-    assert list_devices(cuda)[1]["free_bytes"] == 70 * GB and cuda.contexts == {0}
+    assert list_devices(cuda)[1].free_bytes == 70 * GB and cuda.contexts == {0}

@@ -81,29 +81,29 @@ def test_every_device_is_checked_against_its_own_free_memory():
     cfg, shares = run_config(), two_gpu_shares(LLAMA8B)
     free = {"cuda:0": 24 * GB, "cuda:1": 12 * GB}
     checks = memory.device_checks(LLAMA8B, cfg, shares, "bf16", free.__getitem__)
-    assert [c["device"] for c in checks] == ["cuda:0", "cuda:1"]
-    assert [c["available"] for c in checks] == [24 * GB, 12 * GB]
-    assert checks[0]["verdict"] == "fits" and checks[1]["verdict"] == "wont_fit"
-    assert memory.tightest(checks)["device"] == "cuda:1"
+    assert [c.device for c in checks] == ["cuda:0", "cuda:1"]
+    assert [c.available for c in checks] == [24 * GB, 12 * GB]
+    assert checks[0].verdict == "fits" and checks[1].verdict == "wont_fit"
+    assert memory.tightest(checks).device == "cuda:1"
     for check, share in zip(checks, shares):
-        assert check["predicted_peak"] == memory.estimate_share(LLAMA8B, cfg, share, "bf16").total
-        assert check["measured_peak"] is None
+        assert check.predicted_peak == memory.estimate_share(LLAMA8B, cfg, share, "bf16").total
+        assert check.measured_peak is None
 
 
 def test_a_measured_peak_replaces_the_estimate_of_its_device_only():
     cfg, shares = run_config(), two_gpu_shares(LLAMA8B)
     checks = memory.device_checks(LLAMA8B, cfg, shares, "bf16", lambda d: 80 * GB, measured={"cuda:1": 30 * GB})
-    assert checks[1]["predicted_peak"] == checks[1]["measured_peak"] == 30 * GB
-    assert checks[0]["predicted_peak"] == memory.estimate_share(LLAMA8B, cfg, shares[0], "bf16").total
+    assert checks[1].predicted_peak == checks[1].measured_peak == 30 * GB
+    assert checks[0].predicted_peak == memory.estimate_share(LLAMA8B, cfg, shares[0], "bf16").total
 
 
 def test_remedies_of_a_shard_are_priced_on_its_tightest_gpu():
     cfg, shares = run_config(), two_gpu_shares(LLAMA8B)
     on_gpu = memory.remedies(LLAMA8B, cfg, "cuda", "bf16", None, shares[1])
     whole = memory.remedies(LLAMA8B, cfg, "cuda", "bf16", None)
-    quant = {r["label"]: r["saves_bytes"] for r in on_gpu}["load the frozen base in 4-bit (nf4)"]
-    assert quant < {r["label"]: r["saves_bytes"] for r in whole}["load the frozen base in 4-bit (nf4)"]
-    assert "layers per round 10 → 5" in {r["label"] for r in on_gpu}  # the run's k, not the GPU's share
+    quant = {r.label: r.saves_bytes for r in on_gpu}["load the frozen base in 4-bit (nf4)"]
+    assert quant < {r.label: r.saves_bytes for r in whole}["load the frozen base in 4-bit (nf4)"]
+    assert "layers per round 10 → 5" in {r.label for r in on_gpu}  # the run's k, not the GPU's share
 
 
 def test_the_estimate_counts_boosters_with_the_run_s_own_k_rule():

@@ -3,6 +3,7 @@
 import io
 
 from xgblora_engine import protocol as P
+from xgblora_engine.payloads import DeviceCheck, Remedy
 from xgblora_engine.progress import ConsoleReporter
 
 GB = 2**30
@@ -15,8 +16,8 @@ def printed(event) -> str:
 
 
 def check(device, peak, avail, verdict):
-    return {"device": device, "predicted_peak": peak, "available": avail, "verdict": verdict,
-            "parts": {"weights": peak // 2, "activations": peak // 2}, "measured_peak": None}
+    return DeviceCheck(device=device, predicted_peak=peak, available=avail, verdict=verdict,
+                       parts={"weights": peak // 2, "activations": peak // 2})
 
 
 def test_one_device_prints_its_parts():
@@ -28,9 +29,9 @@ def test_one_device_prints_its_parts():
 
 def test_a_sharded_model_prints_every_gpu_against_its_own_memory():
     devices = [check("cuda:0", 20 * GB, 24 * GB, "tight"), check("cuda:1", 30 * GB, 24 * GB, "wont_fit")]
-    result = P.PreflightResult(verdict="wont_fit", predicted_peak=30 * GB, available=24 * GB, parts=devices[1]["parts"],
-                               measured_peak=None, remedies=[{"label": "load the frozen base in 4-bit (nf4)",
-                                                              "changes": {}, "saves_bytes": 9 * GB}],
+    result = P.PreflightResult(verdict="wont_fit", predicted_peak=30 * GB, available=24 * GB, parts=devices[1].parts,
+                               measured_peak=None, remedies=[Remedy(label="load the frozen base in 4-bit (nf4)",
+                                                                    changes={}, saves_bytes=9 * GB)],
                                device="cuda:1", message="predicted peak per device: ...", devices=devices)
     lines = printed(result).splitlines()
     assert lines[1] == "  cuda:0: 20.00 GB of 24.00 GB (tight): weights 10.00 GB, activations 10.00 GB"
@@ -44,7 +45,7 @@ def test_the_run_start_names_the_rate_the_boosters_train_at():
 
     cfg = RunConfig()
     cfg.train.lr, cfg.boost.rank, cfg.boost.layers_per_round = 6e-3, 4, 10
-    line = boosters_line(cfg.to_dict(), 30)
+    line = boosters_line(cfg, 30)
     assert "rank 4 on 10 of 30 layers" in line and "peak learning rate 0.0052 (0.006·√(30/(10·4)))" in line
     cfg.train.lr_rule = "fixed"
-    assert "peak learning rate 0.006 (as given)" in boosters_line(cfg.to_dict(), 30)
+    assert "peak learning rate 0.006 (as given)" in boosters_line(cfg, 30)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import msgspec
 import pytest
 
 from xgblora_engine import protocol as P
+from xgblora_engine.config import RunConfig
 
 SAMPLE_VALUES = {int: 3, float: 0.5, str: "x", bool: True}
 
@@ -21,17 +23,49 @@ def _value(tp):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return _value(next(a for a in typing.get_args(tp) if a is not type(None)))
+    if origin is typing.Literal:
+        return typing.get_args(tp)[-1]
     if origin is list:
         return [_value(typing.get_args(tp)[0])]
+    if origin is tuple:
+        return tuple(_value(a) for a in typing.get_args(tp))
     if origin is dict:
         return {"k": _value(typing.get_args(tp)[1])}
-    if tp is typing.Any:  # what configs and reports hold: nested plain data
-        return [1, 2.5, "s", None, {"nested": True}]
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return sample(tp)
+    if dataclasses.is_dataclass(tp):
+        return tp()
     return SAMPLE_VALUES[tp]
+
+
+def _types_in(tp) -> typing.Iterator:
+    """tp and every type nested in it: union members, list items, struct and dataclass fields."""
+    yield tp
+    for arg in typing.get_args(tp):
+        if typing.get_origin(tp) is not typing.Literal:
+            yield from _types_in(arg)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        for f in msgspec.structs.fields(tp):
+            yield from _types_in(f.type)
+    elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        for f in dataclasses.fields(tp):
+            yield from _types_in(typing.get_type_hints(tp)[f.name])
 
 
 def envelope(msg: dict, v: int = P.PROTOCOL_VERSION) -> bytes:
     return msgspec.msgpack.encode({"v": v, "msg": msg})
+
+
+def test_every_field_is_typed_down_to_its_leaves():
+    """No payload crosses as untyped data (Any, a bare dict or list)."""
+    for cls in P.COMMAND_TYPES + P.EVENT_TYPES:
+        for tp in _types_in(cls):
+            assert tp is not typing.Any and tp not in (dict, list, object), (cls.__name__, tp)
+
+
+def test_job_and_control_commands_are_two_disjoint_sets():
+    assert not set(P.JOB_COMMANDS) & set(P.CONTROL_COMMANDS)
+    assert set(P.JOB_COMMANDS) | set(P.CONTROL_COMMANDS) | {P.Shutdown} == set(P.COMMAND_TYPES)
 
 
 def test_unions_and_names_agree():
@@ -67,7 +101,8 @@ def _required(cls):
 def test_defaults():
     assert P.Export(run_dir="r", out="o").formats == ["hf"]
     assert P.Export(run_dir="r", out="o").formats is not P.Export(run_dir="r", out="o").formats
-    assert P.StartRun(config={}).id == 0
+    assert P.StartRun(config=RunConfig()).id == 0
+    assert P.LogLine(level="info", text="x").job_id == 0
     before = P.Hello(version=1, pid=1).t
     assert 0 < before <= P.LogLine(level="info", text="x").t
 
@@ -78,6 +113,32 @@ def test_messages_of_an_older_worker_without_device_lists_still_decode():
     old_preflight = {k: v for k, v in P.to_dict(sample(P.PreflightResult)).items() if k != "devices"}
     assert P.decode_event(envelope(old_preflight)).devices == []
     assert P.from_dict(old_preflight).devices == []  # an old run's events.jsonl
+
+
+def test_messages_of_protocol_version_1_still_decode():
+    """Version 1 sent payloads as dicts of the same names, no job ids, the export command
+    inside the message and a Stop with a checkpoint flag."""
+    v1 = [{"type": "Error", "message": "m", "kind": "user", "command_id": 4},
+          {"type": "ExportDone", "format": "ollama", "path": "p", "ok": True, "message": "ok\nollama create x",
+           "checks": [{"name": "reloads", "ok": True, "detail": ""}]},
+          {"type": "InspectResult", "data_report": {**P.to_dict(sample(P.DataReport)), "describe": "data: x"}},
+          {"type": "RunStarted", "run_dir": "r", "config": {"train": {"lr": 0.002}}, "data_report": "d",
+           "model_info": P.to_dict(sample(P.ModelInfo)), "n_layers": 30, "total_steps": 10, "total_rounds": 1}]
+    error, export, inspect, started = (P.decode_event(envelope(m, v=1)) for m in v1)
+    assert error.kind == "user" and error.job_id == 0
+    assert export.checks[0].name == "reloads" and export.command == ""
+    assert inspect.data_report.preview == [P.PreviewExample(text="x", spans=[(3, 3)], truncated=True)]
+    assert started.config.train.lr == 0.002 and started.config.boost == RunConfig().boost
+    stop = P.decode_command(envelope({"type": "Stop", "id": 2, "checkpoint": True}, v=1))
+    assert stop == P.Stop(id=2)
+    assert P.from_dict(v1[0]).message == "m"  # an old run's events.jsonl
+
+
+def test_statuses_take_only_their_words():
+    with pytest.raises(P.ProtocolError, match=r"Invalid enum value 'napping' - at `\$.msg.state`"):
+        P.decode_event(envelope({"type": "StateChanged", "state": "napping"}))
+    with pytest.raises(P.ProtocolError, match=r"Invalid enum value 'maybe' - at `\$.msg.verdict`"):
+        P.decode_event(envelope({**P.to_dict(sample(P.PreflightResult)), "verdict": "maybe"}))
 
 
 def test_a_newer_peer_s_extra_fields_are_ignored():
@@ -115,15 +176,17 @@ def test_bad_events_are_rejected_readably(data, match):
 
 
 def test_bad_command_field_type_is_rejected_readably():
-    with pytest.raises(P.ProtocolError, match=r"Expected `bool`, got `str` - at `\$.msg.checkpoint`"):
-        P.decode_command(envelope({"type": "Stop", "checkpoint": "yes"}))
+    with pytest.raises(P.ProtocolError, match=r"Expected `bool`, got `str` - at `\$.msg.verify`"):
+        P.decode_command(envelope({"type": "Export", "run_dir": "r", "out": "o", "verify": "yes"}))
+    with pytest.raises(P.ProtocolError, match=r"Expected `int`, got `str` - at `\$.msg.config.train.max_steps`"):
+        P.decode_command(envelope({"type": "StartRun", "config": {"train": {"max_steps": "many"}}}))
 
 
-@pytest.mark.parametrize("v", [0, 2])
+@pytest.mark.parametrize("v", [0, 3])
 def test_other_protocol_version_is_rejected_naming_both(v):
     data = envelope({"type": "SomethingNew", "x": 1}, v=v)  # unknown tags of a newer peer too
     for decode in (P.decode_event, P.decode_command):
-        with pytest.raises(P.ProtocolError, match=f"protocol version {v} received, this side speaks 1"):
+        with pytest.raises(P.ProtocolError, match=f"protocol version {v} received, this side speaks 2"):
             decode(data)
 
 
@@ -131,7 +194,9 @@ def test_only_plain_data_is_sent():
     with pytest.raises(P.ProtocolError, match="not a protocol message"):
         P.encode({"type": "Hello", "version": 1, "pid": 1})
     with pytest.raises(P.ProtocolError, match="cannot send StartRun: .*unsupported"):
-        P.encode(P.StartRun(config={"model": object()}))
+        cfg = RunConfig()
+        cfg.model.name = object()
+        P.encode(P.StartRun(config=cfg))
 
 
 def test_bad_log_records_are_rejected_readably():

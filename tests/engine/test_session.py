@@ -54,6 +54,16 @@ def test_checkpoints_are_complete_and_pruned(tmp_path, tiny_config):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000008", "step-0000010"]
 
 
+def test_every_event_reaches_the_event_log_memory_samples_too(tmp_path, tiny_config):
+    events = []
+    run = run_training(copy.deepcopy(tiny_config), str(tmp_path / "run"), events.append).path
+    logged = [P.from_dict(json.loads(line)) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [type(e) for e in logged] == [type(e) for e in events]
+    samples = [e for e in logged if isinstance(e, P.MemorySample)]
+    steps = [e.step for e in logged if isinstance(e, P.StepMetrics)]
+    assert [s.step for s in samples] == steps and all(s.rss > 0 and s.predicted_peak for s in samples)
+
+
 def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, tiny_config):
     run = run_training(copy.deepcopy(tiny_config), str(tmp_path / "run"), lambda e: None,
                        options=Options(stop_after=5)).path
@@ -89,8 +99,8 @@ def test_preflight_refuses_a_run_that_will_not_fit_unless_forced(tmp_path, tiny_
     verdict = next(e for e in events if isinstance(e, P.PreflightResult))
     assert verdict.verdict == "wont_fit" and verdict.remedies and "--force" in info.value.hint
     [cpu] = verdict.devices  # one device: its entry repeats the headline figures
-    assert (cpu["device"], cpu["predicted_peak"], cpu["available"]) == ("cpu", verdict.predicted_peak, 50 * 2**20)
-    assert cpu["parts"] == verdict.parts and verdict.message.startswith("predicted peak ")
+    assert (cpu.device, cpu.predicted_peak, cpu.available) == ("cpu", verdict.predicted_peak, 50 * 2**20)
+    assert cpu.parts == verdict.parts and verdict.message.startswith("predicted peak ")
     assert not any(isinstance(e, P.StepMetrics) for e in events)
     forced = []
     run_training(copy.deepcopy(tiny_config), str(tmp_path / "b"), forced.append,

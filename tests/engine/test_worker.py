@@ -49,22 +49,24 @@ def test_worker_greets_and_rejects_malformed_commands(client):
     client.cmd_q.put(msgspec.msgpack.encode({"v": 1, "msg": {"type": "Launch"}}))
     errors = [wait_for(client, is_a(P.Error))[0] for _ in range(2)]
     assert all(e.kind == "protocol" for e in errors) and "Launch" in errors[1].message
-    client.send(P.Inspect(data="sample"))  # still serving
+    client.send(P.Inspect(data="sample", id=9))  # still serving
     result, _ = wait_for(client, is_a(P.InspectResult))
-    assert result.data_report["format"] == "alpaca"
+    assert result.data_report.format == "alpaca" and result.job_id == 9
+    first = result.data_report.preview[0]  # rendered with the tokenizer's template, replies marked
+    assert first.spans and "<|im_start|>assistant" in first.text[: first.spans[0][0]]
 
 
 def test_worker_hello_lists_the_devices_of_this_machine(client):
     hello, _ = wait_for(client, is_a(P.Hello))
     expected = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    assert [d["device"] for d in hello.devices] == expected  # ["cpu"] on the CPU-only test machine
-    assert hello.devices[0]["total_bytes"] >= hello.devices[0]["free_bytes"] > 0
+    assert [d.device for d in hello.devices] == expected  # ["cpu"] on the CPU-only test machine
+    assert hello.devices[0].total_bytes >= hello.devices[0].free_bytes > 0
 
 
 def test_run_with_pause_resume_and_stop(client, tiny_config, tmp_path):
     cfg = copy.deepcopy(tiny_config)
     cfg.train.max_steps = 400
-    client.send(P.StartRun(config=cfg.to_dict(), run_dir=str(tmp_path / "run")))
+    client.send(P.StartRun(config=cfg, run_dir=str(tmp_path / "run")))
     wait_for(client, lambda e: isinstance(e, P.StepMetrics) and e.step >= 3)
     client.send(P.Pause())
     wait_for(client, lambda e: isinstance(e, P.StateChanged) and e.state == "paused")
@@ -89,7 +91,7 @@ def test_sigkill_is_noticed_and_the_run_resumes_to_the_same_result(tiny_config, 
     first = WorkerClient()
     first.start()
     try:
-        first.send(P.StartRun(config=cfg.to_dict(), run_dir=str(tmp_path / "run")))
+        first.send(P.StartRun(config=cfg, run_dir=str(tmp_path / "run")))
         wait_for(first, lambda e: isinstance(e, P.CheckpointSaved) and e.step >= 6)
         first.kill()
         killed_at = time.monotonic()
@@ -119,10 +121,10 @@ def test_sigkill_is_noticed_and_the_run_resumes_to_the_same_result(tiny_config, 
 def test_user_errors_come_back_as_events_and_the_worker_lives_on(client, tiny_config, tmp_path):
     cfg = copy.deepcopy(tiny_config)
     cfg.data.path = str(tmp_path / "missing.jsonl")
-    client.send(P.StartRun(config=cfg.to_dict(), run_dir=str(tmp_path / "run"), id=7))
+    client.send(P.StartRun(config=cfg, run_dir=str(tmp_path / "run"), id=7))
     error, _ = wait_for(client, is_a(P.Error))
-    assert error.kind == "user" and error.command_id == 7 and "data file not found" in error.message
-    client.send(P.Estimate(config=tiny_config.to_dict(), trial=True))
+    assert error.kind == "user" and error.job_id == 7 and "data file not found" in error.message
+    client.send(P.Estimate(config=tiny_config, trial=True))
     result, _ = wait_for(client, is_a(P.PreflightResult))
     assert result.verdict == "fits" and result.measured_peak > 0 and result.parts["weights"] > 0
 
@@ -146,10 +148,10 @@ def test_out_of_memory_in_a_step_is_reported_and_the_run_stays_resumable(tiny_co
     events_q = queue.Queue()
     worker = Worker(queue.Queue(), events_q)
     cfg = copy.deepcopy(tiny_config)
-    worker.run_command(P.StartRun(config=cfg.to_dict(), run_dir=str(tmp_path / "run"), id=3))
+    worker.run_command(P.StartRun(config=cfg, run_dir=str(tmp_path / "run"), id=3))
     events = [P.decode_event(events_q.get()) for _ in range(events_q.qsize())]
     error = next(e for e in events if isinstance(e, P.Error))
-    assert error.kind == "oom" and error.command_id == 3
+    assert error.kind == "oom" and error.job_id == 3
     assert error.message.startswith("out of memory during step 5") and "gradient checkpointing" in error.hint
     assert events[-1].status == "failed"
     monkeypatch.setattr(trainer_module, "summed_loss", real)

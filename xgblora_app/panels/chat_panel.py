@@ -131,14 +131,13 @@ class ChatPanel(QWidget):
         self.generate_button.setEnabled(False)
 
     def _on_result(self, e: P.GenerationResult) -> None:
-        job = self.studio.bridge.current_job
-        pane = self.pending.pop(job.id, None) if job is not None else None
+        pane = self.pending.pop(e.job_id, None)
         if pane is not None:
             pane.answer(e)
             self._maybe_done()
 
     def _on_error(self, e: P.Error) -> None:
-        pane = self.pending.pop(e.command_id, None)
+        pane = self.pending.pop(e.job_id, None)
         if pane is not None:
             pane.failed(e)
             self._maybe_done()

@@ -42,6 +42,7 @@ from xgblora_app.widgets import Banner, run_in_background, section_title
 from xgblora_engine import config as C
 from xgblora_engine import protocol as P
 from xgblora_engine.errors import UserError
+from xgblora_engine.payloads import DataReport, PreviewExample
 
 FILE_FILTER = "Data files (*.jsonl *.json *.csv *.parquet *.txt);;All files (*)"
 AUTO = "(detect)"
@@ -273,7 +274,8 @@ class DataPanel(QWidget):
         shown = ", ".join(f"{f} = '{c}'" for f, c in result["columns"].items())
         self.detected.setText(f"{result['n_rows']} rows in <b>{result['format']}</b> format ({shown})")
         self._fill_mapping(result)
-        if not (self.studio.session.data_report or {}).get("preview"):
+        report = self.studio.session.data_report
+        if not (report and report.preview):
             self._show_conversations(result["conversations"])
         self._inspect()
 
@@ -297,16 +299,16 @@ class DataPanel(QWidget):
         bridge.drop_queued(lambda c: isinstance(c, P.Inspect) and c.data is not None)
         self.counts.setText("Counting tokens in the engine…" if bridge.ready else
                             "Token counts come when the engine is ready.")
-        cfg = self.studio.settings.to_dict()
-        self.inspect_ids.add(bridge.submit(P.Inspect(data=cfg["data"]["path"], config=cfg)))
+        cfg = self.studio.settings.copy()
+        self.inspect_ids.add(bridge.submit(P.Inspect(data=cfg.data.path, config=cfg)))
 
     def _on_inspect(self, event: P.InspectResult) -> None:
-        if self.studio.job_is(self.inspect_ids) and event.data_report is not None:
+        if event.job_id in self.inspect_ids and event.data_report is not None:
             self.studio.session.set_data_report(event.data_report)
             self.show_report(event.data_report)
 
     def _on_error(self, event: P.Error) -> None:
-        if event.command_id in self.inspect_ids:
+        if event.job_id in self.inspect_ids:
             self.counts.setText("The engine could not read the data.")
             self.banner.show_message("error", event.message, event.hint)
 
@@ -330,25 +332,25 @@ class DataPanel(QWidget):
             columns[field] = column
         self.studio.settings.set("data", "columns", columns)
 
-    def show_report(self, r: dict) -> None:
-        share = r["truncated"] / max(1, r["n_train"])
-        dropped = r.get("dropped", 0) + r.get("eval_dropped", 0)
-        text = (f"<b>{r['n_train']}</b> training and <b>{r['n_eval']}</b> held-out examples "
-                f"({html.escape(str(r['eval_source']))}).<br>Tokens per example: mean {r['token_mean']:.0f}, "
-                f"p95 {r['token_p95']}, max {r['token_max']}.<br>")
-        if r["truncated"]:
-            text += (f"<span style='color:rgb{theme.SERIES['eval']}'><b>{r['truncated']}</b> ({share:.0%}) longer "
-                     f"than {r['seq_len']} tokens are truncated</span>")
+    def show_report(self, r: DataReport) -> None:
+        share = r.truncated / max(1, r.n_train)
+        dropped = r.dropped + r.eval_dropped
+        text = (f"<b>{r.n_train}</b> training and <b>{r.n_eval}</b> held-out examples "
+                f"({html.escape(r.eval_source)}).<br>Tokens per example: mean {r.token_mean:.0f}, "
+                f"p95 {r.token_p95}, max {r.token_max}.<br>")
+        if r.truncated:
+            text += (f"<span style='color:rgb{theme.SERIES['eval']}'><b>{r.truncated}</b> ({share:.0%}) longer "
+                     f"than {r.seq_len} tokens are truncated</span>")
         else:
-            text += f"None longer than {r['seq_len']} tokens."
+            text += f"None longer than {r.seq_len} tokens."
         if dropped:
-            text += f"<br>{dropped} dropped: no response token left after truncation."
-        if r.get("fallback_template"):
+            text += f"<br>{dropped} dropped: their response alone is longer than the sequence length."
+        if r.fallback_template:
             text += "<br>The tokenizer has no chat template: a plain ### Instruction / ### Response one is used."
         self.counts.setText(text)
-        self._histogram(r.get("lengths") or [], r["seq_len"])
-        if r.get("preview"):
-            self._show_rendered(r["preview"])
+        self._histogram(r.lengths, r.seq_len)
+        if r.preview:
+            self._show_rendered(r.preview)
 
     def _histogram(self, lengths: list[int], seq_len: int) -> None:
         self.limit_line.setValue(seq_len)
@@ -358,20 +360,22 @@ class DataPanel(QWidget):
         counts, edges = np.histogram(lengths, bins=min(40, max(5, len(set(lengths)))))
         self.bars.setOpts(x=(edges[:-1] + edges[1:]) / 2, height=counts, width=float(edges[1] - edges[0]) * 0.9)
 
-    def _show_rendered(self, preview: list[dict]) -> None:
-        """Examples exactly as the engine renders them, response spans highlighted."""
+    def _show_rendered(self, preview: list[PreviewExample]) -> None:
+        """Examples exactly as the engine trains them, the learned tokens highlighted."""
         parts = []
         for example in preview:
-            text, spans, pos, out = example["text"], sorted(example.get("spans", [])), 0, []
-            for start, end in spans:
+            text, pos, out = example.text, 0, []
+            for start, end in sorted(example.spans):
                 out.append(html.escape(text[pos:start]))
                 out.append(f"<span style='background:{theme.tint(theme.SERIES['raw'], 90)}'>"
                            f"{html.escape(text[start:end])}</span>")
                 pos = end
             out.append(html.escape(text[pos:]))
+            if example.truncated:
+                out.append(f"<i style='color:rgb{theme.SERIES['eval']}'> [truncated here]</i>")
             parts.append(f"<pre style='white-space:pre-wrap'>{''.join(out)}</pre>")
         self.preview.setHtml("<hr>".join(parts))
-        self.preview_note.setText("Rendered with the model's chat template, as the engine tokenizes it.")
+        self.preview_note.setText("Rendered with the model's chat template from the tokens the engine trains on.")
 
     def _show_conversations(self, conversations: list) -> None:
         """Before the engine has answered: the rows as conversations, replies highlighted."""

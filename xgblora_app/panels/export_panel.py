@@ -34,11 +34,11 @@ FORMATS = {"hf": "Hugging Face (merged safetensors)", "peft": "PEFT LoRA adapter
 GGUF_TYPES = ("f16", "q8_0", "bf16", "f32")
 
 
-def run_command(fmt: str, path: str, message: str) -> str:
+def run_command(e: P.ExportDone) -> str:
     """What to type to use the export (the engine's own suggestion first, when it gives one)."""
-    for line in message.splitlines():
-        if line.strip().startswith(("ollama create ", "ollama run ", "llama-cli ", "llama-server ")):
-            return line.strip()
+    if e.command:
+        return e.command
+    fmt, path = e.format, e.path
     q = shlex.quote(path)
     if fmt == "gguf":
         ggufs = sorted(Path(path).glob("*.gguf")) if Path(path).is_dir() else []
@@ -87,16 +87,15 @@ class FormatRow:
         self.path = e.path
         self.progress.setValue(100)
         self.stage.setText("verified" if e.ok else "FAILED")
-        checks = " · ".join(f"{'✓' if c.get('ok') else ('–' if c.get('skipped') else '✗')} "
-                            f"{html.escape(str(c.get('name', '')))}"
-                            + (f": {html.escape(str(c['detail']))}" if c.get("detail") else "") for c in e.checks)
+        checks = " · ".join(f"{'✓' if c.ok else ('–' if c.skipped else '✗')} {html.escape(c.name)}"
+                            + (f": {html.escape(c.detail)}" if c.detail else "") for c in e.checks)
         colour = "rgb(0,158,115)" if e.ok else "rgb(213,60,0)"
         first = html.escape(e.message.splitlines()[0]) if e.message else ""
         self.result.setText(f"<span style='color:{colour}'><b>{'OK' if e.ok else 'Failed'}</b></span> "
                             f"{html.escape(e.path)}<br>{first}<br><small>{checks}</small>")
         self.open_button.setEnabled(Path(e.path).exists())
         if e.ok:
-            self.command.setText(run_command(self.fmt, e.path, e.message))
+            self.command.setText(run_command(e))
             self.copy_button.setEnabled(True)
 
 
@@ -212,18 +211,18 @@ class ExportPanel(QWidget):
         self.results_box.show()
 
     def _on_progress(self, e: P.ExportProgress) -> None:
-        if self.studio.job_is(self.export_ids) and e.format in self.rows:
+        if e.job_id in self.export_ids and e.format in self.rows:
             self.rows[e.format].progress_to(e.stage, e.fraction)
 
     def _on_done(self, e: P.ExportDone) -> None:
-        if self.studio.job_is(self.export_ids) and e.format in self.rows:
+        if e.job_id in self.export_ids and e.format in self.rows:
             self.rows[e.format].done(e)
 
     def _on_error(self, e: P.Error) -> None:
-        if e.command_id in self.export_ids:
+        if e.job_id in self.export_ids:
             self.banner.show_message("error", e.message, e.hint)
             self.export_button.setEnabled(True)
 
     def _on_state(self, e: P.StateChanged) -> None:
-        if e.state == "idle" and self.studio.job_is(self.export_ids):
+        if e.state == "idle" and e.job_id in self.export_ids:
             self.export_button.setEnabled(True)

@@ -148,12 +148,13 @@ class MethodPanel(QWidget):
             self.studio.settings.set("train", "max_steps", self.studio.settings.epochs_to_steps(epochs, n_train))
 
     def _n_train(self) -> int | None:
-        return (self.studio.session.data_report or {}).get("n_train")
+        report = self.studio.session.data_report
+        return report.n_train if report else None
 
     # --- derived --------------------------------------------------------------------
     def refresh(self) -> None:
-        s, info = self.studio.settings, self.studio.session.model_info or {}
-        n_layers = info.get("n_layers")
+        s, info = self.studio.settings, self.studio.session.model_info
+        n_layers = info.n_layers if info else None
         k = s.k(n_layers)
         n_train = self._n_train()
         self._length_mode()
@@ -166,11 +167,11 @@ class MethodPanel(QWidget):
                 f"{cfg.boost.merge_every} steps, each boosting "
                 + (f"<b>{k} of {n_layers} layers</b>" if k and n_layers else "about a third of the layers")
                 + f" with rank-{cfg.boost.rank} boosters. ")
-        params, exact = s.trainable_params(info)
+        params = s.trainable_params(info)
         if params is not None:
-            share = params / info["n_params"] * 1000 if info.get("n_params") else None
-            text += (f"Trainable parameters per round: <b>{'' if exact else '≈ '}{human_count(params)}</b>"
-                     + (f" ({share:.3g} ‰ of {human_count(info['n_params'])})" if share else "") + ". ")
+            share = params / info.n_params * 1000 if info.n_params else None
+            text += (f"Trainable parameters per round: <b>≈ {human_count(params)}</b>"
+                     + (f" ({share:.3g} ‰ of {human_count(info.n_params)})" if share else "") + ". ")
         else:
             text += "Trainable parameters appear once the model is loaded (Model panel). "
         booster_lr = s.effective_lr(n_layers)

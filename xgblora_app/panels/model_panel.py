@@ -30,6 +30,7 @@ from xgblora_app.widgets import Banner, section_title
 from xgblora_engine import config as C
 from xgblora_engine import protocol as P
 from xgblora_engine.devices import gpu_count
+from xgblora_engine.payloads import Device, ModelInfo
 
 SOURCES = ("default", "local", "cache", "hub")
 INFO_ROWS = (("name", "Model"), ("architecture", "Architecture"), ("n_layers", "Layers"),
@@ -180,7 +181,7 @@ class ModelPanel(QWidget):
         layout.addWidget(self.gpu_row)
         return box
 
-    def show_devices(self, devices: list[dict]) -> None:
+    def show_devices(self, devices: list[Device]) -> None:
         """List what the worker reported; offer the GPU count only with two GPUs or more."""
         for label in self.device_labels:
             label.deleteLater()
@@ -260,21 +261,20 @@ class ModelPanel(QWidget):
         self.banner.clear()
         self.info_state.setText(f"Loading {name} in the engine…")
         self.studio.bridge.drop_queued(lambda c: isinstance(c, P.Inspect) and c.model is not None)  # only the newest pick matters
-        self.inspect_ids.add(self.studio.bridge.submit(P.Inspect(model=name, config=self.studio.settings.to_dict())))
+        self.inspect_ids.add(self.studio.bridge.submit(P.Inspect(model=name, config=self.studio.settings.copy())))
 
     def _on_inspect(self, event: P.InspectResult) -> None:
-        if self.studio.job_is(self.inspect_ids) and event.model_info:
+        if event.job_id in self.inspect_ids and event.model_info:
             self.studio.session.set_model_info(event.model_info)
 
     def _on_error(self, event: P.Error) -> None:
-        if event.command_id in self.inspect_ids:
+        if event.job_id in self.inspect_ids:
             self.info_state.setText("Could not load the model.")
             self.banner.show_message("error", event.message, event.hint)
 
-    def _show_info(self, info: dict | None) -> None:
-        info = info or {}
+    def _show_info(self, info: ModelInfo | None) -> None:
         for key, _ in INFO_ROWS:
-            value = info.get(key)
+            value = getattr(info, key, None)
             if value is None:
                 text = "–"
             elif key == "n_params":
@@ -283,8 +283,8 @@ class ModelPanel(QWidget):
                 text = human_bytes(value)
             elif key == "targets":
                 text = ", ".join(value) or "–"
-            elif key == "device" and len(info.get("devices") or []) > 1:
-                text = " + ".join(info["devices"]) + " (sharded)"
+            elif key == "device" and len(info.devices) > 1:
+                text = " + ".join(info.devices) + " (sharded)"
             else:
                 text = str(value)
             self.info_labels[key].setText(text)

@@ -25,10 +25,10 @@ from xgblora_app.context import Studio
 from xgblora_app.format import human_bytes
 from xgblora_app.widgets import Banner, section_title
 from xgblora_engine import protocol as P
+from xgblora_engine.payloads import VERDICT_WORDS, Remedy
 
 PART_COLOURS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0),
                 (240, 228, 66)]
-VERDICT_TEXT = {"fits": "Fits", "tight": "Tight", "wont_fit": "Will not fit"}
 
 
 class MemoryBar(QWidget):
@@ -69,7 +69,7 @@ class MemoryBar(QWidget):
             w = width * (size / total_parts) * r.predicted_peak / scale_max
             p.fillRect(QRectF(x, bar.top(), w, bar.height()), QColor(*PART_COLOURS[i % len(PART_COLOURS)]))
             x += w
-        verdict = QColor(*theme.VERDICT.get(r.verdict, (128, 128, 128)))
+        verdict = QColor(*theme.VERDICT[r.verdict])
         ax = x_of(r.available)
         p.setPen(verdict)
         p.drawLine(int(ax), int(bar.top()) - 4, int(ax), int(bar.bottom()) + 4)
@@ -152,13 +152,13 @@ class PreflightPanel(QWidget):
         self.message.setText("Loading the model and measuring; this takes as long as loading the model "
                              "plus a few steps." if self.trial.isChecked() else "Loading the model…")
         self.estimate_ids.add(self.studio.bridge.submit(P.Estimate(
-            config=cfg.to_dict(), trial=self.trial.isChecked(), memory_limit_bytes=self.memory_limit())))
+            config=cfg, trial=self.trial.isChecked(), memory_limit_bytes=self.memory_limit())))
 
     def show_result(self, r: P.PreflightResult) -> None:
         self.studio.session.set_preflight(r)
         self.banner.clear()
-        colour = theme.VERDICT.get(r.verdict, (128, 128, 128))
-        self.verdict.setText(VERDICT_TEXT.get(r.verdict, r.verdict))
+        colour = theme.VERDICT[r.verdict]
+        self.verdict.setText(VERDICT_WORDS[r.verdict].capitalize())
         self.verdict.setStyleSheet(f"color: rgb{colour};")
         self.message.setText(r.message)
         self.bar.set_result(r)
@@ -169,21 +169,21 @@ class PreflightPanel(QWidget):
         self.parts.setText(" &nbsp; ".join(swatches))
         self._show_remedies(r.remedies)
 
-    def _show_remedies(self, remedies: list[dict]) -> None:
+    def _show_remedies(self, remedies: list[Remedy]) -> None:
         for button in self.remedy_buttons:
             button.deleteLater()
         self.remedy_buttons = []
         for remedy in remedies:
-            button = QPushButton(f"{remedy['label']}  — saves {human_bytes(remedy.get('saves_bytes'))}")
+            button = QPushButton(f"{remedy.label}  — saves {human_bytes(remedy.saves_bytes)}")
             button.setStyleSheet("text-align: left; padding: 4px 8px;")
             button.clicked.connect(lambda _=False, r=remedy: self.apply(r))
             self.remedies_layout.addWidget(button)
             self.remedy_buttons.append(button)
         self.remedies_box.setVisible(bool(remedies))
 
-    def apply(self, remedy: dict) -> None:
-        self.studio.settings.update(remedy["changes"])
-        self.banner.show_message("info", f"Applied: {remedy['label']}.", "Run the preflight again to check.",
+    def apply(self, remedy: Remedy) -> None:
+        self.studio.settings.update(remedy.changes)
+        self.banner.show_message("info", f"Applied: {remedy.label}.", "Run the preflight again to check.",
                                  [("Run preflight", self.run)])
 
     def _settings_changed(self, *_) -> None:
@@ -191,7 +191,7 @@ class PreflightPanel(QWidget):
             self.verdict.setText(self.verdict.text() + " (settings changed)")
 
     def _on_error(self, e: P.Error) -> None:
-        if e.command_id in self.estimate_ids:
+        if e.job_id in self.estimate_ids:
             self.verdict.setText("Preflight failed")
             self.verdict.setStyleSheet("")
             self.banner.show_message("error", e.message, e.hint)

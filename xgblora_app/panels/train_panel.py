@@ -28,7 +28,6 @@ from xgblora_engine import protocol as P
 from xgblora_engine.errors import UserError
 from xgblora_engine.rundir import new_run_name
 
-RUN_JOBS = (P.StartRun, P.ResumeRun)
 ACTIVE = {"loading", "preflight", "training", "paused", "stopping"}
 
 
@@ -137,7 +136,7 @@ class TrainPanel(QWidget):
         self.series.clear()
         self.plots.refresh(force=True)
         self.log(f"— new run {run_dir}")
-        self._begin(P.StartRun(config=cfg.to_dict(), run_dir=str(run_dir), force=self.last_force),
+        self._begin(P.StartRun(config=cfg, run_dir=str(run_dir), force=self.last_force),
                     f"Starting {run_dir.name}: preparing the data and loading the model…")
 
     def resume_run(self, run_dir: str | None = None) -> None:
@@ -180,17 +179,17 @@ class TrainPanel(QWidget):
         self._update_buttons()
 
     # --- events ---------------------------------------------------------------------
-    def _ours(self) -> bool:
-        """Whether the event being dispatched comes from the run job on show (a finished
-        job's last events, arriving after a new one was queued, are not)."""
-        return self.active is not None and self.studio.job_is({self.active})
+    def _ours(self, event: P.Event) -> bool:
+        """Whether the event comes from the run job on show (a finished job's last
+        events, arriving after a new one was queued, do not)."""
+        return self.active is not None and event.job_id == self.active
 
     def _feed(self, event) -> None:
-        if self._ours():
+        if self._ours(event):
             self.series.add(event)  # drawn by the plots' own 20 Hz timer
 
     def _on_run_started(self, e: P.RunStarted) -> None:
-        if not self._ours():
+        if not self._ours(e):
             return
         self.studio.session.set_run_dir(e.run_dir)
         self.total_steps = e.total_steps
@@ -200,7 +199,7 @@ class TrainPanel(QWidget):
         self.log(e.data_report)
 
     def _on_step(self, e: P.StepMetrics) -> None:
-        if self._ours():
+        if self._ours(e):
             self.recent.append(e)
 
     def _show_latest(self) -> None:
@@ -217,11 +216,11 @@ class TrainPanel(QWidget):
                             f"{e.tokens_per_s:.0f} tokens/s · about {duration(eta)} left")
 
     def _on_merge(self, e: P.RoundMerged) -> None:
-        if self._ours():
+        if self._ours(e):
             self.log(f"round {e.round} merged at step {e.step}: layers {e.layers}, booster norm {e.booster_norm:.3g}")
 
     def _on_rollback(self, e: P.RoundRolledBack) -> None:
-        if not self._ours():
+        if not self._ours(e):
             return
         hint = (f"it is retried at {e.retry_lr_factor:g}× the learning rate" if e.retry_lr_factor
                 else "the run stops; lower the learning rate and resume")
@@ -229,12 +228,12 @@ class TrainPanel(QWidget):
         self.banner.show_message("warning", f"Round {e.round} was rolled back: {e.reason}.", hint)
 
     def _on_warning(self, e) -> None:
-        if self._ours():
+        if self._ours(e):
             self.log(f"warning: {e.message}")
             self.banner.show_message("warning", e.message, e.hint)
 
     def _on_error(self, e: P.Error) -> None:
-        if e.command_id is not None and e.command_id not in self.run_ids:
+        if e.job_id and e.job_id not in self.run_ids:
             return  # another panel's request
         self.log(f"error: {e.message}" + (f"\n{e.detail}" if e.detail else ""))
         actions = []
@@ -245,7 +244,7 @@ class TrainPanel(QWidget):
         self.banner.show_message("error", e.message, e.hint, actions)
 
     def _on_finished(self, e: P.Finished) -> None:
-        if not self._ours():
+        if not self._ours(e):
             return
         self.series.flush()
         self._show_latest()
@@ -282,11 +281,11 @@ class TrainPanel(QWidget):
         self._update_buttons()
 
     def _on_state(self, e: P.StateChanged) -> None:
-        if e.state == "idle" and self._ours():
+        if e.state == "idle" and self._ours(e):
             self.active = None  # the job ended without a Finished (e.g. refused before it started)
         if e.state == "paused":
             self.status.setText("Paused after the current optimizer step. Continue or stop.")
-        elif e.detail and self._ours():
+        elif e.detail and self._ours(e):
             self.status.setText(e.detail[0].upper() + e.detail[1:])
         self._update_buttons()
 

@@ -18,6 +18,7 @@ from xgblora_engine import config as C
 from xgblora_engine.boosting.sampling import resolve_k
 from xgblora_engine.boosting.schedule import booster_lr
 from xgblora_engine.errors import UserError
+from xgblora_engine.payloads import ModelInfo
 
 
 def field_of(section: str, key: str) -> dataclasses.Field:
@@ -72,6 +73,10 @@ class RunSettings(Observable):
     def to_dict(self) -> dict[str, Any]:
         return self.cfg.to_dict()
 
+    def copy(self) -> C.RunConfig:
+        """The settings as they are now, for a command (later edits do not change it)."""
+        return copy.deepcopy(self.cfg)
+
     def validated(self) -> C.RunConfig:
         """A validated copy, or a UserError naming the bad setting."""
         return copy.deepcopy(self.cfg).validate()
@@ -92,25 +97,18 @@ class RunSettings(Observable):
         t = self.cfg.train
         return booster_lr(t.lr, self.cfg.boost.rank, k, n_layers, t.lr_rule)
 
-    def trainable_params(self, model_info: dict | None) -> tuple[int | None, bool]:
-        """Booster parameters trained in one round, and whether the count is exact.
+    def trainable_params(self, model_info: ModelInfo | None) -> int | None:
+        """Booster parameters trained in one round, estimated (the window marks it ≈).
 
-        Each target linear of a boosted layer gets r·(in + out) values. The engine's
-        model info gives the per-layer sum when it has it ("booster_values_per_rank");
-        otherwise every target is taken as hidden × hidden, an estimate (marked ≈).
-        """
+        Each target linear of a boosted layer gets r·(in + out) values; every target is
+        taken as hidden × hidden, as the model info gives no per-linear shapes."""
         if not model_info:
-            return None, False
-        k = self.k(model_info.get("n_layers"))
+            return None
+        k = self.k(model_info.n_layers)
         if not k:
-            return None, False
-        r = self.cfg.boost.rank
-        per_rank = model_info.get("booster_values_per_rank")
-        if per_rank:
-            return int(k * r * per_rank), True
-        targets = self.cfg.model.target_modules or model_info.get("targets") or []
-        n_targets = len(targets) or 7
-        return int(k * r * n_targets * 2 * model_info.get("hidden_size", 0)), False
+            return None
+        n_targets = len(self.cfg.model.target_modules or model_info.targets) or 7
+        return int(k * self.cfg.boost.rank * n_targets * 2 * model_info.hidden_size)
 
     def epochs_to_steps(self, epochs: float, n_train: int) -> int:
         per_step = self.cfg.train.batch_size * self.cfg.train.grad_accum

@@ -4,10 +4,10 @@ current run, the last preflight. Panels publish here and observe each other thro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from xgblora_app.state.observable import Observable
 from xgblora_engine import protocol as P
+from xgblora_engine.payloads import DataReport, ModelInfo
 
 
 class Session(Observable):
@@ -17,16 +17,16 @@ class Session(Observable):
     def __init__(self, runs_root: Path) -> None:
         super().__init__()
         self.runs_root = Path(runs_root)
-        self.model_info: dict[str, Any] | None = None
-        self.data_report: dict[str, Any] | None = None
+        self.model_info: ModelInfo | None = None
+        self.data_report: DataReport | None = None
         self.run_dir: str | None = None
         self.preflight: P.PreflightResult | None = None
 
-    def set_model_info(self, info: dict[str, Any] | None) -> None:
+    def set_model_info(self, info: ModelInfo | None) -> None:
         self.model_info = info
         self.notify("model_info", info)
 
-    def set_data_report(self, report: dict[str, Any] | None) -> None:
+    def set_data_report(self, report: DataReport | None) -> None:
         self.data_report = report
         self.notify("data_report", report)
 
@@ -40,4 +40,4 @@ class Session(Observable):
 
     @property
     def n_layers(self) -> int | None:
-        return (self.model_info or {}).get("n_layers")
+        return self.model_info.n_layers if self.model_info else None

@@ -61,3 +61,11 @@ class Schedule:
 
     def lr(self, step: int) -> float:
         return self.peak_lr * self.global_factor(step) * self.warmup_factor(step)
+
+
+def run_schedule(cfg, k: int, n_layers: int) -> Schedule:
+    """The schedule of a run's settings (a RunConfig) on a model of ``n_layers`` boosting
+    ``k`` a round: what the trainer and the demo engine follow."""
+    t = cfg.train
+    peak = booster_lr(t.lr, cfg.boost.rank, k, n_layers, t.lr_rule)
+    return Schedule(peak, t.max_steps, cfg.boost.merge_every, t.round_warmup, t.schedule)

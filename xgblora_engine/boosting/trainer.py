@@ -34,7 +34,7 @@ from xgblora_engine.boosting.loss import (
 )
 from xgblora_engine.boosting.merge import Merger
 from xgblora_engine.boosting.sampling import sample_layers
-from xgblora_engine.boosting.schedule import Schedule, booster_lr
+from xgblora_engine.boosting.schedule import run_schedule
 from xgblora_engine.config import RunConfig
 from xgblora_engine.control import RunControl
 from xgblora_engine.distributed import SingleProcess
@@ -80,9 +80,8 @@ class BoostingTrainer:
         self.control = control or RunControl()
         self.state = state or TrainerState()
         self.device = input_device(model)  # a sharded model's layers sit on other GPUs too
-        self.peak_lr = booster_lr(cfg.train.lr, cfg.boost.rank, k, self.n_layers, cfg.train.lr_rule)
-        self.schedule = Schedule(self.peak_lr, cfg.train.max_steps, cfg.boost.merge_every,
-                                 cfg.train.round_warmup, cfg.train.schedule)
+        self.schedule = run_schedule(cfg, k, self.n_layers)
+        self.peak_lr = self.schedule.peak_lr
         self.merger = Merger(model)
         self.on_round_end = on_round_end or (lambda round_index: None)
         self.dist = dist or SingleProcess()  # data-parallel collectives; identities in one process

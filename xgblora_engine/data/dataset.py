@@ -5,15 +5,18 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from xgblora_engine.config import DataConfig
 from xgblora_engine.data.formats import FormatReport, detect_format, to_conversation
 from xgblora_engine.data.readers import read_rows
-from xgblora_engine.data.tokenize import IGNORE, Encoded, encode, ensure_chat_template
+from xgblora_engine.data.tokenize import IGNORE, Encoded, encode, ensure_chat_template, preview
 from xgblora_engine.errors import UserError
+from xgblora_engine.payloads import DataReport as DataReportPayload
+from xgblora_engine.payloads import PreviewExample
+
+PREVIEW_EXAMPLES = 3  # training examples shown rendered in the Data panel
 
 Batch = dict[str, torch.Tensor]
 
@@ -45,6 +48,7 @@ class DataReport:
     lengths: list[int] = field(default_factory=list, repr=False)
     turns_cut: int = 0  # oldest messages removed from training examples to fit seq_len
     tokens_cut: int = 0  # prompt tokens cut from their start
+    preview: list[PreviewExample] = field(default_factory=list, repr=False)
 
     @property
     def n_rows(self) -> int:
@@ -65,15 +69,14 @@ class DataReport:
             lines.append("  the tokenizer has no chat template: a plain ### Instruction/### Response one is used")
         return "\n".join(lines)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "format": self.format.format, "columns": self.format.columns,
-                "all_columns": self.format.all_columns, "n_rows": self.n_rows, "n_train": self.n_train,
-                "n_eval": self.n_eval, "eval_source": self.eval_source, "truncated": self.truncated,
-                "dropped": self.dropped, "eval_dropped": self.eval_dropped, "token_mean": self.token_mean,
-                "token_p95": self.token_p95, "token_max": self.token_max, "seq_len": self.seq_len,
-                "fallback_template": self.fallback_template, "lengths": self.lengths,
-                "turns_cut": self.turns_cut, "tokens_cut": self.tokens_cut,
-                "describe": self.describe()}
+    def to_payload(self) -> DataReportPayload:
+        return DataReportPayload(
+            source=self.source, format=self.format.format, columns=self.format.columns,
+            all_columns=self.format.all_columns, n_rows=self.n_rows, n_train=self.n_train, n_eval=self.n_eval,
+            eval_source=self.eval_source, truncated=self.truncated, dropped=self.dropped,
+            eval_dropped=self.eval_dropped, token_mean=self.token_mean, token_p95=self.token_p95,
+            token_max=self.token_max, seq_len=self.seq_len, fallback_template=self.fallback_template,
+            lengths=self.lengths, turns_cut=self.turns_cut, tokens_cut=self.tokens_cut, preview=self.preview)
 
 
 @dataclass
@@ -104,6 +107,7 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int) -> PreparedData:
                         f"is longer than {cfg.seq_len} tokens",
                         f"raise --seq-len (now {cfg.seq_len}) or shorten the responses")
     report = _report(cfg, fmt, train, evals, eval_source, counts, eval_counts, fallback)
+    report.preview = [preview(tokenizer, e) for e in train[:PREVIEW_EXAMPLES]]
     return PreparedData(train, evals, report)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from xgblora_engine.data.formats import Conversation
 from xgblora_engine.errors import UserError
+from xgblora_engine.payloads import PreviewExample
 
 IGNORE = -100  # label of a position that carries no loss (the value torch's cross-entropy skips)
 
@@ -224,3 +225,29 @@ def _bos(tokenizer, text: str) -> list[int]:
 def _truncate(ids: list[int], labels: list[int], seq_len: int) -> Encoded:
     truncated = len(ids) > seq_len
     return Encoded(ids[:seq_len], labels[:seq_len], truncated)
+
+
+def preview(tokenizer, example: Encoded) -> PreviewExample:
+    """The example as it is trained: the text of its tokens (after truncation) with the
+    spans of those that carry loss, decoded from the very ids and labels the trainer
+    gets, so what the Data panel shows cannot differ from what is learned. A span's ends
+    are the lengths of the text decoded up to its first and past its last token."""
+    def text_of(n_tokens: int) -> str:
+        return tokenizer.decode(example.input_ids[:n_tokens], skip_special_tokens=False,
+                                clean_up_tokenization_spaces=False)
+
+    spans = [(len(text_of(start)), len(text_of(end))) for start, end in _learned_runs(example)]
+    return PreviewExample(text=text_of(example.n_tokens), spans=spans, truncated=example.truncated)
+
+
+def _learned_runs(example: Encoded) -> list[tuple[int, int]]:
+    """[start, end) token ranges that carry loss (the first token never does)."""
+    runs: list[tuple[int, int]] = []
+    for i, label in enumerate(example.labels):
+        if i == 0 or label == IGNORE:
+            continue
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs

@@ -7,14 +7,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from xgblora_engine.diskspace import free_bytes, is_disk_full
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import file_in_the_way, fsync_dir, fsync_tree
 from xgblora_engine.memory.units import human_bytes
+from xgblora_engine.payloads import ExportCheck as Check
 
 FORMATS = ("hf", "peft", "gguf", "ollama")
 SAVE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -29,32 +29,21 @@ def no_progress(fmt: str, stage: str, fraction: float) -> None:
     pass
 
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str = ""
-    skipped: bool = False  # could not run here (e.g. the runtime is not installed); not a failure
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
 class ExportResult:
     format: str
     path: str
     ok: bool
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     message: str = ""
     command: str = ""  # what the user runs next (ollama create …), if anything
 
     def to_event(self):
         from xgblora_engine import protocol as P
 
-        message = self.message + (f"\n{self.command}" if self.command else "")
         return P.ExportDone(format=self.format, path=self.path, ok=self.ok, checks=self.checks,
-                            message=message)
+                            message=self.message, command=self.command)
 
 
 def failed(checks: list[Check]) -> list[Check]:

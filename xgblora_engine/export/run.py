@@ -390,4 +390,4 @@ def _finish(fmt, staging: Staging, checks: list[Check], verify: bool, name: str,
         message = "verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in bad)
     for c in checks:
         log(f"  [{'skip' if c.skipped else ('ok' if c.ok else 'FAIL')}] {fmt} {c.name}: {c.detail}")
-    return ExportResult(fmt, str(path), not bad, [c.as_dict() for c in checks], message, command)
+    return ExportResult(fmt, str(path), not bad, list(checks), message, command)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from xgblora_engine.boosting.sampling import resolve_k
 from xgblora_engine.config import update
+from xgblora_engine.payloads import DeviceCheck, Remedy, Verdict
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 QUANT_BYTES = {"4bit": 0.56, "8bit": 1.06}  # nf4 with double-quant stats; int8 with row scales
@@ -130,7 +131,7 @@ def estimate_share(shape: Shape, cfg, share: DeviceShare, dtype: str, labelled_t
 
 
 def device_checks(shape: Shape, cfg, shares: list[DeviceShare], dtype: str, available_on, labelled: int | None = None,
-                  tokens: int | None = None, measured: dict[str, int] | None = None) -> list[dict]:
+                  tokens: int | None = None, measured: dict[str, int] | None = None) -> list[DeviceCheck]:
     """Each device's predicted peak against its own free memory (``available_on(device)``).
     A measured trial peak replaces the estimate, plus the merge originals that only
     accumulate later."""
@@ -140,18 +141,18 @@ def device_checks(shape: Shape, cfg, shares: list[DeviceShare], dtype: str, avai
         peak = (measured or {}).get(share.device)
         predicted = est.total if peak is None else peak + est.parts.get("merge originals", 0)
         avail = available_on(share.device)
-        checks.append({"device": share.device, "predicted_peak": int(predicted), "available": int(avail),
-                       "verdict": verdict(predicted, avail), "parts": est.parts, "measured_peak": peak})
+        checks.append(DeviceCheck(device=share.device, predicted_peak=int(predicted), available=int(avail),
+                                  verdict=verdict(predicted, avail), parts=est.parts, measured_peak=peak))
     return checks
 
 
-def tightest(checks: list[dict]) -> dict:
+def tightest(checks: list[DeviceCheck]) -> DeviceCheck:
     """The device closest to (or furthest past) its limit: it decides the verdict."""
-    return max(checks, key=lambda c: c["predicted_peak"] / max(1, c["available"]))
+    return max(checks, key=lambda c: c.predicted_peak / max(1, c.available))
 
 
 # --- verdict and remedies ----------------------------------------------------
-def verdict(predicted: int, avail: int) -> str:
+def verdict(predicted: int, avail: int) -> Verdict:
     if predicted <= FITS * avail:
         return "fits"
     if predicted <= TIGHT * avail:
@@ -160,7 +161,7 @@ def verdict(predicted: int, avail: int) -> str:
 
 
 def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
-             share: DeviceShare | None = None) -> list[dict]:
+             share: DeviceShare | None = None) -> list[Remedy]:
     """Concrete changes, each with the bytes it saves (on ``share``'s device when the
     model is sharded), largest saving first."""
 
@@ -178,7 +179,7 @@ def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
         lab = int(labelled * ratio) if labelled is not None else None
         saved = base - cost(trial, lab)
         if saved > 0:
-            options.append({"label": label, "changes": changes, "saves_bytes": int(saved)})
+            options.append(Remedy(label=label, changes=changes, saves_bytes=int(saved)))
 
     t, d = cfg.train, cfg.data
     if t.batch_size > 1:
@@ -194,6 +195,6 @@ def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
     k = resolve_k(cfg.boost.layers, cfg.boost.layers_per_round, shape.n_layers)
     if k > 1:
         consider(f"layers per round {k} → {max(1, k // 2)}", {"boost": {"layers_per_round": max(1, k // 2)}})
-    return sorted(options, key=lambda r: -r["saves_bytes"])
+    return sorted(options, key=lambda r: -r.saves_bytes)
 
 

@@ -4,7 +4,7 @@ for, on one device or spread over several GPUs (``shard_gpus``, see models/shard
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,26 +17,10 @@ from xgblora_engine.models.quantize import bnb_config, logical_numel, quantize_i
 from xgblora_engine.models.sharding import shard_device_map, shard_gpus_to_use
 from xgblora_engine.models.source import ModelSource, resolve_source
 from xgblora_engine.models.targets import find_layers, target_names
+from xgblora_engine.payloads import ModelInfo
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CUDA_DEVICE = re.compile(r"^cuda(:\d+)?$")
-
-
-@dataclass
-class ModelInfo:
-    name: str
-    architecture: str  # config.model_type, e.g. "llama"
-    n_layers: int
-    hidden_size: int
-    vocab_size: int
-    n_params: int  # logical count: a packed 4-bit weight counts every value it holds
-    dtype: str  # fp32 | bf16 | fp16: the compute dtype of the frozen base
-    device: str  # where the batch goes: the device of the input embeddings
-    quantization: str  # none | 4bit | 8bit
-    weight_bytes: int  # parameters and buffers as stored
-    layers_path: str = ""
-    targets: list[str] = field(default_factory=list)  # leaf names of the linears in a block
-    devices: list[str] = field(default_factory=list)  # every device holding weights, input first
 
 
 @dataclass

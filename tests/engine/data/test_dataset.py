@@ -33,7 +33,8 @@ def test_sample_prepares_with_a_held_out_split(smol_tokenizer):
     text = r.describe()
     assert "alpaca format: instruction='instruction'" in text and "truncated to 64" in text
     assert "16 rows held out" in text
-    assert r.as_dict()["n_train"] == r.n_train
+    payload = r.to_payload()
+    assert payload.n_train == r.n_train and payload.format == r.format.format
 
 
 def test_sample_fits_128_tokens(smol_tokenizer):

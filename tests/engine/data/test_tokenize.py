@@ -1,6 +1,12 @@
 import pytest
 
-from xgblora_engine.data.tokenize import FALLBACK_TEMPLATE, IGNORE, encode, ensure_chat_template
+from xgblora_engine.data.tokenize import (
+    FALLBACK_TEMPLATE,
+    IGNORE,
+    encode,
+    ensure_chat_template,
+    preview,
+)
 from xgblora_engine.errors import UserError
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."},
@@ -88,6 +94,24 @@ def test_a_long_plain_text_keeps_its_start(smol_tokenizer):
     full = encode(smol_tokenizer, "word " * 50, 256)
     e = encode(smol_tokenizer, "word " * 50, 20)
     assert e.truncated and e.input_ids == full.input_ids[:20]
+
+
+def test_the_preview_is_the_trained_tokens_with_the_learned_ones_marked(smol_tokenizer):
+    e = encode(smol_tokenizer, CHAT, 256)
+    shown = preview(smol_tokenizer, e)
+    assert shown.text == smol_tokenizer.decode(e.input_ids) and not shown.truncated
+    assert shown.text.startswith("<|im_start|>system\n" + SMOL_DEFAULT_SYSTEM)
+    assert [shown.text[a:b] for a, b in shown.spans] == ["It is 4.<|im_end|>", "It is 6.<|im_end|>"]
+    assert shown.text[: shown.spans[0][0]].endswith("<|im_start|>assistant\n")
+
+
+def test_a_truncated_preview_ends_where_training_does(smol_tokenizer):
+    full = encode(smol_tokenizer, CHAT, 256)
+    cut = encode(smol_tokenizer, CHAT, full.n_tokens - 3)  # the last reply loses its end
+    shown = preview(smol_tokenizer, cut)
+    assert shown.truncated and shown.text == smol_tokenizer.decode(cut.input_ids)
+    learned = shown.text[slice(*shown.spans[-1])]
+    assert learned and "It is 6.<|im_end|>".startswith(learned) and not learned.endswith("<|im_end|>")
 
 
 def test_fallback_template_for_a_tokenizer_without_one(tiny_tokenizer):

@@ -22,7 +22,7 @@ def gguf_converter():
 
 
 def by_name(result):
-    return {c["name"]: c for c in result.checks}
+    return {c.name: c for c in result.checks}
 
 
 def test_gguf_and_ollama_f16(tiny_run, tmp_path, gguf_converter):
@@ -36,14 +36,14 @@ def test_gguf_and_ollama_f16(tiny_run, tmp_path, gguf_converter):
     template = reader.fields["tokenizer.chat_template"].contents()
     assert "<|im_start|>" in template and reader.fields["general.architecture"].contents() == "llama"
     checks = by_name(gguf_result)
-    assert checks["GGUF metadata"]["ok"] and checks["GGUF weights"]["ok"]
-    assert "within f16 rounding" in checks["GGUF weights"]["detail"]
+    assert checks["GGUF metadata"].ok and checks["GGUF weights"].ok
+    assert "within f16 rounding" in checks["GGUF weights"].detail
     if G.runtime_available():
         for name in ("llama.cpp tokenization", "llama.cpp logits", "llama.cpp greedy text", "stops at end of turn"):
-            assert checks[name]["ok"] and not checks[name]["skipped"], checks[name]
-        assert "3/3 answers token-for-token identical" in checks["llama.cpp greedy text"]["detail"]
+            assert checks[name].ok and not checks[name].skipped, checks[name]
+        assert "3/3 answers token-for-token identical" in checks["llama.cpp greedy text"].detail
     else:
-        assert checks["llama.cpp run"]["skipped"]
+        assert checks["llama.cpp run"].skipped
     # Ollama: the same GGUF plus a Modelfile, and the command to import it
     folder = tmp_path / "out" / "ollama"
     assert (folder / "model-f16.gguf").stat().st_size == path.stat().st_size
@@ -52,7 +52,7 @@ def test_gguf_and_ollama_f16(tiny_run, tmp_path, gguf_converter):
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     assert 'TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}' in modelfile
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
-    assert by_name(ollama_result)["Modelfile template"]["ok"]
+    assert by_name(ollama_result)["Modelfile template"].ok
     assert ollama_result.command == f"ollama create out -f {folder / 'Modelfile'}"
 
 
@@ -60,7 +60,7 @@ def test_gguf_q8_0(tiny_run, tmp_path, gguf_converter):
     [result] = export_run(tiny_run, tmp_path / "q8", ["gguf"], quant="q8_0")
     assert result.ok, result.message
     assert (tmp_path / "q8" / "model-q8_0.gguf").is_file()
-    assert "within q8_0 rounding" in by_name(result)["GGUF weights"]["detail"]
+    assert "within q8_0 rounding" in by_name(result)["GGUF weights"].detail
 
 
 def test_corrupted_gguf_is_caught(tiny_run, tmp_path, gguf_converter, monkeypatch):
@@ -82,7 +82,7 @@ def test_corrupted_gguf_is_caught(tiny_run, tmp_path, gguf_converter, monkeypatc
     monkeypatch.setattr(G, "convert", convert_then_corrupt)
     [result] = export_run(tiny_run, tmp_path / "bad", ["gguf"])
     assert not result.ok and not (tmp_path / "bad").exists()
-    failed = {c["name"]: c["detail"] for c in result.checks if not c["ok"]}
+    failed = {c.name: c.detail for c in result.checks if not c.ok}
     assert "blk.1.ffn_down.weight" in failed["GGUF weights"]
 
 

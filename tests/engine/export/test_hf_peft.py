@@ -12,7 +12,7 @@ from xgblora_engine.export.common import chat_ids
 
 
 def checks_by_name(result):
-    return {c["name"]: c for c in result.checks}
+    return {c.name: c for c in result.checks}
 
 
 def logits(model, tokenizer, prompt="What is the capital of France?"):
@@ -31,7 +31,7 @@ def test_hf_export_is_sharded_carded_and_verified(tiny_run, tiny_chat_dir, tmp_p
     checks = checks_by_name(result)
     assert {"reload with transformers", "weights", "tokenizer and chat template", "generation config",
             "logits", "stops at end of turn"} <= checks.keys()
-    assert all(c["ok"] for c in checks.values())
+    assert all(c.ok for c in checks.values())
     # sharded safetensors with an index, tokenizer with the chat template
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
@@ -74,7 +74,7 @@ def test_bf16_export_is_bf16_and_within_bf16_tolerance(tiny_run, tmp_path):
     assert result.ok, result.message
     with safe_open(str(out / "model.safetensors"), "pt") as fh:
         assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.bfloat16}
-    detail = checks_by_name(result)["logits"]["detail"]
+    detail = checks_by_name(result)["logits"].detail
     assert "vs the bf16 merged model" in detail and "from the fp32 merged model" in detail
 
 
@@ -114,14 +114,14 @@ def test_peft_svd_compression_reports_its_error_and_is_verified_against_itself(t
     [result] = export_run(tiny_run, out, ["peft"], peft_rank=1)
     assert result.ok, result.message
     checks = checks_by_name(result)
-    compression = checks["SVD compression"]["detail"]
+    compression = checks["SVD compression"].detail
     assert "rank ≤ 1" in compression and "relative error" in compression
     error = float(compression.split("relative error ")[1].split()[0])
     assert 0.0 < error < 1.0
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 1 and not config["rank_pattern"]
     # the reference it passed against is the compressed model, not the exact one
-    assert "compressed updates" in checks["logits"]["detail"]
+    assert "compressed updates" in checks["logits"].detail
     base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"]).eval()
     model = PeftModel.from_pretrained(base, out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -181,4 +181,4 @@ def test_a_base_model_without_chat_template_is_not_asked_to_end_turns(tiny_chat_
     [result] = export_run(run, tmp_path / "out", ["hf"])
     assert result.ok, result.message
     stops = checks_by_name(result)["stops at end of turn"]
-    assert stops["skipped"] and "no chat template" in stops["detail"]
+    assert stops.skipped and "no chat template" in stops.detail

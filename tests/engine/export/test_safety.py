@@ -117,7 +117,7 @@ def test_corrupted_file_fails_verification_and_says_what_differed(tiny_run, tmp_
     assert not (tmp_path / "merged").exists()
     assert result.path == str(tmp_path / "merged.FAILED-VERIFICATION")
     assert (tmp_path / "merged.FAILED-VERIFICATION" / "config.json").is_file()
-    failed = {c["name"]: c["detail"] for c in result.checks if not c["ok"]}
+    failed = {c.name: c.detail for c in result.checks if not c.ok}
     assert "model.layers.0.self_attn.q_proj.weight" in failed["weights"]
     assert "max |Δlogit|" in failed["logits"]
     assert result.message.startswith("verification failed: weights:")
@@ -138,7 +138,7 @@ def test_corrupted_adapter_fails_verification(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(PF, "write_peft", write_then_corrupt)
     [result] = export_run(tiny_run, tmp_path / "adapter", ["peft"])
     assert not result.ok
-    failed = {c["name"]: c["detail"] for c in result.checks if not c["ok"]}
+    failed = {c.name: c.detail for c in result.checks if not c.ok}
     assert "model.layers.0.mlp.down_proj: loaded factors differ" in failed["load with PEFT"]
     assert "logits" in failed
 
@@ -153,6 +153,6 @@ def test_generation_config_without_end_of_turn_is_caught(tiny_run, tmp_path, mon
 
     monkeypatch.setattr(H, "prepare_for_saving", wrong_eos)
     [result] = export_run(tiny_run, tmp_path / "merged", ["hf"])
-    failed = {c["name"]: c["detail"] for c in result.checks if not c["ok"]}
+    failed = {c.name: c.detail for c in result.checks if not c.ok}
     assert "lacks end-of-turn ids" in failed["generation config"]
     assert "does not end answers the merged model ends" in failed["stops at end of turn"]

@@ -1,9 +1,9 @@
 """The scripted engine keeps the real client's contract, and the bridge turns it into
 one-job-at-a-time commands and Qt signals."""
 
+from xgblora_app.demo_engine import DemoEngine
 from xgblora_app.engine_bridge import EngineBridge
 from xgblora_app.engine_client import EngineClient
-from xgblora_app.fake_client import FakeEngineClient
 from xgblora_engine import protocol as P
 from xgblora_engine.config import RunConfig
 
@@ -11,7 +11,7 @@ from xgblora_engine.config import RunConfig
 def small_config(steps=10, kappa=5):
     cfg = RunConfig()
     cfg.train.max_steps, cfg.boost.merge_every = steps, kappa
-    return cfg.to_dict()
+    return cfg
 
 
 def drain(client):
@@ -22,7 +22,7 @@ def drain(client):
 
 
 def test_fake_speaks_the_contract(tmp_path):
-    client = FakeEngineClient(runs_root=tmp_path, steps_per_poll=None)
+    client = DemoEngine(runs_root=tmp_path, steps_per_poll=None)
     assert isinstance(client, EngineClient)
     client.start()
     assert isinstance(client.poll()[0], P.Hello)
@@ -33,13 +33,13 @@ def test_fake_speaks_the_contract(tmp_path):
     assert kinds.count("StepMetrics") == 10 and kinds.count("RoundMerged") == 2
     assert isinstance(events[-1], P.StateChanged) and events[-1].state == "idle"
     busy = [e for e in events if isinstance(e, P.Error)]
-    assert busy[0].command_id == 2 and busy[0].kind == "user"
+    assert busy[0].job_id == 2 and busy[0].kind == "user"
     finished = next(e for e in events if isinstance(e, P.Finished))
     assert finished.status == "completed" and (tmp_path / finished.run_dir.split("/")[-1] / "events.jsonl").exists()
 
 
 def test_fake_pause_holds_and_stop_finishes_as_stopped():
-    client = FakeEngineClient(steps_per_poll=2)
+    client = DemoEngine(steps_per_poll=2)
     client.start()
     client.poll()
     client.send(P.StartRun(config=small_config(steps=50)))
@@ -55,7 +55,7 @@ def test_fake_pause_holds_and_stop_finishes_as_stopped():
 
 
 def test_fake_death_is_reported_once():
-    client = FakeEngineClient()
+    client = DemoEngine()
     client.start()
     client.poll()
     client.die()
@@ -65,7 +65,7 @@ def test_fake_death_is_reported_once():
 
 
 def test_bridge_sends_jobs_one_at_a_time_and_controls_at_once(qtbot):
-    client = FakeEngineClient(steps_per_poll=1)
+    client = DemoEngine(steps_per_poll=1)
     bridge = EngineBridge(lambda: client)
     bridge.start()
     qtbot.waitUntil(lambda: bridge.state == "idle", timeout=2000)
@@ -81,7 +81,7 @@ def test_bridge_sends_jobs_one_at_a_time_and_controls_at_once(qtbot):
 
 
 def test_bridge_signals_each_event_and_survives_a_death(qtbot):
-    client = FakeEngineClient(steps_per_poll=None)
+    client = DemoEngine(steps_per_poll=None)
     bridge = EngineBridge(lambda: client)
     seen = []
     bridge.step_metrics.connect(seen.append)
@@ -100,7 +100,7 @@ def test_bridge_signals_each_event_and_survives_a_death(qtbot):
 
 
 def test_bridge_drops_superseded_queued_jobs(qtbot):
-    client = FakeEngineClient(steps_per_poll=1)
+    client = DemoEngine(steps_per_poll=1)
     bridge = EngineBridge(lambda: client)
     bridge.start()
     qtbot.waitUntil(lambda: bridge.state == "idle", timeout=2000)
