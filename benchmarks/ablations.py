@@ -84,9 +84,8 @@ def report(rows: list[dict]) -> str:
         ("variant", ":--", lambda g: g[0]["method"]["name"]),
         ("held-out loss", "--:", lambda g: mean_spread([r["final_eval_loss"] for r in g])),
         ("vs reference", "--:", lambda g: f"{sum(r['final_eval_loss'] for r in g) / len(g) - ref_loss:+.3f}"),
-        ("clipped steps", "--:", lambda g: f"{100 * sum(r['clipped_share'] for r in g) / len(g):.0f} %"),
-        ("first / last booster norm", "--:", lambda g: f"{g[0]['rounds'][0]['booster_norm']:.1f} / "
-                                                        f"{g[0]['rounds'][-1]['booster_norm']:.1f}"),
+        ("clipped steps", "--:", lambda g: _clipped(g[0])),
+        ("first / last booster norm", "--:", lambda g: _norms(g[0])),
         ("step CPU s", "--:", lambda g: sum(r["step_cpu_s"] for r in g) / len(g)),
         ("peak MB", "--:", lambda g: f"{sum(r['peak_bytes'] for r in g) / len(g) / MB:.0f}"),
     ]
@@ -95,6 +94,16 @@ def report(rows: list[dict]) -> str:
         mine = [by_name[label] for label, _, _ in variants if label in by_name]
         sections.append(f"#### {group}\n\n{table(mine, columns)}")
     return "\n".join(sections)
+
+
+def _clipped(row: dict) -> str:
+    # rows from before the harness recorded clipping and per-round norms show a dash
+    return f"{100 * row['clipped_share']:.0f} %" if "clipped_share" in row else "–"
+
+
+def _norms(row: dict) -> str:
+    rounds = row.get("rounds")
+    return f"{rounds[0]['booster_norm']:.1f} / {rounds[-1]['booster_norm']:.1f}" if rounds else "–"
 
 
 def main() -> None:

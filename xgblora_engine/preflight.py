@@ -30,7 +30,7 @@ def preflight_result(shape: memory.Shape, cfg, shares: list[memory.DeviceShare],
 
 
 def preflight_message(checks: list[DeviceCheck], worst: DeviceCheck) -> str:
-    h, words = memory.human, VERDICT_WORDS[worst.verdict]
+    h, words = memory.human_bytes, VERDICT_WORDS[worst.verdict]
     if len(checks) == 1:
         trial = f" (measured trial peak {h(worst.measured_peak)})" if worst.measured_peak else ""
         return f"predicted peak {h(worst.predicted_peak)} of {h(worst.available)} available on {worst.device}: {words}{trial}"
