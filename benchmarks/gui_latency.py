@@ -80,10 +80,13 @@ class FloodClient:
 
     def _run_script(self, run_dir: str) -> list[tuple[float, list[bytes]]]:
         """(due at step, encoded events) for the whole run, built before the clock starts."""
+        from xgblora_app.demo_engine import SMOLLM2_INFO
+        from xgblora_engine.config import RunConfig
+
         P, enc = self.P, self.P.encode
         rounds = -(-self.steps // self.kappa)
         script = [(0.0, [enc(P.StateChanged(state="training")),
-                         enc(P.RunStarted(run_dir=run_dir, config={}, model_info={}, data_report="flood",
+                         enc(P.RunStarted(run_dir=run_dir, config=RunConfig(), model_info=SMOLLM2_INFO, data_report="flood",
                                           n_layers=30, total_steps=self.steps, total_rounds=rounds))])]
         for step in range(1, self.steps + 1):
             rnd = (step - 1) // self.kappa + 1

@@ -163,7 +163,7 @@ def test_rounds_and_parameters_update_live(qtbot, panel, studio):
 
 
 def test_the_booster_rate_follows_rank_and_layers_by_the_rule(qtbot, panel, studio):
-    studio.session.set_model_info({"n_layers": 30, "hidden_size": 576})
+    studio.session.set_model_info(SMOLLM2_INFO)
     method = panel(MethodPanel)
     method.lr.setValue(6e-3)
     method.k.setValue(10)

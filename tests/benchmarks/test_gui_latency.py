@@ -2,13 +2,14 @@
 
 from benchmarks.gui_latency import FloodClient
 from xgblora_engine import protocol as P
+from xgblora_engine.config import RunConfig
 
 
 def test_the_flood_client_replays_a_whole_run_as_a_worker_would():
     client = FloodClient(steps=30, steps_per_s=1e9, kappa=10, eval_every=15)
     client.start()
     assert [type(e) for e in client.poll()] == [P.Hello]
-    client.send(P.StartRun(config={}, run_dir="r"))
+    client.send(P.StartRun(config=RunConfig(), run_dir="r"))
     events = client.poll(10_000)
     kinds = [type(e).__name__ for e in events]
     assert kinds[:2] == ["StateChanged", "RunStarted"] and kinds[-2:] == ["Finished", "StateChanged"]
@@ -21,5 +22,5 @@ def test_the_flood_client_holds_back_steps_that_are_not_due_yet():
     client = FloodClient(steps=1000, steps_per_s=1e-3)
     client.start()
     client.poll()
-    client.send(P.StartRun(config={}, run_dir="r"))
+    client.send(P.StartRun(config=RunConfig(), run_dir="r"))
     assert [type(e).__name__ for e in client.poll()] == ["StateChanged", "RunStarted"]

@@ -91,13 +91,14 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int) -> PreparedData:
     fallback = ensure_chat_template(tokenizer)
     rows = read_rows(cfg.path)
     fmt = detect_format(rows, cfg.format, cfg.columns)
+    numbered = list(enumerate(rows, start=1))  # messages name a row by its place in the file
     if cfg.eval_path:
         eval_rows = read_rows(cfg.eval_path)
         eval_fmt = detect_format(eval_rows, cfg.format, cfg.columns)
-        train_rows, eval_source = rows, cfg.eval_path
-        eval_rows = eval_rows[: max(0, cfg.max_eval_examples)]
+        train_rows, eval_source = numbered, cfg.eval_path
+        eval_rows = list(enumerate(eval_rows, start=1))[: max(0, cfg.max_eval_examples)]
     else:
-        train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.max_eval_examples, seed)
+        train_rows, eval_rows = split_rows(numbered, cfg.eval_fraction, cfg.max_eval_examples, seed)
         eval_fmt = fmt
         eval_source = f"{len(eval_rows)} rows held out ({cfg.eval_fraction:.0%}, at most {cfg.max_eval_examples})"
     train, counts = tokenize_rows(train_rows, fmt, tokenizer, cfg)
@@ -111,11 +112,12 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int) -> PreparedData:
     return PreparedData(train, evals, report)
 
 
-def tokenize_rows(rows: list[dict], report: FormatReport, tokenizer,
+def tokenize_rows(rows: list[tuple[int, dict]], report: FormatReport, tokenizer,
                   cfg: DataConfig) -> tuple[list[Encoded], TokenizeCounts]:
-    """Encoded examples with at least one target, and what was truncated or dropped."""
+    """Encoded examples with at least one target, and what was truncated or dropped, from
+    (row number in its file, row) pairs."""
     kept, counts = [], TokenizeCounts(rows=len(rows))
-    for i, row in enumerate(rows, start=1):
+    for i, row in rows:
         example = encode(tokenizer, to_conversation(row, report, i), cfg.seq_len, cfg.train_on)
         counts.truncated += example.truncated
         counts.turns_cut += example.turns_cut
