@@ -125,11 +125,12 @@ def test_the_data_panel_shows_the_real_engine_s_rendered_preview(qtbot, tmp_path
         assert "background" in panel.preview.toHtml()  # the learned tokens are highlighted
         assert "tokens the engine trains on" in panel.preview_note.text()
 
-        settings.set("data", "seq_len", 9)  # the reply loses its end-of-turn token
+        settings.set("data", "seq_len", 9)  # too long: the prompt's start goes, the reply stays whole
         qtbot.waitUntil(lambda: studio.session.data_report.seq_len == 9, timeout=120_000)
         report = studio.session.data_report
         assert report.truncated == report.n_train and all(p.truncated for p in report.preview)
-        assert report.preview[0].text.endswith("assistant w2 w3")
-        assert "truncated here" in panel.preview.toPlainText() and "(100%)" in panel.counts.text()
+        first = report.preview[0]
+        assert first.text.rstrip().endswith("assistant w2 w3 <|im_end|>") and not first.text.startswith("<|im_start|> user w0")
+        assert "cut above" in panel.preview.toPlainText() and "(100%)" in panel.counts.text()
     finally:
         bridge.close()

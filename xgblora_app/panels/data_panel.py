@@ -371,8 +371,8 @@ class DataPanel(QWidget):
                            f"{html.escape(text[start:end])}</span>")
                 pos = end
             out.append(html.escape(text[pos:]))
-            if example.truncated:
-                out.append(f"<i style='color:rgb{theme.SERIES['eval']}'> [truncated here]</i>")
+            if example.truncated:  # the engine cuts the oldest turns and the prompt's start, never the end
+                out.insert(0, f"<i style='color:rgb{theme.SERIES['eval']}'>[cut above to fit the sequence length] </i>")
             parts.append(f"<pre style='white-space:pre-wrap'>{''.join(out)}</pre>")
         self.preview.setHtml("<hr>".join(parts))
         self.preview_note.setText("Rendered with the model's chat template from the tokens the engine trains on.")
