@@ -97,29 +97,6 @@ def describe(m: dict, k: int | None) -> str:
     return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}{extra}, {rate}"
 
 
-def plot_curves(rows: list[dict], path: Path, title: str, x: str = "step") -> None:
-    """Held-out loss against steps or training seconds, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for r in rows:
-        xs = [e["step"] if x == "step" else e["train_seconds"] for e in r["evals"]]
-        style = "-" if r["method"]["kind"] == "xgblora" else "--"
-        ax.plot(xs, [e["loss"] for e in r["evals"]], style, marker="o", markersize=3,
-                label=describe(r["method"], r.get("k")))
-    ax.set_xlabel("optimizer step" if x == "step" else "training seconds (evaluation excluded)")
-    ax.set_ylabel("held-out loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def plot_mean_curves(groups: list[list[dict]], path: Path, title: str, x: str = "step") -> None:
     """Held-out loss against steps or training CPU seconds: the mean over seeds of each
     method as a line, the spread between seeds as a band."""
