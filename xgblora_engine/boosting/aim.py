@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xgblora_engine.boosting.booster import BoosterLinear, kaiming_row_norm
+from xgblora_engine.boosting.booster import KAIMING_ROW_NORM, BoosterLinear
 
 OVERSAMPLE = 16  # extra sketch columns beyond the directions kept: 88-99 % of the top-r gradient energy on SmolLM2
 
@@ -121,7 +121,7 @@ def aim_booster(booster: BoosterLinear, v: torch.Tensor, s: torch.Tensor, u: tor
     mix = torch.eye(width)[:r] if pool == 1 else _orthonormal_rows(r, width, generator)
     mix = mix.to(v.device)
     directions = mix @ v[:, :width].t()  # r × in, orthonormal rows
-    row_norm = kaiming_row_norm(booster.A.shape[1])
+    row_norm = KAIMING_ROW_NORM
     booster.A.copy_(row_norm * directions)
     g_at = (u[:, :width] * s[:width]) @ mix.t() * row_norm  # G·Aᵀ ≈ U·S·Vᵀ·V·mixᵀ
     booster.B.grad = (booster.scaling * g_at).to(booster.B.dtype)

@@ -24,10 +24,9 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
     raise TypeError(f"cannot boost a {type(module).__name__}: not a linear layer")
 
 
-def kaiming_row_norm(in_features: int) -> float:
-    """Expected norm of a row of A under LoRA's kaiming-uniform init (a=√5): each value is
-    uniform in ±1/√in, variance 1/(3·in), so a row of ``in`` values has norm √(1/3)."""
-    return math.sqrt(in_features / (3.0 * in_features))
+# Expected norm of a row of A under LoRA's kaiming-uniform init (a=√5): each value is
+# uniform in ±1/√in, variance 1/(3·in), so a row of ``in`` values has norm √(1/3) whatever in is.
+KAIMING_ROW_NORM = math.sqrt(1 / 3)
 
 
 def weight_device(module: nn.Module) -> torch.device:

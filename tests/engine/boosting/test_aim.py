@@ -4,7 +4,7 @@ import torch
 
 from tests.engine.boosting.test_trainer import ListStream, make_batches, targets
 from xgblora_engine.boosting.aim import GradientAim
-from xgblora_engine.boosting.booster import attach_boosters, kaiming_row_norm
+from xgblora_engine.boosting.booster import KAIMING_ROW_NORM, attach_boosters
 from xgblora_engine.boosting.loss import count_targets, summed_loss
 from xgblora_engine.boosting.trainer import BoostingTrainer
 from xgblora_engine.config import RunConfig
@@ -47,7 +47,7 @@ def test_a_spans_the_top_right_singular_subspace_of_the_weight_gradient(tiny_lla
         top = torch.linalg.svd(g, full_matrices=False).Vh[:2]  # 2 × in
         # A's rows lie in the top-2 subspace: projecting them onto it keeps all of them
         assert torch.allclose(a @ top.t() @ top, a, atol=1e-4), name
-        assert torch.allclose(a.norm(dim=1), torch.full((2,), kaiming_row_norm(a.shape[1])), atol=1e-5)
+        assert torch.allclose(a.norm(dim=1), torch.full((2,), KAIMING_ROW_NORM), atol=1e-5)
         # and B's gradient for the new A is the one autograd would give: scaling·G·Aᵀ
         assert torch.allclose(boosters[name].B.grad, 2.0 * g @ a.t(), rtol=1e-3, atol=1e-7), name
         assert not boosters[name].A.grad.any()
