@@ -99,14 +99,20 @@ class RunConfig:
     @classmethod
     def from_saved(cls, raw: dict[str, Any]) -> RunConfig:
         """A run's own config.yaml: a setting it predates keeps the meaning it had then."""
-        train = raw.get("train") or {}
-        if "lr" in train and "lr_rule" not in train:  # written before the rule: lr was literal
-            raw = {**raw, "train": {**train, "lr_rule": "fixed"}}
-        return cls.from_dict(raw)
+        return cls.from_dict(as_then(raw))
 
     def validate(self) -> RunConfig:
         validate(self)
         return self
+
+
+def as_then(raw: dict[str, Any]) -> dict[str, Any]:
+    """Saved settings (a run's config.yaml, the window's last settings) with what they
+    predate made explicit: settings written before the learning-rate rule meant lr literally."""
+    train = raw.get("train") or {}
+    if isinstance(train, dict) and "lr" in train and "lr_rule" not in train:
+        return {**raw, "train": {**train, "lr_rule": "fixed"}}
+    return raw
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "boost": BoostConfig, "train": TrainConfig}

@@ -145,3 +145,13 @@ def test_hugging_face_cache_listing(tmp_path):
     (tmp_path / "models--org--empty" / "snapshots").mkdir(parents=True)
     (tmp_path / "datasets--org--data" / "snapshots" / "x").mkdir(parents=True)
     assert cached_models(tmp_path) == ["org/model-a"]
+
+
+def test_settings_saved_before_the_learning_rate_rule_keep_their_literal_rate():
+    s = RunSettings()
+    s.load({"train": {"lr": 0.01}, "boost": {"rank": 4}})
+    assert s.get("train", "lr") == 0.01 and s.get("train", "lr_rule") == "fixed"
+    assert s.effective_lr(30) == 0.01
+    fresh = RunSettings()
+    fresh.load(fresh.to_dict())  # saved with the rule: kept
+    assert fresh.get("train", "lr_rule") == "scaled"

@@ -62,7 +62,7 @@ class RunSettings(Observable):
         """Restore saved settings one value at a time: a stale or bad value is skipped
         (and named) rather than losing the whole set."""
         skipped = []
-        for section, values in (saved or {}).items():
+        for section, values in C.as_then(saved or {}).items():
             for key, value in (values or {}).items() if isinstance(values, dict) else ():
                 try:
                     self.set(section, key, value)
