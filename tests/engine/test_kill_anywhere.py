@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -19,6 +20,8 @@ pytestmark = pytest.mark.slow
 
 KILLS = 22  # moments spread from the first instant to past the last checkpoint
 MARK = "XGBLORA_KILL_TEST"
+# Two kills run at once, each process on one thread: the machine has two cores.
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def cli(*args):
@@ -32,7 +35,7 @@ def train_args(model, data, out):
 
 
 def run_to_end(args):
-    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=900, env=ENV)
     return result.returncode, result.stderr
 
 
@@ -40,7 +43,7 @@ def start_marked(args):
     """The CLI in its own session, tagged so its worker (its own process group) is found too."""
     tag = uuid.uuid4().hex
     proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=dict(os.environ, **{MARK: tag}))
+                            start_new_session=True, env=dict(ENV, **{MARK: tag}))
     return proc, tag
 
 
@@ -86,6 +89,14 @@ def losses(run):
     return [(m["step"], m["loss"]) for m in lines if "loss" in m]
 
 
+def kill_and_recover(model, data, out, delay):
+    proc, tag = start_marked(train_args(model, data, out))
+    time.sleep(delay)
+    kill_all(proc, tag)
+    recover(model, data, out)
+    return out
+
+
 def same_ledger(a, b):
     la, lb = BoosterLedger.load(a / "ledger.safetensors"), BoosterLedger.load(b / "ledger.safetensors")
     assert [r.layers for r in la.rounds] == [r.layers for r in lb.rounds]
@@ -93,22 +104,27 @@ def same_ledger(a, b):
 
 
 def test_a_run_killed_at_any_moment_resumes_to_the_same_result(tmp_path, tiny_model_dir, tiny_data):
-    reference = tmp_path / "reference"
+    # Two reference runs side by side, as the kills will run: the duration is the one the
+    # kills see, and the two must agree.
+    references = [tmp_path / "reference-a", tmp_path / "reference-b"]
     started = time.monotonic()
-    code, err = run_to_end(train_args(tiny_model_dir, tiny_data, reference))
-    assert code == 0, err[-3000:]
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda out: run_to_end(train_args(tiny_model_dir, tiny_data, out)), references))
     duration = time.monotonic() - started
+    for code, err in done:
+        assert code == 0, err[-3000:]
+    reference = references[0]
     expected = losses(reference)
     assert [s for s, _ in expected] == list(range(1, 7))
+    assert losses(references[1]) == expected
     # Even spacing over the reference run's length, plus a few moments during its first
     # second (start-up, before and while the folder is made).
     moments = [0.0, 0.05, 0.2, 0.5] + [duration * i / (KILLS - 4) for i in range(1, KILLS - 3)]
-    for n, delay in enumerate(moments):
-        out = tmp_path / f"killed-{n:02d}"
-        proc, tag = start_marked(train_args(tiny_model_dir, tiny_data, out))
-        time.sleep(delay)
-        kill_all(proc, tag)
-        recover(tiny_model_dir, tiny_data, out)
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda n: kill_and_recover(tiny_model_dir, tiny_data, tmp_path / f"killed-{n:02d}",
+                                                        moments[n]), range(len(moments))))
+    for n, out in enumerate(outs):
+        delay = moments[n]
         got = losses(out)
         assert [s for s, _ in got] == [s for s, _ in expected], f"kill {n} at {delay:.2f}s"
         assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6), f"kill {n}"
