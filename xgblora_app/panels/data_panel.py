@@ -49,15 +49,19 @@ AUTO = "(detect)"
 
 
 def read_locally(path: str, fmt: str, columns: dict[str, str]) -> dict:
-    """Format, columns and the first conversations; runs in a background thread."""
+    """Format, columns and the first conversations; runs in a background thread. The rows
+    are counted one at a time (and checked as they are read), never held whole."""
+    from xgblora_engine.data.dataset import DETECT_ROWS
     from xgblora_engine.data.formats import OPTIONAL, REQUIRED, detect_format, to_conversation
-    from xgblora_engine.data.readers import read_rows
+    from xgblora_engine.data.readers import iter_rows, read_rows
 
-    rows = read_rows(path)
-    report = detect_format(rows, fmt, columns)
+    head = read_rows(path, limit=DETECT_ROWS)
+    report = detect_format(head, fmt, columns)
+    conversations = [to_conversation(r, report, i) for i, r in enumerate(head[:3], 1)]
+    n_rows = len(head) if len(head) < DETECT_ROWS else sum(1 for _ in iter_rows(path))
     return {"format": report.format, "columns": report.columns, "all_columns": report.all_columns,
-            "n_rows": len(rows), "fields": list(REQUIRED[report.format] + OPTIONAL[report.format]),
-            "conversations": [to_conversation(r, report, i) for i, r in enumerate(rows[:3], 1)]}
+            "n_rows": n_rows, "fields": list(REQUIRED[report.format] + OPTIONAL[report.format]),
+            "conversations": conversations}
 
 
 def is_hub_id(path: str) -> bool:

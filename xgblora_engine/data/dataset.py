@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain, islice
 
 import torch
 
 from xgblora_engine.config import DataConfig
 from xgblora_engine.data.formats import FormatReport, detect_format, to_conversation
-from xgblora_engine.data.readers import read_rows
+from xgblora_engine.data.readers import iter_rows
+from xgblora_engine.data.store import Examples, TokenBuffer
 from xgblora_engine.data.tokenize import IGNORE, Encoded, encode, ensure_chat_template, preview
 from xgblora_engine.errors import UserError
 from xgblora_engine.payloads import DataReport as DataReportPayload
 from xgblora_engine.payloads import PreviewExample
 
 PREVIEW_EXAMPLES = 3  # training examples shown rendered in the Data panel
+DETECT_ROWS = 1000  # the format and columns are read from the first rows
+LENGTHS_SHOWN = 20_000  # example lengths sent for the Data panel's histogram, evenly spaced
 
 Batch = dict[str, torch.Tensor]
 
@@ -45,7 +50,7 @@ class DataReport:
     seq_len: int
     fallback_template: bool
     eval_dropped: int = 0
-    lengths: list[int] = field(default_factory=list, repr=False)
+    lengths: list[int] = field(default_factory=list, repr=False)  # at most LENGTHS_SHOWN, evenly spaced
     turns_cut: int = 0  # oldest messages removed from training examples to fit seq_len
     tokens_cut: int = 0  # prompt tokens cut from their start
     preview: list[PreviewExample] = field(default_factory=list, repr=False)
@@ -81,28 +86,26 @@ class DataReport:
 
 @dataclass
 class PreparedData:
-    train: list[Encoded]
-    eval: list[Encoded]
+    train: Examples
+    eval: Examples
     report: DataReport
 
 
 def prepare_data(cfg: DataConfig, tokenizer, seed: int) -> PreparedData:
-    """Read, detect, split and tokenize the training (and eval) data of a run."""
+    """Read, detect, split and tokenize the training (and eval) data of a run, one row at a
+    time: memory grows with the tokens kept (a few bytes each), not with the file."""
     fallback = ensure_chat_template(tokenizer)
-    rows = read_rows(cfg.path)
-    fmt = detect_format(rows, cfg.format, cfg.columns)
-    numbered = list(enumerate(rows, start=1))  # messages name a row by its place in the file
+    fmt, tokenized = _tokenize_source(cfg.path, cfg, tokenizer)
     if cfg.eval_path:
-        eval_rows = read_rows(cfg.eval_path)
-        eval_fmt = detect_format(eval_rows, cfg.format, cfg.columns)
-        train_rows, eval_source = numbered, cfg.eval_path
-        eval_rows = list(enumerate(eval_rows, start=1))[: max(0, cfg.max_eval_examples)]
+        train_rows, eval_source = range(len(tokenized.positions)), cfg.eval_path
+        _, eval_tokenized = _tokenize_source(cfg.eval_path, cfg, tokenizer, limit=max(0, cfg.max_eval_examples))
+        eval_rows = range(len(eval_tokenized.positions))
     else:
-        train_rows, eval_rows = split_rows(numbered, cfg.eval_fraction, cfg.max_eval_examples, seed)
-        eval_fmt = fmt
+        train_rows, eval_rows = split_rows(len(tokenized.positions), cfg.eval_fraction, cfg.max_eval_examples, seed)
+        eval_tokenized = tokenized
         eval_source = f"{len(eval_rows)} rows held out ({cfg.eval_fraction:.0%}, at most {cfg.max_eval_examples})"
-    train, counts = tokenize_rows(train_rows, fmt, tokenizer, cfg)
-    evals, eval_counts = tokenize_rows(eval_rows, eval_fmt, tokenizer, cfg)
+    train, counts = tokenized.select(train_rows)
+    evals, eval_counts = eval_tokenized.select(eval_rows)
     if not train:
         raise UserError(f"no usable training example in {cfg.path}: in all {counts.rows} the response alone "
                         f"is longer than {cfg.seq_len} tokens",
@@ -112,50 +115,78 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int) -> PreparedData:
     return PreparedData(train, evals, report)
 
 
-def tokenize_rows(rows: list[tuple[int, dict]], report: FormatReport, tokenizer,
-                  cfg: DataConfig) -> tuple[list[Encoded], TokenizeCounts]:
-    """Encoded examples with at least one target, and what was truncated or dropped, from
-    (row number in its file, row) pairs."""
-    kept, counts = [], TokenizeCounts(rows=len(rows))
-    for i, row in rows:
-        example = encode(tokenizer, to_conversation(row, report, i), cfg.seq_len, cfg.train_on)
-        counts.truncated += example.truncated
-        counts.turns_cut += example.turns_cut
-        counts.tokens_cut += example.tokens_cut if example.n_tokens else 0
-        if example.n_targets == 0:
-            counts.dropped += 1
-        else:
-            kept.append(example)
-    return kept, counts
+@dataclass
+class Tokenized:
+    """Every row of a file, tokenized, in file order: where each row's example sits in the
+    buffer (-1: dropped, its response alone is too long), and what was cut from it."""
+
+    buffer: TokenBuffer
+    positions: array  # row -> buffer position or -1
+    truncated: bytearray
+    turns_cut: array
+    tokens_cut: array
+
+    def select(self, rows: Iterable[int]) -> tuple[Examples, TokenizeCounts]:
+        """The kept examples of ``rows`` (0-based, in that order), and their counts."""
+        counts, kept = TokenizeCounts(), []
+        for row in rows:
+            counts.rows += 1
+            counts.truncated += self.truncated[row]
+            counts.turns_cut += self.turns_cut[row]
+            if self.positions[row] < 0:
+                counts.dropped += 1
+            else:
+                counts.tokens_cut += self.tokens_cut[row]
+                kept.append(self.positions[row])
+        return Examples(self.buffer, kept), counts
 
 
-def split_rows(rows: list, fraction: float, max_eval: int, seed: int) -> tuple[list, list]:
-    """Seeded hold-out of round(fraction * n) rows, at least 1 (when there are 2+ rows) and
-    at most ``max_eval``: rows that would never be scored stay in training."""
-    if fraction <= 0 or max_eval <= 0 or len(rows) < 2:
-        return rows, []
-    n_eval = min(max_eval, len(rows) - 1, max(1, round(len(rows) * fraction)))
-    order = list(range(len(rows)))
+def _tokenize_source(spec: str, cfg: DataConfig, tokenizer, limit: int | None = None) -> tuple[FormatReport, Tokenized]:
+    """The format (detected on the first rows) and every row of ``spec``, tokenized."""
+    rows = iter_rows(spec)
+    head = list(islice(rows, DETECT_ROWS))
+    fmt = detect_format(head, cfg.format, cfg.columns)
+    tokenized = Tokenized(TokenBuffer(len(tokenizer)), array("q"), bytearray(), array("I"), array("I"))
+    # rows are numbered from 1 in messages: their place in the file
+    for number, row in enumerate(islice(chain(head, rows), limit), start=1):
+        example = encode(tokenizer, to_conversation(row, fmt, number), cfg.seq_len, cfg.train_on)
+        tokenized.positions.append(tokenized.buffer.append(example) if example.n_targets else -1)
+        tokenized.truncated.append(example.truncated)
+        tokenized.turns_cut.append(example.turns_cut)
+        tokenized.tokens_cut.append(example.tokens_cut if example.n_tokens else 0)
+    return replace(fmt, n_rows=len(tokenized.positions)), tokenized
+
+
+def split_rows(n: int, fraction: float, max_eval: int, seed: int) -> tuple[list[int], list[int]]:
+    """Row indices (0-based, in file order) of a seeded hold-out of round(fraction * n)
+    rows, at least 1 (when there are 2+ rows) and at most ``max_eval``: rows that would
+    never be scored stay in training."""
+    if fraction <= 0 or max_eval <= 0 or n < 2:
+        return list(range(n)), []
+    n_eval = min(max_eval, n - 1, max(1, round(n * fraction)))
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    held = set(order[:n_eval])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+    held = sorted(order[:n_eval])
+    held_set = set(held)
+    return [i for i in range(n) if i not in held_set], held
 
 
-def _report(cfg: DataConfig, fmt: FormatReport, train: list[Encoded], evals: list[Encoded], eval_source: str,
+def _report(cfg: DataConfig, fmt: FormatReport, train: Examples, evals: Examples, eval_source: str,
             counts: TokenizeCounts, eval_counts: TokenizeCounts, fallback: bool) -> DataReport:
-    lengths = [e.n_tokens for e in train]
+    lengths = train.lengths()
     ordered = sorted(lengths)
+    shown = lengths[:: max(1, len(lengths) // LENGTHS_SHOWN)][:LENGTHS_SHOWN]
     return DataReport(
         source=cfg.path, format=fmt, n_train=len(train), n_eval=len(evals), eval_source=eval_source,
         truncated=counts.truncated, dropped=counts.dropped, token_mean=sum(lengths) / len(lengths),
         token_p95=ordered[int(0.95 * (len(ordered) - 1))], token_max=ordered[-1], seq_len=cfg.seq_len,
-        fallback_template=fallback, eval_dropped=eval_counts.dropped, lengths=lengths,
+        fallback_template=fallback, eval_dropped=eval_counts.dropped, lengths=shown.tolist(),
         turns_cut=counts.turns_cut, tokens_cut=counts.tokens_cut)
 
 
 # --- batching ----------------------------------------------------------------------------
 
-def collate(examples: list[Encoded], pad_id: int) -> Batch:
+def collate(examples: Sequence[Encoded], pad_id: int) -> Batch:
     """Right-pad to the longest example of the batch; padding carries no loss."""
     width = max(e.n_tokens for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -173,7 +204,7 @@ class BatchStream:
     """Endless, reproducible batches: epoch e visits the examples in a permutation drawn
     from (seed, e). Its state is two integers, so a resumed run sees the same batches."""
 
-    def __init__(self, examples: list[Encoded], batch_size: int, seed: int, pad_id: int) -> None:
+    def __init__(self, examples: Sequence[Encoded], batch_size: int, seed: int, pad_id: int) -> None:
         if not examples:
             raise UserError("there are no training examples to batch", "check the data file and --seq-len")
         if batch_size < 1:
@@ -224,11 +255,13 @@ class BatchStream:
 
     def longest_batch(self) -> Batch:
         """The batch of the longest examples: the worst case for memory."""
-        longest = sorted(self.examples, key=lambda e: e.n_tokens, reverse=True)[: self.batch_size]
+        lengths = self.examples.lengths() if isinstance(self.examples, Examples) else [e.n_tokens for e in self.examples]
+        top = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)[: self.batch_size]
+        longest = [self.examples[i] for i in top]
         return collate((longest * self.batch_size)[: self.batch_size], self.pad_id)
 
 
-def eval_batches(examples: list[Encoded], batch_size: int, pad_id: int) -> Iterator[Batch]:
+def eval_batches(examples: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterator[Batch]:
     """Fixed-order batches over the eval examples (the last one may be smaller)."""
     for start in range(0, len(examples), batch_size):
         yield collate(examples[start:start + batch_size], pad_id)

@@ -1,10 +1,17 @@
-"""Read rows (dicts) from a local file, the bundled sample, or a Hub dataset."""
+"""Read rows (dicts) from a local file, the bundled sample, or a Hub dataset.
+
+Rows are read one at a time (``iter_rows``), so a file of any size is never held whole:
+JSON Lines, CSV, Parquet and text are streamed, and a Hub dataset is iterated from its
+memory-mapped Arrow cache. Only a single JSON array (``.json``) has to be parsed whole.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +21,30 @@ SUPPORTED = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 # owner/name, then optionally :split and/or @config in either order
 HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*([:@][\w.\-\[\]%]+){0,2}$")
 SAMPLE = "sample"
+CSV_CHUNK = 10_000  # rows parsed at a time from a CSV or Parquet file
 
-Rows = list[dict[str, Any]]
+Row = dict[str, Any]
+Rows = list[Row]
 
 
-def read_rows(spec: str) -> Rows:
-    """Rows of 'sample[:name]', a local file, or a Hub dataset 'owner/name[:split][@config]'."""
+def read_rows(spec: str, limit: int | None = None) -> Rows:
+    """The rows of ``spec`` (at most ``limit`` of them) as a list."""
+    return list(islice(iter_rows(spec), limit))
+
+
+def iter_rows(spec: str) -> Iterator[Row]:
+    """Rows of 'sample[:name]', a local file, or a Hub dataset 'owner/name[:split][@config]',
+    one at a time. A malformed row raises a UserError naming its line when it is reached."""
     spec = spec.strip()
     if spec == SAMPLE or spec.startswith(SAMPLE + ":"):
         from xgblora_engine.data.sample import sample_rows
 
-        return sample_rows(spec.partition(":")[2] or "python-topics")
+        return iter(sample_rows(spec.partition(":")[2] or "python-topics"))
     path = Path(spec).expanduser()
     if path.exists():
-        return read_file(path)
+        return iter_file(path)
     if looks_like_hub_id(spec):
-        return read_hub(spec)
+        return iter_hub(spec)
     raise UserError(f"data file not found: {spec}",
                     "check the path; use 'sample' for the bundled dataset, or a Hub dataset id like owner/name")
 
@@ -41,55 +56,70 @@ def looks_like_hub_id(spec: str) -> bool:
 
 # --- local files -----------------------------------------------------------------------
 
-def read_file(path: Path) -> Rows:
+def iter_file(path: Path) -> Iterator[Row]:
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a data file", f"pass one file ending in {', '.join(SUPPORTED)}")
     suffix = path.suffix.lower()
-    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
-               ".parquet": _read_parquet, ".txt": _read_txt}
+    readers = {".jsonl": _iter_jsonl, ".json": _iter_json, ".csv": _iter_csv,
+               ".parquet": _iter_parquet, ".txt": _iter_txt}
     if suffix not in readers:
         raise UserError(f"unsupported data file type '{suffix or path.name}': {path}",
                         f"supported types: {', '.join(SUPPORTED)}; convert the file, e.g. to .jsonl")
     if path.stat().st_size == 0:
         raise UserError(f"data file {path} is empty", "add examples to it, or pass another file")
-    rows = readers[suffix](path)
-    if not rows:
+    return _not_empty(readers[suffix](path), path)
+
+
+def _not_empty(rows: Iterator[Row], path: Path) -> Iterator[Row]:
+    seen = False
+    for row in rows:
+        seen = True
+        yield row
+    if not seen:
         raise UserError(f"data file {path} has no rows", "add examples to it, one per line (.jsonl) or row (.csv)")
-    return rows
 
 
-def _read_text(path: Path) -> str:
+def _decode(path: Path, data: bytes, line: int | None = None) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from Windows editors
+        return data.decode("utf-8-sig")  # -sig: tolerate a BOM from Windows editors
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)",
+        where = f"{path}, line {line}" if line else str(path)
+        raise UserError(f"{where} is not UTF-8 text (byte {exc.start} cannot be decoded)",
                         "save the file with UTF-8 encoding") from None
 
 
-def _read_jsonl(path: Path) -> Rows:
-    rows = []
-    # split on "\n" only: str.splitlines would also cut at U+2028, which JSON strings may hold
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}, line {number}, column {exc.colno}: not valid JSON ({exc.msg})",
-                            "each line of a .jsonl file must be one complete JSON object") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}, line {number}: expected a JSON object, got {_json_type(row)}",
-                            'each line must look like {"instruction": ..., "output": ...}')
-        rows.append(row)
-    return rows
+def _iter_jsonl(path: Path) -> Iterator[Row]:
+    # binary lines split on b"\n" only: text mode would also cut at a lone \r, and
+    # str.splitlines at U+2028, both of which a JSON line may hold
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            line = _decode(path, raw, number)
+            if not line.strip():
+                continue
+            yield _json_object(path, number, line)
 
 
-def _read_json(path: Path) -> Rows:
+def _json_object(path: Path, number: int, line: str) -> Row:
     try:
-        data = json.loads(_read_text(path))
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}, line {number}, column {exc.colno}: not valid JSON ({exc.msg})",
+                        "each line of a .jsonl file must be one complete JSON object") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}, line {number}: expected a JSON object, got {_json_type(row)}",
+                        'each line must look like {"instruction": ..., "output": ...}')
+    return row
+
+
+def _iter_json(path: Path) -> Iterator[Row]:
+    """A JSON array is parsed whole (JSON has no way to read it in parts): large data
+    belongs in .jsonl, which is streamed."""
+    try:
+        data = json.loads(_decode(path, path.read_bytes()))
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # several objects one after another: JSON Lines saved as .json
-            return _read_jsonl(path)
+            yield from _iter_jsonl(path)
+            return
         raise UserError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})",
                         "fix the file, or save it as .jsonl with one object per line") from None
     if isinstance(data, dict):
@@ -106,7 +136,7 @@ def _read_json(path: Path) -> Rows:
         if not isinstance(row, dict):
             raise UserError(f"{path}: example {i} is {_json_type(row)}, not an object",
                             "every example must be a JSON object with named fields")
-    return data
+        yield row
 
 
 def _json_type(value: Any) -> str:
@@ -115,32 +145,45 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _read_csv(path: Path) -> Rows:
+def _iter_csv(path: Path) -> Iterator[Row]:
     import pandas as pd
 
     try:  # all text: a column of digits stays what the user wrote
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        chunks = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", chunksize=CSV_CHUNK)
+        for frame in chunks:
+            yield from frame.to_dict(orient="records")
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text", "export the CSV again with UTF-8 encoding") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"{path}: not a readable CSV file ({str(exc).strip().splitlines()[0]})",
                         "check the delimiter (a comma) and the quoting, or export it again") from None
-    return frame.to_dict(orient="records")
 
 
-def _read_parquet(path: Path) -> Rows:
+def _iter_parquet(path: Path) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        batches = pq.ParquetFile(path).iter_batches(batch_size=CSV_CHUNK)
+        for batch in batches:
+            yield from batch.to_pylist()
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise UserError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})",
                         "check that the file is complete; write it again with pandas or pyarrow") from None
 
 
-def _read_txt(path: Path) -> Rows:
+def _iter_txt(path: Path) -> Iterator[Row]:
     """One row per paragraph (blank-line separated): plain text for continued pre-training."""
-    return [{"text": p.strip()} for p in re.split(r"\n\s*\n", _read_text(path)) if p.strip()]
+    paragraph: list[str] = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            line = _decode(path, raw, number).replace("\r\n", "\n").replace("\r", "\n")
+            if line.strip():
+                paragraph.append(line)
+            elif paragraph:
+                yield {"text": "".join(paragraph).strip()}
+                paragraph = []
+    if paragraph:
+        yield {"text": "".join(paragraph).strip()}
 
 
 # --- Hub datasets ----------------------------------------------------------------------
@@ -157,8 +200,9 @@ def parse_hub_spec(spec: str) -> tuple[str, str | None, str | None]:
     return name, split, config
 
 
-def read_hub(spec: str) -> Rows:
-    """Load through `datasets`, which honours its cache and HF_HUB_OFFLINE."""
+def iter_hub(spec: str) -> Iterator[Row]:
+    """Load through `datasets`, which honours its cache and HF_HUB_OFFLINE; the rows are
+    read one at a time from its memory-mapped Arrow files."""
     name, split, config = parse_hub_spec(spec)
     try:
         import datasets
@@ -166,10 +210,9 @@ def read_hub(spec: str) -> Rows:
         ds = datasets.load_dataset(name, config, split=split or "train")
     except Exception as exc:  # datasets raises many types for offline, missing or gated data
         raise _hub_error(spec, name, split, exc) from None
-    rows = [dict(row) for row in ds]
-    if not rows:
+    if len(ds) == 0:
         raise UserError(f"dataset '{spec}' has no rows", "choose another split with :split, e.g. owner/name:train")
-    return rows
+    return (dict(row) for row in ds)
 
 
 def _offline() -> bool:

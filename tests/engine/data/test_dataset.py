@@ -44,14 +44,14 @@ def test_sample_fits_128_tokens(smol_tokenizer):
 
 def test_split_is_seeded_and_keeps_rows_that_would_not_be_scored():
     rows = list(range(100))
-    train, held = split_rows(rows, 0.1, 64, seed=0)
+    train, held = split_rows(len(rows), 0.1, 64, seed=0)
     assert (len(train), len(held)) == (90, 10) and sorted(train + held) == rows
-    assert split_rows(rows, 0.1, 64, seed=0) == (train, held)
-    assert split_rows(rows, 0.1, 64, seed=1)[1] != held
-    assert len(split_rows(rows, 0.5, 8, seed=0)[1]) == 8  # capped: the other 42 train
-    assert split_rows([1, 2], 0.01, 64, seed=0)[1] in ([1], [2])  # at least one eval row
-    assert split_rows([1], 0.5, 64, seed=0) == ([1], [])
-    assert split_rows(rows, 0.0, 64, seed=0) == (rows, [])
+    assert split_rows(len(rows), 0.1, 64, seed=0) == (train, held)
+    assert split_rows(len(rows), 0.1, 64, seed=1)[1] != held
+    assert len(split_rows(len(rows), 0.5, 8, seed=0)[1]) == 8  # capped: the other 42 train
+    assert split_rows(2, 0.01, 64, seed=0)[1] in ([0], [1])  # at least one eval row
+    assert split_rows(1, 0.5, 64, seed=0) == ([0], [])
+    assert split_rows(len(rows), 0.0, 64, seed=0) == (rows, [])
 
 
 def test_eval_file_and_dropped_examples(tmp_path, smol_tokenizer):
@@ -130,3 +130,26 @@ def test_longest_batch_and_eval_batches():
     batches = list(eval_batches(data, 3, pad_id=0))
     assert [b["input_ids"].shape[0] for b in batches] == [3, 3, 1]
     assert torch.cat([b["input_ids"][:, 0] for b in batches]).tolist() == list(range(7))
+
+
+def test_the_format_is_read_from_the_first_rows_and_later_rows_are_checked_as_they_come(
+        tmp_path, monkeypatch, smol_tokenizer):
+    from xgblora_engine.data import dataset
+
+    monkeypatch.setattr(dataset, "DETECT_ROWS", 2)
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(6)] + [{"instruction": "q", "answer": "a"}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(UserError, match="row 7: field 'output' is missing"):
+        prepare_data(DataConfig(path=path, seq_len=64), smol_tokenizer, seed=0)
+    data = prepare_data(DataConfig(path=write_jsonl(tmp_path / "ok.jsonl", rows[:6]), seq_len=64), smol_tokenizer, 0)
+    assert data.report.n_rows == 6 and len(data.train) + len(data.eval) == 6
+
+
+def test_prepared_examples_cost_a_few_bytes_per_token(tmp_path, smol_tokenizer):
+    """Not Python lists (about 36 bytes a token each, twice): a file of any size fits."""
+    rows = [{"text": f"line {i} " + "word " * (i % 50)} for i in range(3000)]
+    data = prepare_data(DataConfig(path=write_jsonl(tmp_path / "d.jsonl", rows), seq_len=64), smol_tokenizer, 0)
+    tokens = sum(data.train.lengths()) + sum(data.eval.lengths())
+    assert data.train.buffer is data.eval.buffer  # the splits are views, not copies
+    assert data.train.buffer.nbytes < 3 * tokens + 20 * len(rows)
+    assert len(data.report.lengths) == len(data.train)  # all of them, below LENGTHS_SHOWN

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xgblora_engine.data.readers import looks_like_hub_id, parse_hub_spec, read_rows
+from xgblora_engine.data import readers
+from xgblora_engine.data.readers import iter_rows, looks_like_hub_id, parse_hub_spec, read_rows
 from xgblora_engine.data.sample import sample_names, sample_rows
 from xgblora_engine.errors import UserError
 
@@ -128,3 +129,29 @@ def test_sample_datasets_are_real_short_and_deterministic():
 @pytest.mark.parametrize("name", sample_names())
 def test_bundled_copies_match_the_builder(name):
     assert read_rows(str(RESOURCES / f"{name}.jsonl")) == sample_rows(name)
+
+
+def test_rows_are_read_one_at_a_time(tmp_path):
+    """A bad line stops the read only when it is reached, and names itself."""
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(5)) + "{oops\n")
+    rows = iter_rows(str(path))
+    assert [next(rows) for _ in range(5)] == [{"text": f"row {i}"} for i in range(5)]
+    with pytest.raises(UserError, match="d.jsonl, line 6, column 2: not valid JSON"):
+        next(rows)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_tables_are_read_in_chunks_in_order(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(readers, "CSV_CHUNK", 3)
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(10)]
+    path = tmp_path / f"d{suffix}"
+    frame = pd.DataFrame(rows)
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    assert read_rows(str(path)) == rows and read_rows(str(path), limit=4) == rows[:4]
+
+
+def test_a_file_of_blank_lines_has_no_rows(tmp_path):
+    (tmp_path / "d.jsonl").write_text("\n  \n")
+    with pytest.raises(UserError, match="has no rows"):
+        read_rows(str(tmp_path / "d.jsonl"))
