@@ -45,7 +45,7 @@ class Method:
     kappa: int = 10  # XGBLoRA steps per round
     sampling: str = "uniform"
     warmup: int = 2  # XGBLoRA: per round; baselines: once at the start
-    optimizer_state: str = "fresh"  # XGBLoRA: fresh AdamW per round, or "carry" moments of re-drawn modules
+    optimizer_state: str = "fresh"  # XGBLoRA: "fresh" A and Adam state per round, or "carry" (boost.carry)
     lr_rule: str = "fixed"  # XGBLoRA: "scaled" trains boosters at lr·√(L/(k·r)); "fixed" at lr
     init: str = "kaiming"  # XGBLoRA: how A starts (kaiming | gradient)
     init_pool: int = 1  # XGBLoRA, init=gradient: A from the top pool·r directions
@@ -60,6 +60,7 @@ class Method:
         b, t = cfg.boost, cfg.train
         method = cls(name, "xgblora", t.lr, rank=b.rank, k=b.layers_per_round, kappa=b.merge_every,
                      sampling=b.sampling, warmup=t.round_warmup, lr_rule=t.lr_rule, init=b.init,
+                     optimizer_state="carry" if b.carry else "fresh",
                      init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b)
         return replace(method, **changes)
 
@@ -94,7 +95,7 @@ def run_config(method: Method, setup: Setup):
     t.round_warmup, t.lr_rule, t.lr_ratio_b = method.warmup, method.lr_rule, method.lr_ratio_b
     b = cfg.boost
     b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
-    b.init, b.init_pool = method.init, method.init_pool
+    b.init, b.init_pool, b.carry = method.init, method.init_pool, method.optimizer_state == "carry"
     if method.kind != "xgblora":  # one round of the whole run: warmup once, then cosine
         b.merge_every = setup.steps
     update(cfg, setup.extra)
@@ -126,7 +127,7 @@ class Record:
 
 
 # --- methods ------------------------------------------------------------------------
-def train_xgblora(prepared, cfg, record: Record, clock: Clock, optimizer_state: str) -> int:
+def train_xgblora(prepared, cfg, record: Record, clock: Clock) -> int:
     from xgblora_engine import protocol as P
     from xgblora_engine.boosting.trainer import BoostingTrainer
     from xgblora_engine.data.dataset import BatchStream, eval_batches
@@ -153,8 +154,6 @@ def train_xgblora(prepared, cfg, record: Record, clock: Clock, optimizer_state: 
     trainer = BoostingTrainer(prepared.loaded.model, prepared.targets_by_layer, stream,
                               lambda: _timed_out(eval_batches(prepared.data.eval, cfg.train.batch_size, prepared.pad_id), clock),
                               cfg, prepared.k, emit)
-    if optimizer_state == "carry":
-        carry_moments(trainer)
     clock.start()
     trainer.fit()
     clock.stop()
@@ -165,42 +164,6 @@ def _timed_out(batches, clock: Clock):
     """Evaluation batches, with the clock stopped while they are read and scored."""
     clock.stop()
     yield from batches
-
-
-def carry_moments(trainer) -> None:
-    """Ablation: a module drawn again keeps its last booster's A and the Adam moments of
-    both factors, so the moments refer to the same coordinates; B restarts at 0, so
-    attaching still changes nothing. The engine's way: a fresh A and fresh moments."""
-    import torch
-
-    saved: dict[str, tuple] = {}  # module -> (A, Adam state of A, Adam state of B)
-    attach, make_optimizer, merge = trainer.attach, trainer.optimizer, trainer.merge
-    live: dict = {}
-
-    def clone(state: dict) -> dict:
-        return {key: v.clone() if torch.is_tensor(v) else v for key, v in state.items()}
-
-    def attach_keeping_a(round_index, layers):
-        boosters = attach(round_index, layers)
-        for name, b in boosters.items():
-            if name in saved:
-                b.A.data.copy_(saved[name][0])
-        return boosters
-
-    def optimizer(boosters):
-        live["optimizer"] = opt = make_optimizer(boosters)
-        for name, b in boosters.items():
-            if name in saved:
-                opt.state[b.A], opt.state[b.B] = clone(saved[name][1]), clone(saved[name][2])
-        return opt
-
-    def merge_keeping_state(boosters, *args):
-        state = live["optimizer"].state
-        for name, b in boosters.items():
-            saved[name] = (b.A.detach().clone(), clone(state[b.A]), clone(state[b.B]))
-        return merge(boosters, *args)
-
-    trainer.attach, trainer.optimizer, trainer.merge = attach_keeping_a, optimizer, merge_keeping_state
 
 
 def trainer_param_count(prepared, cfg) -> int:
@@ -325,7 +288,7 @@ def run(method: Method, setup: Setup) -> dict:
     record, clock = Record(), Clock()
     with memory.PeakRSS(every=0.02) as rss:
         if method.kind == "xgblora":
-            n_trainable = train_xgblora(prepared, cfg, record, clock, method.optimizer_state)
+            n_trainable = train_xgblora(prepared, cfg, record, clock)
         else:
             n_trainable = train_baseline(prepared, cfg, method, record, clock)
     peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else rss.peak

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import torch
 
+from xgblora_engine.boosting.carry import CarryStore
 from xgblora_engine.boosting.ledger import BoosterLedger
 from xgblora_engine.errors import UserError
 from xgblora_engine.fileio import atomic_write_json, fsync_dir
 
 MANIFEST = "manifest.json"
+CARRIED = "carried.safetensors"  # boost.carry: each module's last A and Adam moments
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Checkpoint:
     cuda_rng_states: list[torch.Tensor]
     last_loss: float | None
     last_eval_loss: float | None
+    carried: CarryStore
+
 
 
 def _sha256(path: Path) -> str:
@@ -56,12 +60,15 @@ def _decode_rng(text: str) -> torch.Tensor:
 
 
 def save_checkpoint(root: Path, step: int, round_index: int, ledger: BoosterLedger, stream_state: dict,
-                    last_loss: float | None, last_eval_loss: float | None, keep: int = 3) -> Path:
+                    last_loss: float | None, last_eval_loss: float | None, keep: int = 3,
+                    carried: CarryStore | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         ledger.save(tmp / "ledger.safetensors")
+        if carried:
+            carried.save(tmp / CARRIED)
         cuda = [_encode_rng(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
         atomic_write_json(tmp / "state.json", {
             "step": step, "round": round_index, "stream": stream_state, "last_loss": last_loss,
@@ -111,9 +118,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if problem:
         raise UserError(f"checkpoint {path} is corrupt: {problem}", "resume from an earlier checkpoint")
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    carried = CarryStore.load(path / CARRIED) if (path / CARRIED).is_file() else CarryStore()
     return Checkpoint(path, state["step"], state["round"], BoosterLedger.load(path / "ledger.safetensors"),
                       state["stream"], _decode_rng(state["rng"]), [_decode_rng(s) for s in state["cuda_rng"]],
-                      state["last_loss"], state["last_eval_loss"])
+                      state["last_loss"], state["last_eval_loss"], carried)
 
 
 def latest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:

@@ -42,6 +42,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--sampling": ("boost", "sampling"),
     "--booster-init": ("boost", "init"),
     "--init-pool": ("boost", "init_pool"),
+    "--carry": ("boost", "carry"),
     "--max-steps": ("train", "max_steps"),
     "--lr": ("train", "lr"),
     "--batch-size": ("train", "batch_size"),
@@ -128,7 +129,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with sections model/data/boost/train")
     for flag, (section, key) in TRAIN_FLAGS.items():
         if _is_switch(section, key):
-            parser.add_argument(flag, dest=f"{section}.{key}", action="store_const", const=True,
+            parser.add_argument(flag, dest=f"{section}.{key}", action=argparse.BooleanOptionalAction,
                                 default=None, help=_help_of(section, key))
         else:
             parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=_help_of(section, key))

@@ -57,6 +57,7 @@ class BoostConfig:
     sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, stratified (spread over depth) or top-biased (cheaper backward)"})
     init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (A along the top directions of the round's first weight gradient) or offset (A and B both random, their start subtracted)"})
     init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
+    carry: bool = field(default=False, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (B still starts at 0), instead of a fresh A and fresh moments"})
 
     @property
     def scaling(self) -> float:
@@ -212,6 +213,9 @@ def validate(cfg: RunConfig) -> None:
     for ok, message, hint in checks:
         if not ok:
             raise UserError(message, hint)
+    if b.carry and b.init != "kaiming":
+        raise UserError(f"carrying A between rounds and the {b.init} start both set A",
+                        "use --booster-init kaiming with --carry, or --no-carry")
     if b.layers is not None and b.sampling not in ("uniform", "explicit"):
         raise UserError("an explicit layer list and a sampling strategy were both given",
                         "drop --layers or the sampling setting")

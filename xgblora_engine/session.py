@@ -215,7 +215,7 @@ def _resume(run: RunDir, cfg: RunConfig, emit: Emit, control: RunControl | None,
     state = TrainerState()
     if checkpoint is not None:
         state = TrainerState(step=checkpoint.step, ledger=checkpoint.ledger, last_loss=checkpoint.last_loss,
-                             last_eval_loss=checkpoint.last_eval_loss)
+                             last_eval_loss=checkpoint.last_eval_loss, carried=checkpoint.carried)
         record(P.LogLine(level="info", text=f"resuming from {checkpoint.path.name} (step {checkpoint.step})"))
     if options.dist.is_main:
         _truncate_metrics(run, state.step)
@@ -259,7 +259,7 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
             return
         path = save_checkpoint(run.checkpoints_path, trainer.state.step, round_index, trainer.state.ledger,
                                stream.state(), trainer.state.last_loss, trainer.state.last_eval_loss,
-                               options.keep_checkpoints)
+                               options.keep_checkpoints, trainer.state.carried)
         trainer.state.ledger.save(run.ledger_path)
         run.update_status(step=trainer.state.step)
         record(P.CheckpointSaved(step=trainer.state.step, round=round_index, path=str(path)))

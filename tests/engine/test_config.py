@@ -36,6 +36,7 @@ def test_update_coerces_types():
     ({"model": {"quantize": "3bit"}}, "invalid quantization '3bit'"),
     ({"data": {"seq_len": 2}}, "invalid sequence length"),
     ({"boost": {"layers": []}}, "explicit layer list is empty"),
+    ({"boost": {"carry": True, "init": "gradient"}}, "carrying A between rounds and the gradient start both set A"),
     ({"boosting": {}}, "unknown section 'boosting'"),
     ({"train": {"steps": 3}}, "unknown setting 'train.steps'"),
 ])

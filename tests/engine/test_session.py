@@ -25,10 +25,11 @@ def assert_same_ledger(a, b):
         assert torch.equal(x.A, y.A) and torch.equal(x.B, y.B)
 
 
-@pytest.mark.parametrize("stop_after,init", [(3, "kaiming"), (4, "kaiming"), (3, "gradient")])  # mid-round, boundary
-def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after, init):
+@pytest.mark.parametrize("stop_after,init,carry", [(3, "kaiming", False), (4, "kaiming", False),  # mid-round, boundary
+                                                   (3, "gradient", False), (5, "kaiming", True)])
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after, init, carry):
     cfg = copy.deepcopy(tiny_config)
-    cfg.train.max_steps, cfg.boost.init = 8, init
+    cfg.train.max_steps, cfg.boost.init, cfg.boost.carry = 8, init, carry
     straight = run_training(copy.deepcopy(cfg), str(tmp_path / "straight"), lambda e: None).path
     events = []
     split = run_training(copy.deepcopy(cfg), str(tmp_path / "split"), events.append,
@@ -42,6 +43,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_af
     assert resumed[-1].status == "completed" and resumed[-1].steps == 8
     assert losses(split) == losses(straight)  # every step, bit for bit
     assert_same_ledger(split, straight)
+    assert all((c / "carried.safetensors").is_file() == carry for c in (split / "checkpoints").iterdir())
 
 
 def test_checkpoints_are_complete_and_pruned(tmp_path, tiny_config):

@@ -24,6 +24,7 @@ from xgblora_engine.boosting.booster import (
     booster_parameters,
     detach_boosters,
 )
+from xgblora_engine.boosting.carry import CarryStore
 from xgblora_engine.boosting.ledger import BoosterLedger, RoundRecord
 from xgblora_engine.boosting.loss import (
     batch_to,
@@ -53,6 +54,7 @@ class TrainerState:
     ledger: BoosterLedger = field(default_factory=BoosterLedger)
     last_loss: float | None = None
     last_eval_loss: float | None = None
+    carried: CarryStore = field(default_factory=CarryStore)  # boost.carry: A and moments per module
 
 
 @dataclass
@@ -88,6 +90,7 @@ class BoostingTrainer:
         self.stopped = False
         if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
             self.merger.apply_ledger(self.state.ledger)
+        self.state.carried.place(model)
 
     # --- the run -------------------------------------------------------------
     def fit(self) -> TrainerState:
@@ -105,8 +108,9 @@ class BoostingTrainer:
         for attempt in (1, 2):
             stream_state, start_step = self.stream.state(), self.state.step
             boosters = self.attach(round_index, layers)
+            optimizer = self.optimizer(boosters)
             try:
-                round_seconds = self.train_round(boosters, round_index, lr_factor)
+                round_seconds = self.train_round(boosters, optimizer, round_index, lr_factor)
             except RoundDiverged as exc:
                 detach_boosters(self.model, boosters)
                 self.stream.load_state(stream_state)
@@ -126,6 +130,8 @@ class BoostingTrainer:
                 self.stream.load_state(stream_state)
                 self.state.step = start_step
                 return
+            if self.cfg.boost.carry:
+                self.state.carried.keep(boosters, optimizer)
             self.merge(boosters, round_index, layers, lr_factor, round_seconds)
             self.on_round_end(round_index)
             return
@@ -140,12 +146,15 @@ class BoostingTrainer:
     def attach(self, round_index: int, layers: list[int]) -> dict[str, BoosterLinear]:
         b = self.cfg.boost
         targets = [name for layer in layers for name in self.targets_by_layer[layer]]
-        return attach_boosters(self.model, targets, b.rank, b.scaling, b.dropout,
-                               self.cfg.train.seed, round_index, offset=b.init == "offset")
+        boosters = attach_boosters(self.model, targets, b.rank, b.scaling, b.dropout,
+                                   self.cfg.train.seed, round_index, offset=b.init == "offset")
+        if b.carry:
+            self.state.carried.restore_factors(boosters)
+        return boosters
 
-    def train_round(self, boosters: dict[str, BoosterLinear], round_index: int, lr_factor: float) -> float:
+    def train_round(self, boosters: dict[str, BoosterLinear], optimizer: torch.optim.Optimizer,
+                    round_index: int, lr_factor: float) -> float:
         params = booster_parameters(boosters)
-        optimizer = self.optimizer(boosters)
         layers = sorted({_layer_of(name, self.targets_by_layer) for name in boosters})
         started = time.perf_counter()
         steps = self.schedule.round_steps(round_index)
@@ -176,11 +185,15 @@ class BoostingTrainer:
         return time.perf_counter() - started
 
     def optimizer(self, boosters: dict[str, BoosterLinear]) -> torch.optim.Optimizer:
-        """A fresh AdamW for the round; B may train faster than A (LoRA+'s ratio)."""
+        """The round's AdamW, with the carried moments of layers drawn before (boost.carry)
+        or fresh; B may train faster than A (LoRA+'s ratio)."""
         t = self.cfg.train
         groups = [{"params": [b.A for b in boosters.values()], "lr_scale": 1.0},
                   {"params": [b.B for b in boosters.values()], "lr_scale": t.lr_ratio_b}]
-        return torch.optim.AdamW(groups, lr=self.peak_lr, weight_decay=t.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, weight_decay=t.weight_decay)
+        if self.cfg.boost.carry:
+            self.state.carried.restore_moments(optimizer, boosters)
+        return optimizer
 
     def aim(self, boosters: dict[str, BoosterLinear], round_index: int) -> GradientAim | None:
         """Sketches the round's first gradient to start each A along it (boost.init=gradient)."""

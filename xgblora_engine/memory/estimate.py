@@ -4,6 +4,8 @@ The analytic estimate adds up what a step holds at its peak:
 
 * weights: parameters × bytes per parameter (fp32 4, bf16/fp16 2, int8 ≈1, nf4 ≈0.56)
 * boosters: k layers × their targets × r·(in+out) fp32 values × 4 (value, grad, 2 Adam moments)
+* carried boosters (boost.carry): every layer's last A and both factors' moments, at most
+  3·r·(in+out) fp32 values a target
 * merged originals: the CPU copy of each boosted bf16/fp16 linear's W0 (host memory; counted
   on CPU runs; fp32 weights take merges in place and need none)
 * activations: tokens × layers reached × per-token-per-layer values × bytes. The worst
@@ -89,6 +91,8 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
     logits = labelled * shape.vocab * 4 * 3
     parts = {"weights": int(weights), "boosters + optimizer": int(booster),
              "activations": int(activations), "logits": int(logits)}
+    if b.carry:  # every layer's last A and Adam moments: at most 3·r·(in+out) fp32 values a module
+        parts["carried boosters"] = int(shape.n_layers * b.rank * shape.linear_dims_per_layer * 3 * 4)
     if device == "cpu":
         # the CPU copies of original weights kept for exact merges live in the same RAM
         # (bf16/fp16 only: fp32 weights take merges in place)

@@ -193,3 +193,31 @@ def test_batches_go_to_the_input_embeddings_and_targets_follow_the_logits(tiny_l
     assert trainer.device == torch.device("cpu")
     loss = summed_loss(model, make_batches(1)[0])
     assert loss.device.type == "meta" and loss.dim() == 0
+
+
+def test_carry_starts_a_layer_drawn_again_from_its_last_a_and_moments(tiny_llama):
+    cfg = config()
+    cfg.boost.layers, cfg.boost.sampling, cfg.boost.carry = [1, 2], "explicit", True
+    trainer = make_trainer(tiny_llama, cfg)
+    started, attach = [], trainer.attach
+
+    def attach_and_look(round_index, layers):
+        boosters = attach(round_index, layers)
+        started.append({name: (b.A.detach().clone(), b.B.detach().clone()) for name, b in boosters.items()})
+        return boosters
+
+    trainer.attach = attach_and_look
+    state = trainer.fit()
+    first_round = {e.module: e.A for e in state.ledger.entries if e.round == 1}
+    for name, (a, b) in started[1].items():
+        assert torch.equal(a, first_round[name]) and not b.any()  # the last A, and B at 0
+    assert state.carried.modules() == set(first_round)
+    moment_steps = {float(v) for k, v in state.carried.tensors.items() if k.endswith(".step")}
+    assert moment_steps == {9.0}  # Adam counted on through three rounds of three steps
+
+
+def test_without_carry_every_round_starts_fresh(tiny_llama):
+    cfg = config()
+    cfg.boost.layers, cfg.boost.sampling = [1, 2], "explicit"
+    state = make_trainer(tiny_llama, cfg).fit()
+    assert not state.carried

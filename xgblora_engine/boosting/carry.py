@@ -1,0 +1,70 @@
+"""What a layer's next booster inherits from its last one (``boost.carry``): A and the Adam
+moments of both factors. B starts at 0 again, so attaching still changes nothing and the
+ledger still records exactly what is merged; the moments keep referring to the same
+coordinates because A is the same. Without it every round restarts cold: a random A
+and zero moments, the search for a useful input direction paid again each time.
+
+Kept per target module on the booster's device (at most 3·r·(in+out) values a module)
+and written with every checkpoint, so a resume continues bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xgblora_engine.boosting.booster import BoosterLinear, weight_device
+
+SEP = "::"  # module name, then what: "model.layers.3.mlp.up_proj::A.exp_avg"
+
+
+class CarryStore:
+    def __init__(self, tensors: dict[str, torch.Tensor] | None = None) -> None:
+        self.tensors = dict(tensors or {})
+
+    def __bool__(self) -> bool:
+        return bool(self.tensors)
+
+    def modules(self) -> set[str]:
+        return {key.split(SEP)[0] for key in self.tensors}
+
+    def restore_factors(self, boosters: dict[str, BoosterLinear]) -> None:
+        """A from the module's last booster, where there was one."""
+        with torch.no_grad():
+            for name, b in boosters.items():
+                if f"{name}{SEP}A" in self.tensors:
+                    b.A.copy_(self.tensors[f"{name}{SEP}A"])
+
+    def restore_moments(self, optimizer: torch.optim.Optimizer, boosters: dict[str, BoosterLinear]) -> None:
+        for name, b in boosters.items():
+            for factor, param in (("A", b.A), ("B", b.B)):
+                state = {key.split(SEP)[1].split(".", 1)[1]: value.clone()
+                         for key, value in self.tensors.items() if key.startswith(f"{name}{SEP}{factor}.")}
+                if state:
+                    optimizer.state[param] = state
+
+    def keep(self, boosters: dict[str, BoosterLinear], optimizer: torch.optim.Optimizer) -> None:
+        """Remember each booster's A and its factors' moments, as the round ends."""
+        for name, b in boosters.items():
+            self.tensors[f"{name}{SEP}A"] = b.A.detach().clone()
+            for factor, param in (("A", b.A), ("B", b.B)):
+                for key, value in optimizer.state.get(param, {}).items():
+                    self.tensors[f"{name}{SEP}{factor}.{key}"] = value.detach().clone()
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({key: value.contiguous().cpu() for key, value in self.tensors.items()}, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> CarryStore:
+        from safetensors.torch import load_file
+
+        return cls(load_file(str(path)))
+
+    def place(self, model: nn.Module) -> None:
+        """Each tensor on the device of its module's weights, where its booster will live."""
+        for key, value in self.tensors.items():
+            self.tensors[key] = value.to(weight_device(model.get_submodule(key.split(SEP)[0])))
