@@ -177,6 +177,16 @@ def test_the_booster_rate_follows_rank_and_layers_by_the_rule(qtbot, panel, stud
     assert studio.settings.get("boost", "init") == "gradient"
 
 
+def test_carrying_between_rounds_is_a_click(qtbot, panel, studio):
+    method = panel(MethodPanel)
+    carry = not studio.settings.get("boost", "carry")
+    qtbot.mouseClick(method.carry, Qt.MouseButton.LeftButton)
+    assert studio.settings.get("boost", "carry") is carry
+    assert help_text("boost", "carry") in method.carry.toolTip() and "Cost:" in method.carry.toolTip()
+    studio.settings.set("boost", "carry", not carry)  # and back, from the settings
+    assert method.carry.isChecked() is (not carry)
+
+
 def test_presets_and_tooltips(qtbot, panel, studio):
     studio.session.set_model_info(SMOLLM2_INFO)
     method = panel(MethodPanel)

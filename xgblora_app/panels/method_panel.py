@@ -38,6 +38,8 @@ COSTS = {
     "round_warmup": "a few damped steps at the start of every round",
     "init": "gradient: one sketch of the first step's gradient per round, well under 1% of a round",
     "lr_rule": "scaled keeps one learning rate right when rank or layers per round change",
+    "carry": "each layer's last A and Adam moments stay in memory: up to 3·r·(in+out) values a layer's "
+             "target, a few MB on a 7B model",
     "eval_every": "each evaluation pauses training for a pass over the held-out set",
 }
 SAMPLINGS = C.SAMPLING[:3]  # "explicit" comes from a layer list, not from this menu
@@ -92,12 +94,14 @@ class MethodPanel(QWidget):
         self.kappa = b.spin("boost", "merge_every", 1, 100_000)
         self.warmup = b.spin("train", "round_warmup", 0, 10_000)
         self.init = b.combo("boost", "init", C.INITS)
+        self.carry = b.check("boost", "carry", "a layer drawn again keeps its A and Adam moments")
         form.addRow("Rank r", self.rank)
         form.addRow("Layers per round k", self.k)
         form.addRow("Layer sampling", self.sampling)
         form.addRow("Merge every κ steps", self.kappa)
         form.addRow("Warmup steps per round", self.warmup)
         form.addRow("Booster start", self.init)
+        form.addRow("Between rounds", self.carry)
         return box
 
     def _train_box(self) -> QGroupBox:
