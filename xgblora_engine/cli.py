@@ -14,7 +14,19 @@ import dataclasses
 import sys
 from typing import Any
 
-from xgblora_engine.config import SECTIONS, RunConfig, load_config_file, update
+from xgblora_engine.config import (
+    DTYPES,
+    FORMATS,
+    INITS,
+    LR_RULES,
+    QUANTIZE,
+    SAMPLING,
+    SECTIONS,
+    TRAIN_ON,
+    RunConfig,
+    load_config_file,
+    update,
+)
 from xgblora_engine.errors import UserError
 
 # flag -> (section, setting). Help texts come from the config dataclasses.
@@ -58,7 +70,26 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
 def _help_of(section: str, key: str) -> str:
     f = {f.name: f for f in dataclasses.fields(SECTIONS[section])}[key]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    return f"{f.metadata.get('help', '')} (default: {default})"
+    # argparse formats help with %: a literal one ("~30% slower") must be doubled
+    return f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
+
+
+# settings whose values are one of a few words: their metavar lists them
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("model", "dtype"): DTYPES, ("model", "quantize"): QUANTIZE, ("data", "format"): FORMATS,
+    ("data", "train_on"): TRAIN_ON, ("boost", "sampling"): SAMPLING[:3], ("boost", "init"): INITS,
+    ("train", "lr_rule"): LR_RULES, ("train", "schedule"): ("cosine", "constant"),
+}
+METAVARS = {"name": "MODEL", "path": "PATH", "eval_path": "PATH", "columns": "FIELD=COLUMN,...",
+            "target_modules": "NAME,...", "layers": "I,J,...", "device": "DEVICE", "lr": "RATE",
+            "alpha": "X", "dropout": "P", "eval_fraction": "P", "lr_ratio_b": "X"}
+
+
+def _metavar(section: str, key: str) -> str:
+    """What the user types: the choices, or a word for the kind of value, never the key."""
+    if (section, key) in CHOICES:
+        return "{" + ",".join(CHOICES[section, key]) + "}"
+    return METAVARS.get(key, "N")
 
 
 def _is_switch(section: str, key: str) -> bool:
@@ -75,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="fine-tune a model", description="Fine-tune a model with XGBLoRA.")
-    train.add_argument("--out", help="run folder to create (default: a new folder in the app's data dir)")
+    train.add_argument("--out", metavar="DIR", help="run folder to create (default: a new folder in the app's data dir)")
     _add_settings(train)
     _add_run_options(train)
 
@@ -83,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Memory preflight: analytic estimate, measured trial and verdict.")
     _add_settings(estimate)
     estimate.add_argument("--no-trial", action="store_true", help="skip the measured trial (analytic estimate only)")
-    estimate.add_argument("--memory-limit", help="treat this as the usable memory, e.g. 6GB")
+    estimate.add_argument("--memory-limit", metavar="SIZE", help="treat this as the usable memory, e.g. 6GB")
 
     resume = sub.add_parser("resume", help="continue a stopped, crashed or killed run")
     resume.add_argument("run_dir", help="the run folder")
@@ -92,16 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a merged model, adapter, GGUF or Ollama model from a run",
                             description="Export a run and verify the export in its own runtime.")
     export.add_argument("run_dir", help="the run folder")
-    export.add_argument("--out", required=True,
+    export.add_argument("--out", required=True, metavar="DIR",
                         help="folder to create (with several formats: one sub-folder per format)")
-    export.add_argument("--format", default="hf",
+    export.add_argument("--format", default="hf", metavar="FORMAT[,FORMAT...]",
                         help="hf (merged safetensors), peft (LoRA adapter), gguf (llama.cpp), ollama "
                              "(GGUF + Modelfile); several separated by commas (default: hf)")
     export.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="dtype of the hf weights (auto: the base checkpoint's)")
     export.add_argument("--quant", default="f16", choices=["f16", "bf16", "q8_0", "f32"],
                         help="GGUF tensor type for gguf/ollama (default: f16)")
-    export.add_argument("--peft-rank", type=int, default=None,
+    export.add_argument("--peft-rank", type=int, default=None, metavar="N",
                         help="compress the adapter to this rank per module by SVD (default: exact)")
     export.add_argument("--no-verify", action="store_true",
                         help="skip reloading the export in its runtime and comparing (not recommended)")
@@ -109,30 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="try a model or a run's fine-tuned model in the terminal",
                           description="Greedy answers from a model or a run (interactive without --prompt).")
     chat.add_argument("model", help="a run folder (its merged model), 'default', a model folder, a .gguf file or a Hub id")
-    chat.add_argument("--prompt", help="answer this one prompt and exit")
+    chat.add_argument("--prompt", metavar="TEXT", help="answer this one prompt and exit")
     chat.add_argument("--compare", action="store_true", help="answer with the run's base model too")
-    chat.add_argument("--system", help="system prompt")
-    chat.add_argument("--max-new-tokens", type=int, default=256, help="length limit of an answer (default: 256)")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt")
+    chat.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="length limit of an answer (default: 256)")
     return parser
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-processes", type=int, default=1,
+    parser.add_argument("--num-processes", type=int, default=1, metavar="N",
                         help="data-parallel processes on this machine (one per GPU); the per-process batch "
                              "is --batch-size, the effective batch is batch × processes × accumulation")
-    parser.add_argument("--stop-after", type=int, help="stop (as the stop command does) after N optimizer steps")
+    parser.add_argument("--stop-after", type=int, metavar="N", help="stop (as the stop command does) after N optimizer steps")
     parser.add_argument("--force", action="store_true", help="start even if the memory preflight says it will not fit")
-    parser.add_argument("--memory-limit", help="treat this as the usable memory, e.g. 6GB")
+    parser.add_argument("--memory-limit", metavar="SIZE", help="treat this as the usable memory, e.g. 6GB")
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file with sections model/data/boost/train")
+    parser.add_argument("--config", metavar="FILE", help="YAML file with sections model/data/boost/train")
     for flag, (section, key) in TRAIN_FLAGS.items():
         if _is_switch(section, key):
             parser.add_argument(flag, dest=f"{section}.{key}", action=argparse.BooleanOptionalAction,
                                 default=None, help=_help_of(section, key))
         else:
-            parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=_help_of(section, key))
+            parser.add_argument(flag, dest=f"{section}.{key}", default=None, metavar=_metavar(section, key),
+                                help=_help_of(section, key))
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

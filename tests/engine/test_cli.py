@@ -86,3 +86,18 @@ def test_resume_refuses_data_parallel_for_a_sharded_run(capsys, tmp_path):
     run.update_status(status="stopped", step=4)
     code, err = run_cli(capsys, "resume", str(run.path), "--num-processes", "2")
     assert code == 2 and "do not mix" in err and "hint:" in err
+
+
+@pytest.mark.parametrize("command", ["train", "estimate", "resume", "export", "chat"])
+def test_help_shows_values_not_internals(command):
+    from xgblora_engine.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    text = sub.format_help()
+    assert "option_strings" not in text  # a literal % read as a format once printed argparse's dict
+    assert not re.search(r"\b[A-Z]+\.[A-Z_]+\b", text), "a dotted setting key as a metavar"
+    assert not re.search(r"\b[A-Z]+_[A-Z_]+\b", text), "a dest name as a metavar"
+    if command == "train":
+        assert "--rank N" in text and "--sampling {uniform,stratified,top-biased}" in text
+        assert "~30% slower" in text and "--carry, --no-carry" in text
