@@ -57,7 +57,12 @@ class BoostConfig:
     sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, stratified (spread over depth) or top-biased (cheaper backward)"})
     init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (A along the top directions of the round's first weight gradient) or offset (A and B both random, their start subtracted)"})
     init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
-    carry: bool = field(default=False, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (B still starts at 0), instead of a fresh A and fresh moments"})
+    carry: bool = field(default=True, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (B still starts at 0), instead of a fresh A and fresh moments; with the kaiming start (the gradient and offset starts set A themselves)"})
+
+    @property
+    def carries(self) -> bool:
+        """Whether rounds hand A and the moments on: the other starts set A themselves."""
+        return self.carry and self.init == "kaiming"
 
     @property
     def scaling(self) -> float:
@@ -109,10 +114,13 @@ class RunConfig:
 
 def as_then(raw: dict[str, Any]) -> dict[str, Any]:
     """Saved settings (a run's config.yaml, the window's last settings) with what they
-    predate made explicit: settings written before the learning-rate rule meant lr literally."""
-    train = raw.get("train") or {}
+    predate made explicit: settings written before the learning-rate rule meant lr
+    literally, and those written before boost.carry started every round fresh."""
+    train, boost = raw.get("train") or {}, raw.get("boost") or {}
     if isinstance(train, dict) and "lr" in train and "lr_rule" not in train:
-        return {**raw, "train": {**train, "lr_rule": "fixed"}}
+        raw = {**raw, "train": {**train, "lr_rule": "fixed"}}
+    if isinstance(boost, dict) and boost and "carry" not in boost:
+        raw = {**raw, "boost": {**boost, "carry": False}}
     return raw
 
 
@@ -213,9 +221,6 @@ def validate(cfg: RunConfig) -> None:
     for ok, message, hint in checks:
         if not ok:
             raise UserError(message, hint)
-    if b.carry and b.init != "kaiming":
-        raise UserError(f"carrying A between rounds and the {b.init} start both set A",
-                        "use --booster-init kaiming with --carry, or --no-carry")
     if b.layers is not None and b.sampling not in ("uniform", "explicit"):
         raise UserError("an explicit layer list and a sampling strategy were both given",
                         "drop --layers or the sampling setting")

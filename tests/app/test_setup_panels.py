@@ -185,6 +185,8 @@ def test_carrying_between_rounds_is_a_click(qtbot, panel, studio):
     assert help_text("boost", "carry") in method.carry.toolTip() and "Cost:" in method.carry.toolTip()
     studio.settings.set("boost", "carry", not carry)  # and back, from the settings
     assert method.carry.isChecked() is (not carry)
+    method.init.setCurrentText("gradient")  # a start that sets A itself: nothing to carry
+    assert not method.carry.isEnabled()
 
 
 def test_presets_and_tooltips(qtbot, panel, studio):

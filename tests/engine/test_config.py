@@ -36,7 +36,6 @@ def test_update_coerces_types():
     ({"model": {"quantize": "3bit"}}, "invalid quantization '3bit'"),
     ({"data": {"seq_len": 2}}, "invalid sequence length"),
     ({"boost": {"layers": []}}, "explicit layer list is empty"),
-    ({"boost": {"carry": True, "init": "gradient"}}, "carrying A between rounds and the gradient start both set A"),
     ({"boosting": {}}, "unknown section 'boosting'"),
     ({"train": {"steps": 3}}, "unknown setting 'train.steps'"),
 ])
@@ -60,6 +59,19 @@ def test_a_saved_run_config_from_before_the_lr_rule_keeps_its_literal_rate():
     assert old.train.lr_rule == "fixed" and old.train.lr == 1e-2
     assert RunConfig.from_saved(RunConfig().to_dict()).train.lr_rule == RunConfig().train.lr_rule
     assert RunConfig.from_dict({"train": {"lr": 1e-2, "lr_rule": "scaled"}}).train.lr_rule == "scaled"
+
+
+def test_a_saved_run_config_from_before_carry_starts_every_round_fresh():
+    old = RunConfig.from_saved({"boost": {"rank": 4, "merge_every": 20}})
+    assert old.boost.carry is False and RunConfig().boost.carry is True
+    assert RunConfig.from_saved(RunConfig().to_dict()).boost.carry is True
+
+
+def test_only_the_kaiming_start_carries():
+    cfg = RunConfig()
+    assert cfg.boost.carries
+    cfg.boost.init = "gradient"
+    assert cfg.boost.carry and not cfg.boost.carries
 
 
 @pytest.mark.parametrize("section,key,value", [("boost", "init", "orthogonal"), ("boost", "init_pool", 0),

@@ -167,6 +167,7 @@ class MethodPanel(QWidget):
             self.epochs.setValue(s.steps_to_epochs(n_train))
             self.epochs.blockSignals(False)
         cfg = s.cfg
+        self.carry.setEnabled(cfg.boost.init == "kaiming")  # the other starts set A themselves
         text = (f"<b>T = ⌈{cfg.train.max_steps} / {cfg.boost.merge_every}⌉ = {s.rounds()} rounds</b> of "
                 f"{cfg.boost.merge_every} steps, each boosting "
                 + (f"<b>{k} of {n_layers} layers</b>" if k and n_layers else "about a third of the layers")
@@ -182,6 +183,8 @@ class MethodPanel(QWidget):
         if booster_lr is not None:
             rule = "as given" if cfg.train.lr_rule == "fixed" else f"lr·√(L/(k·r)) = {cfg.train.lr:g}·√({n_layers}/({k}·{cfg.boost.rank}))"
             text += f"Boosters train at a peak rate of <b>{booster_lr:.3g}</b> ({rule}). "
+        if cfg.boost.carries:
+            text += "A layer drawn again starts from its last A and Adam moments. "
         effective = cfg.train.batch_size * cfg.train.grad_accum
         text += f"Effective batch {effective} examples per step"
         if n_train:

@@ -130,7 +130,7 @@ class BoostingTrainer:
                 self.stream.load_state(stream_state)
                 self.state.step = start_step
                 return
-            if self.cfg.boost.carry:
+            if self.cfg.boost.carries:
                 self.state.carried.keep(boosters, optimizer)
             self.merge(boosters, round_index, layers, lr_factor, round_seconds)
             self.on_round_end(round_index)
@@ -148,7 +148,7 @@ class BoostingTrainer:
         targets = [name for layer in layers for name in self.targets_by_layer[layer]]
         boosters = attach_boosters(self.model, targets, b.rank, b.scaling, b.dropout,
                                    self.cfg.train.seed, round_index, offset=b.init == "offset")
-        if b.carry:
+        if b.carries:
             self.state.carried.restore_factors(boosters)
         return boosters
 
@@ -191,7 +191,7 @@ class BoostingTrainer:
         groups = [{"params": [b.A for b in boosters.values()], "lr_scale": 1.0},
                   {"params": [b.B for b in boosters.values()], "lr_scale": t.lr_ratio_b}]
         optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, weight_decay=t.weight_decay)
-        if self.cfg.boost.carry:
+        if self.cfg.boost.carries:
             self.state.carried.restore_moments(optimizer, boosters)
         return optimizer
 

@@ -91,7 +91,7 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
     logits = labelled * shape.vocab * 4 * 3
     parts = {"weights": int(weights), "boosters + optimizer": int(booster),
              "activations": int(activations), "logits": int(logits)}
-    if b.carry:  # every layer's last A and Adam moments: at most 3·r·(in+out) fp32 values a module
+    if b.carries:  # every layer's last A and Adam moments: at most 3·r·(in+out) fp32 values a module
         parts["carried boosters"] = int(shape.n_layers * b.rank * shape.linear_dims_per_layer * 3 * 4)
     if device == "cpu":
         # the CPU copies of original weights kept for exact merges live in the same RAM

@@ -218,6 +218,6 @@ def test_carry_starts_a_layer_drawn_again_from_its_last_a_and_moments(tiny_llama
 
 def test_without_carry_every_round_starts_fresh(tiny_llama):
     cfg = config()
-    cfg.boost.layers, cfg.boost.sampling = [1, 2], "explicit"
+    cfg.boost.layers, cfg.boost.sampling, cfg.boost.carry = [1, 2], "explicit", False
     state = make_trainer(tiny_llama, cfg).fit()
     assert not state.carried
