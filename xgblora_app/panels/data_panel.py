@@ -51,9 +51,8 @@ AUTO = "(detect)"
 def read_locally(path: str, fmt: str, columns: dict[str, str]) -> dict:
     """Format, columns and the first conversations; runs in a background thread. The rows
     are counted one at a time (and checked as they are read), never held whole."""
-    from xgblora_engine.data.dataset import DETECT_ROWS
     from xgblora_engine.data.formats import OPTIONAL, REQUIRED, detect_format, to_conversation
-    from xgblora_engine.data.readers import iter_rows, read_rows
+    from xgblora_engine.data.readers import DETECT_ROWS, iter_rows, read_rows
 
     head = read_rows(path, limit=DETECT_ROWS)
     report = detect_format(head, fmt, columns)

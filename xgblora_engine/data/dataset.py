@@ -12,7 +12,7 @@ import torch
 
 from xgblora_engine.config import DataConfig
 from xgblora_engine.data.formats import FormatReport, detect_format, to_conversation
-from xgblora_engine.data.readers import iter_rows
+from xgblora_engine.data.readers import DETECT_ROWS, iter_rows
 from xgblora_engine.data.store import Examples, TokenBuffer
 from xgblora_engine.data.tokenize import IGNORE, Encoded, encode, ensure_chat_template, preview
 from xgblora_engine.errors import UserError
@@ -20,7 +20,6 @@ from xgblora_engine.payloads import DataReport as DataReportPayload
 from xgblora_engine.payloads import PreviewExample
 
 PREVIEW_EXAMPLES = 3  # training examples shown rendered in the Data panel
-DETECT_ROWS = 1000  # the format and columns are read from the first rows
 LENGTHS_SHOWN = 20_000  # example lengths sent for the Data panel's histogram, evenly spaced
 
 Batch = dict[str, torch.Tensor]

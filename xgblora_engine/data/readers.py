@@ -22,6 +22,7 @@ SUPPORTED = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*([:@][\w.\-\[\]%]+){0,2}$")
 SAMPLE = "sample"
 CSV_CHUNK = 10_000  # rows parsed at a time from a CSV or Parquet file
+DETECT_ROWS = 1000  # the format and columns are read from the first rows
 
 Row = dict[str, Any]
 Rows = list[Row]

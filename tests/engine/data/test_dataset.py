@@ -136,7 +136,7 @@ def test_the_format_is_read_from_the_first_rows_and_later_rows_are_checked_as_th
         tmp_path, monkeypatch, smol_tokenizer):
     from xgblora_engine.data import dataset
 
-    monkeypatch.setattr(dataset, "DETECT_ROWS", 2)
+    monkeypatch.setattr(dataset, "DETECT_ROWS", 2)  # as dataset imported it
     rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(6)] + [{"instruction": "q", "answer": "a"}]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     with pytest.raises(UserError, match="row 7: field 'output' is missing"):
