@@ -1,12 +1,37 @@
 """Shared fixtures: tiny models built from a config, so most tests need no download."""
 
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is now: pytest swaps it per test and closes the old one."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _library_logs_follow_stderr():
+    """transformers binds its log handler to the sys.stderr of the moment it first logs;
+    under pytest that stream is closed by a later test, and a warning then prints
+    "--- Logging error ---" with a traceback into the next test's captured stderr."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger("transformers")  # configures the handler
+    handler = hf_logging._default_handler
+    handler.setStream(_CurrentStderr())
+    handler.flush = _CurrentStderr().flush
+    yield
 
 
 def build_tiny_llama():

@@ -14,6 +14,7 @@ import dataclasses
 import sys
 from typing import Any
 
+from xgblora_engine import __version__
 from xgblora_engine.config import (
     DTYPES,
     FORMATS,
@@ -103,6 +104,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xgblora", description="Fine-tune language models with XGBLoRA.")
+    parser.add_argument("--version", action="version", version=f"xgblora {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="fine-tune a model", description="Fine-tune a model with XGBLoRA.")
@@ -176,7 +178,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if "." in dest and value is not None:
             section, key = dest.split(".", 1)
             flags.setdefault(section, {})[key] = value
-    return update(cfg, flags, source="command line").validate()
+    typed = {f"{section}.{key}": flag for flag, (section, key) in TRAIN_FLAGS.items()}
+    return update(cfg, flags, source="command line", names=typed).validate()
 
 
 def _memory_limit(args: argparse.Namespace) -> int | None:

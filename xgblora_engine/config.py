@@ -127,8 +127,10 @@ def as_then(raw: dict[str, Any]) -> dict[str, Any]:
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "boost": BoostConfig, "train": TrainConfig}
 
 
-def update(cfg: RunConfig, raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Apply a nested mapping ``{section: {key: value}}`` onto cfg, rejecting unknown keys."""
+def update(cfg: RunConfig, raw: dict[str, Any], source: str = "config",
+           names: dict[str, str] | None = None) -> RunConfig:
+    """Apply a nested mapping ``{section: {key: value}}`` onto cfg, rejecting unknown keys.
+    ``names`` maps "section.key" to what the user typed (a flag) for error messages."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a mapping of sections, got {type(raw).__name__}",
                         "write sections model:, data:, boost:, train: with their settings")
@@ -144,7 +146,8 @@ def update(cfg: RunConfig, raw: dict[str, Any], source: str = "config") -> RunCo
             if key not in known:
                 raise UserError(f"{source}: unknown setting '{section}.{key}'",
                                 f"settings of '{section}' are: {', '.join(known)}")
-            setattr(target, key, _coerce(value, known[key], f"{section}.{key}", source))
+            name = (names or {}).get(f"{section}.{key}", f"{section}.{key}")
+            setattr(target, key, _coerce(value, known[key], name, source))
     return cfg
 
 

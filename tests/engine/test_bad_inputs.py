@@ -230,7 +230,7 @@ CASES = [
      "'image' column(s)"),
     # settings
     ("config-rank-0", train_with("--rank", "0"), "invalid rank 0"),
-    ("config-lr-text", train_with("--lr", "fast"), "'train.lr' has an invalid value 'fast'"),
+    ("config-lr-text", train_with("--lr", "fast"), "'--lr' has an invalid value 'fast'"),
     ("config-lr-negative", train_with("--lr", "-1"), "invalid learning rate"),
     ("config-max-steps-0", train_with("--max-steps", "0"), "invalid max steps 0"),
     ("config-batch-0", train_with("--batch-size", "0"), "invalid batch size 0"),

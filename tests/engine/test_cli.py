@@ -20,7 +20,7 @@ def run_cli(capsys, *args):
     (["--rank", "0"], "invalid rank 0"),
     (["--model", "./missing-model"], "model not found: ./missing-model"),
     (["--quantize", "2bit"], "invalid quantization '2bit'"),
-    (["--lr", "fast"], "'train.lr' has an invalid value 'fast'"),
+    (["--lr", "fast"], "'--lr' has an invalid value 'fast'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--shard-gpus", "0"], "invalid number of GPUs to shard over: 0"),
     (["--shard-gpus", "2", "--num-processes", "2"], "data-parallel processes (2) and a model sharded over 2 GPUs"),
@@ -101,3 +101,11 @@ def test_help_shows_values_not_internals(command):
     if command == "train":
         assert "--rank N" in text and "--sampling {uniform,stratified,top-biased}" in text
         assert "~30% slower" in text and "--carry, --no-carry" in text
+
+
+def test_version(capsys):
+    from xgblora_engine import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"xgblora {__version__}"
