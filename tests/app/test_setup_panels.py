@@ -158,6 +158,8 @@ def test_rounds_and_parameters_update_live(qtbot, panel, studio):
     assert "≈ 80.6k" in method.summary.text()  # 5 layers × r 2 × 7 targets × 2 × 576
     assert studio.settings.get("boost", "layers_per_round") == 5
     assert len(method.picture.rows) == 4 and all(len(r) == 5 for r in method.picture.rows)
+    method.kappa.setValue(205)  # one round: one row, not four
+    assert len(method.picture.rows) == 1
     method.k.setValue(0)
     assert studio.settings.get("boost", "layers_per_round") is None  # auto
 

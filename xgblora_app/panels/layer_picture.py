@@ -31,7 +31,8 @@ class LayerPicture(QWidget):
         return QSize(480, line * 2 + ROUNDS_SHOWN * (line + 6) + 8)
 
     def update_draws(self, n_layers: int | None, k: int | None, seed: int, sampling: str,
-                     explicit: list[int] | None) -> None:
+                     explicit: list[int] | None, rounds: int = ROUNDS_SHOWN) -> None:
+        """The layers of the first rounds (at most ROUNDS_SHOWN, and no more than the run has)."""
         self.n_layers, self.rows, self.note = n_layers, [], ""
         if not n_layers or not k:
             self.note = "The layer picture appears once the model's layer count is known (Model: Load model info)."
@@ -39,7 +40,7 @@ class LayerPicture(QWidget):
             try:
                 strategy = "explicit" if explicit else sampling
                 self.rows = [sample_layers(n_layers, k, seed, r, strategy, explicit)
-                             for r in range(1, ROUNDS_SHOWN + 1)]
+                             for r in range(1, min(rounds, ROUNDS_SHOWN) + 1)]
             except UserError as exc:
                 self.note = exc.message
         self.update()

@@ -190,4 +190,4 @@ class MethodPanel(QWidget):
         if n_train:
             text += f", ≈ {s.steps_to_epochs(n_train):.2f} epochs over {n_train} examples"
         self.summary.setText(text + ".")
-        self.picture.update_draws(n_layers, k, cfg.train.seed, cfg.boost.sampling, cfg.boost.layers)
+        self.picture.update_draws(n_layers, k, cfg.train.seed, cfg.boost.sampling, cfg.boost.layers, s.rounds())
