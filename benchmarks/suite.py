@@ -93,6 +93,8 @@ def describe(m: dict, k: int | None) -> str:
         extra += f" {m['init']} start"
     if m.get("lr_ratio_b", 1.0) != 1.0:
         extra += f" B×{m['lr_ratio_b']:g}"
+    if m.get("optimizer_state") == "carry":
+        extra += " carried"
     rate = f"lr {m['lr']:g}" + (" scaled" if m.get("lr_rule") == "scaled" else "")
     return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}{extra}, {rate}"
 
