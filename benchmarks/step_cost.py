@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     base = setup_from_args(args, steps=40, eval_every=0, eval_examples=8, answer_items=0)
     core, extra = methods(chosen_lr())
-    chosen = core[:2] + extra  # LoRA r=8, the defaults, LoRA r=1, the fast preset
+    chosen = core + extra[:2]  # LoRA r=8, the defaults, fresh rounds, LoRA r=1, the fast preset
     if args.quick:
         base, chosen = replace(base, steps=4), chosen[:2]
     sections = []
