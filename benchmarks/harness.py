@@ -210,7 +210,8 @@ def train_baseline(prepared, cfg, method: Method, record: Record, clock: Clock) 
         optimizer.zero_grad(set_to_none=True)
         record.steps.append({"step": step + 1, "loss": float(loss.detach()), "wall": time.perf_counter() - started[0],
                              "cpu": time.process_time() - started[1], "grad_norm": float(grad_norm)})
-        if (step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps:
+        every = cfg.train.eval_every  # 0: only at the end, as the engine does
+        if (every and (step + 1) % every == 0) or step + 1 == cfg.train.max_steps:
             evaluate(step + 1)
     clock.stop()
     return sum(p.numel() for p in params)

@@ -107,8 +107,10 @@ class Shooter:
         self.page("Preflight")
         w.preflight_panel.limit.setValue(1.5)
         w.preflight_panel.trial.setChecked(False)
+        earlier = w.preflight_panel.bar.result  # the start's own preflight: not this one
         w.preflight_panel.run()
-        wait_until(lambda: w.preflight_panel.bar.result is not None, 10 * MINUTE)
+        wait_until(lambda: w.preflight_panel.bar.result is not earlier, 10 * MINUTE)
+        self.settle(10 * MINUTE)
         self.shot("04-preflight")
         w.form.set_values(SETTINGS)
         w.preflight_panel.limit.setValue(0)
@@ -138,7 +140,6 @@ class Shooter:
     def export(self) -> None:
         w = self.window
         self.page("Export")
-        w.export_panel.refresh_runs()
         w.export_panel.select_run(self.first_run)
         for fmt, box in w.export_panel.format_boxes.items():
             box.setChecked(fmt in ("hf", "peft"))  # GGUF needs llama.cpp's converter, not installed here
@@ -150,7 +151,6 @@ class Shooter:
     def try_it(self) -> None:
         w = self.window
         self.page("Try it")
-        w.chat_panel.refresh_runs()
         w.chat_panel.select_run(self.first_run)
         w.chat_panel.max_tokens.setValue(48)
         w.chat_panel.prompt.setPlainText(PROMPT)
