@@ -39,7 +39,7 @@ COSTS = {
     "init": "gradient: one sketch of the first step's gradient per round, well under 1% of a round",
     "lr_rule": "scaled keeps one learning rate right when rank or layers per round change",
     "carry": "each layer's last A and Adam moments stay in memory: up to 3·r·(in+out) values a layer's "
-             "target, a few MB on a 7B model",
+             "target, about 120 MB for a 7B model at r = 4",
     "eval_every": "each evaluation pauses training for a pass over the held-out set",
 }
 SAMPLINGS = C.SAMPLING[:3]  # "explicit" comes from a layer list, not from this menu
