@@ -22,36 +22,45 @@ SEP = "::"  # module name, then what: "model.layers.3.mlp.up_proj::A.exp_avg"
 
 class CarryStore:
     def __init__(self, tensors: dict[str, torch.Tensor] | None = None) -> None:
-        self.tensors = dict(tensors or {})
+        # module -> {"A": ..., "A.exp_avg": ..., "B.step": ...}: a round looks up only its own
+        self.by_module: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in (tensors or {}).items():
+            module, what = key.split(SEP)
+            self.by_module.setdefault(module, {})[what] = value
 
     def __bool__(self) -> bool:
-        return bool(self.tensors)
+        return bool(self.by_module)
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat, as saved: "module::what" -> tensor."""
+        return {f"{m}{SEP}{what}": v for m, kept in self.by_module.items() for what, v in kept.items()}
 
     def modules(self) -> set[str]:
-        return {key.split(SEP)[0] for key in self.tensors}
+        return set(self.by_module)
 
     def restore_factors(self, boosters: dict[str, BoosterLinear]) -> None:
         """A from the module's last booster, where there was one."""
         with torch.no_grad():
             for name, b in boosters.items():
-                if f"{name}{SEP}A" in self.tensors:
-                    b.A.copy_(self.tensors[f"{name}{SEP}A"])
+                if name in self.by_module:
+                    b.A.copy_(self.by_module[name]["A"])
 
     def restore_moments(self, optimizer: torch.optim.Optimizer, boosters: dict[str, BoosterLinear]) -> None:
         for name, b in boosters.items():
+            kept = self.by_module.get(name, {})
             for factor, param in (("A", b.A), ("B", b.B)):
-                state = {key.split(SEP)[1].split(".", 1)[1]: value.clone()
-                         for key, value in self.tensors.items() if key.startswith(f"{name}{SEP}{factor}.")}
+                state = {what[2:]: v.clone() for what, v in kept.items() if what.startswith(f"{factor}.")}
                 if state:
                     optimizer.state[param] = state
 
     def keep(self, boosters: dict[str, BoosterLinear], optimizer: torch.optim.Optimizer) -> None:
         """Remember each booster's A and its factors' moments, as the round ends."""
         for name, b in boosters.items():
-            self.tensors[f"{name}{SEP}A"] = b.A.detach().clone()
+            kept = self.by_module[name] = {"A": b.A.detach().clone()}
             for factor, param in (("A", b.A), ("B", b.B)):
                 for key, value in optimizer.state.get(param, {}).items():
-                    self.tensors[f"{name}{SEP}{factor}.{key}"] = value.detach().clone()
+                    kept[f"{factor}.{key}"] = value.detach().clone()
 
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
@@ -66,5 +75,7 @@ class CarryStore:
 
     def place(self, model: nn.Module) -> None:
         """Each tensor on the device of its module's weights, where its booster will live."""
-        for key, value in self.tensors.items():
-            self.tensors[key] = value.to(weight_device(model.get_submodule(key.split(SEP)[0])))
+        for module, kept in self.by_module.items():
+            device = weight_device(model.get_submodule(module))
+            for what, value in kept.items():
+                kept[what] = value.to(device)
