@@ -59,10 +59,10 @@ class FloodClient:
     def send(self, command) -> None:
         P = self.P
         if isinstance(command, P.StartRun):
-            self._script = self._run_script(command.run_dir)
+            self._script = self._run_script(command.run_dir, command.id)
             self._started = time.perf_counter()
         elif isinstance(command, (P.Estimate, P.Inspect, P.Export, P.Generate, P.ResumeRun)):
-            self._out.append(P.encode(P.StateChanged(state="idle")))
+            self._out.append(P.encode(P.StateChanged(state="idle", job_id=command.id)))
 
     def poll(self, max_events: int = 500) -> list:
         if self._started is not None:
@@ -78,12 +78,18 @@ class FloodClient:
     def close(self, timeout: float = 5.0) -> None:
         self._alive = False
 
-    def _run_script(self, run_dir: str) -> list[tuple[float, list[bytes]]]:
-        """(due at step, encoded events) for the whole run, built before the clock starts."""
+    def _run_script(self, run_dir: str, job_id: int) -> list[tuple[float, list[bytes]]]:
+        """(due at step, encoded events) for the whole run, built before the clock starts;
+        every event carries the StartRun's id, as the worker's do."""
         from xgblora_app.demo_engine import SMOLLM2_INFO
         from xgblora_engine.config import RunConfig
 
-        P, enc = self.P, self.P.encode
+        P = self.P
+
+        def enc(event) -> bytes:
+            event.job_id = job_id
+            return P.encode(event)
+
         rounds = -(-self.steps // self.kappa)
         script = [(0.0, [enc(P.StateChanged(state="training")),
                          enc(P.RunStarted(run_dir=run_dir, config=RunConfig(), model_info=SMOLLM2_INFO, data_report="flood",

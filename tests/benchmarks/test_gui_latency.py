@@ -9,8 +9,9 @@ def test_the_flood_client_replays_a_whole_run_as_a_worker_would():
     client = FloodClient(steps=30, steps_per_s=1e9, kappa=10, eval_every=15)
     client.start()
     assert [type(e) for e in client.poll()] == [P.Hello]
-    client.send(P.StartRun(config=RunConfig(), run_dir="r"))
+    client.send(P.StartRun(config=RunConfig(), run_dir="r", id=7))
     events = client.poll(10_000)
+    assert {e.job_id for e in events} == {7}  # the Train panel only listens to its own job
     kinds = [type(e).__name__ for e in events]
     assert kinds[:2] == ["StateChanged", "RunStarted"] and kinds[-2:] == ["Finished", "StateChanged"]
     assert kinds.count("StepMetrics") == kinds.count("MemorySample") == 30
@@ -24,3 +25,11 @@ def test_the_flood_client_holds_back_steps_that_are_not_due_yet():
     client.poll()
     client.send(P.StartRun(config=RunConfig(), run_dir="r"))
     assert [type(e).__name__ for e in client.poll()] == ["StateChanged", "RunStarted"]
+
+
+def test_the_benchmark_measures_a_whole_replayed_run_in_the_real_window(qapp):
+    from benchmarks.gui_latency import measure
+
+    result = measure(steps=60, rate=100)
+    assert result["events"] >= 2 * 60 and result["lateness_ms"]["ticks"] > 0
+    assert result["redraws"] >= 1
