@@ -21,7 +21,7 @@ def preflight_result(shape: memory.Shape, cfg, shares: list[memory.DeviceShare],
     checks = memory.device_checks(shape, cfg, shares, dtype, available_on, labelled, tokens, measured)
     worst = memory.tightest(checks)
     share = next(s for s in shares if s.device == worst.device)
-    fixes = (memory.remedies(shape, cfg, device_kind(share.device), dtype, labelled, share)
+    fixes = (memory.remedies(shape, cfg, device_kind(share.device), dtype, labelled, share, tokens)
              if worst.verdict != "fits" else [])
     return P.PreflightResult(verdict=worst.verdict, predicted_peak=worst.predicted_peak,
                              available=worst.available, parts=worst.parts, measured_peak=worst.measured_peak,

@@ -118,3 +118,18 @@ def test_the_estimate_counts_boosters_with_the_run_s_own_k_rule():
     cfg = run_config(k=None)
     cfg.boost.layers = list(range(20))  # 20 layers, at most 16 of them on one GPU
     assert memory.estimate_share(LLAMA8B, cfg, first, "bf16").parts["boosters + optimizer"] == boosters(k=16)
+
+
+def test_remedies_save_from_the_peak_the_user_is_shown_when_the_data_is_shorter_than_the_limit():
+    from xgblora_engine.preflight import preflight_result
+
+    cfg = run_config(batch=8, seq=4096)  # the limit; the longest batch is 8 × 300 tokens
+    shares = [DeviceShare("cuda:0", LLAMA8B.n_layers, LLAMA8B.n_params, True)]
+    result = preflight_result(LLAMA8B, cfg, shares, "bf16", lambda d: 8 * GB, labelled=8 * 100, tokens=8 * 300)
+    assert result.verdict == "wont_fit" and result.remedies
+    shown = result.parts
+    for remedy in result.remedies:
+        assert remedy.saves_bytes < result.predicted_peak
+        if "checkpointing" in remedy.label:  # the activations counted, and the allocator's 10 % of them
+            assert remedy.saves_bytes <= 1.1 * shown["activations"]
+    assert not any(r.label.startswith("sequences") for r in result.remedies)  # 300 tokens fit in 2048 already

@@ -165,23 +165,30 @@ def verdict(predicted: int, avail: int) -> Verdict:
 
 
 def remedies(shape: Shape, cfg, device: str, dtype: str, labelled: int | None,
-             share: DeviceShare | None = None) -> list[Remedy]:
+             share: DeviceShare | None = None, tokens: int | None = None) -> list[Remedy]:
     """Concrete changes, each with the bytes it saves (on ``share``'s device when the
-    model is sharded), largest saving first."""
+    model is sharded), largest saving first. ``labelled`` and ``tokens`` are the ones the
+    verdict was computed with, so a saving is never measured against a larger peak
+    (batch × the full sequence length) than the one the user is shown."""
 
-    def cost(c, lab: int | None) -> int:
+    def cost(c, lab: int | None, tok: int | None) -> int:
         if share is not None:
-            return estimate_share(shape, c, share, dtype, lab).total
-        return estimate(shape, c, device, dtype, lab).total
+            return estimate_share(shape, c, share, dtype, lab, tok).total
+        return estimate(shape, c, device, dtype, lab, tok).total
 
-    base = cost(cfg, labelled)
+    base = cost(cfg, labelled, tokens)
     options = []
 
     def consider(label: str, changes: dict) -> None:
         trial = update(deepcopy(cfg), changes)
-        ratio = (trial.train.batch_size * trial.data.seq_len) / (cfg.train.batch_size * cfg.data.seq_len)
+        limit = trial.train.batch_size * trial.data.seq_len  # a batch's tokens after the change, at most
+        if tokens is None:
+            tok, ratio = None, limit / (cfg.train.batch_size * cfg.data.seq_len)
+        else:  # data shorter than the limit keeps its length
+            tok = min(limit, tokens * trial.train.batch_size // cfg.train.batch_size)
+            ratio = tok / tokens
         lab = int(labelled * ratio) if labelled is not None else None
-        saved = base - cost(trial, lab)
+        saved = base - cost(trial, lab, tok)
         if saved > 0:
             options.append(Remedy(label=label, changes=changes, saves_bytes=int(saved)))
 
