@@ -143,7 +143,7 @@ class Shooter:
         w.export_panel.select_run(self.first_run)
         for fmt, box in w.export_panel.format_boxes.items():
             box.setChecked(fmt in ("hf", "peft"))  # GGUF needs llama.cpp's converter, not installed here
-        w.export_panel.out.setText(str(Path(self.first_run) / "exports" / "shots"))
+        w.export_panel.out.setText(str(Path(self.first_run) / "exports"))
         w.export_panel.export()
         wait_until(lambda: w.export_panel.export_button.isEnabled(), 30 * MINUTE)
         self.shot("07-export")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shlex
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ from xgblora_engine.config import RunConfig, load_config_file, save_config
 from xgblora_engine.errors import UserError
 from xgblora_engine.payloads import DataReport, Device, ExportCheck, ModelInfo, PreviewExample
 from xgblora_engine.preflight import preflight_result
-from xgblora_engine.rundir import RunDir
+from xgblora_engine.rundir import EXPORT_RECORD, RunDir, next_export_folder, ollama_name
 
 MB = 2**20
 # The embedded SmolLM2-135M-Instruct as the real engine loads it (fp32, on the CPU).
@@ -257,10 +258,13 @@ class DemoEngine:
         yield [self._preflight(cfg, self._k(cfg), cmd.memory_limit_bytes, cmd.trial)]
 
     def _script_Export(self, cmd: P.Export) -> Iterator[Chunk]:
-        RunDir.open(cmd.run_dir)
+        run = RunDir.open(cmd.run_dir)
+        out = Path(cmd.out) if cmd.out else next_export_folder(cmd.into or run.exports_path, cmd.formats,
+                                                               cmd.quant or "f16")
+        name = ollama_name(cmd.ollama_name or run.path.name)
         yield [P.StateChanged(state="exporting")]
         for fmt in cmd.formats:
-            target = Path(cmd.out) / fmt if len(cmd.formats) > 1 else Path(cmd.out)
+            target = out / fmt if len(cmd.formats) > 1 else out
             for stage, fraction in EXPORT_STAGES:
                 yield [P.ExportProgress(format=fmt, stage=stage, fraction=fraction)]
             ok = fmt not in self.failing_formats
@@ -268,9 +272,10 @@ class DemoEngine:
             checks = [ExportCheck("reloads", True, "loaded back in its runtime"),
                       ExportCheck("same logits", ok, "max |Δ| 2e-6" if ok else "max |Δ| 0.41")]
             message = f"{fmt} export verified" if ok else f"{fmt} export failed verification: logits differ"
-            command = f"ollama create xgblora-run -f {target / 'Modelfile'}" if fmt == "ollama" and ok else ""
-            yield [P.ExportDone(format=fmt, path=str(target), ok=ok, checks=checks, message=message,
-                                command=command)]
+            command = f"ollama create {name} -f {shlex.quote(str(target / 'Modelfile'))}" if fmt == "ollama" and ok else ""
+            done = P.ExportDone(format=fmt, path=str(target), ok=ok, checks=checks, message=message, command=command)
+            (target / EXPORT_RECORD).write_bytes(msgspec.json.encode(done))
+            yield [done]
 
     def _script_Generate(self, cmd: P.Generate) -> Iterator[Chunk]:
         yield [P.StateChanged(state="generating")]

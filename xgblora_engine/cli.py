@@ -1,7 +1,7 @@
 """`xgblora` — the engine's command line.
 
     xgblora train  [--config run.yaml] [--model M] [--data D] ... [--out RUN_DIR]
-    xgblora export RUN_DIR --out DIR
+    xgblora export RUN_DIR [--out DIR] [--format hf,peft,gguf,ollama]
 
 A config file and flags are the same settings; flags win. Every user error exits
 with status 2 and one message (plus a hint), never a traceback.
@@ -125,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a merged model, adapter, GGUF or Ollama model from a run",
                             description="Export a run and verify the export in its own runtime.")
     export.add_argument("run_dir", help="the run folder")
-    export.add_argument("--out", required=True, metavar="DIR",
-                        help="folder to create (with several formats: one sub-folder per format)")
+    export.add_argument("--out", metavar="DIR",
+                        help="folder to create (with several formats: one sub-folder per format); default: a new "
+                             "folder in the run's exports/ named FORMAT-N, so exporting again never collides")
+    export.add_argument("--ollama-name", metavar="NAME",
+                        help="the model name `ollama create` gets (default: the run folder's name)")
     export.add_argument("--format", default="hf", metavar="FORMAT[,FORMAT...]",
                         help="hf (merged safetensors), peft (LoRA adapter), gguf (llama.cpp), ollama "
                              "(GGUF + Modelfile); several separated by commas (default: hf)")
@@ -319,7 +322,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr, flush=True)
 
     results = export_run(args.run_dir, args.out, args.format, dtype=args.dtype, quant=args.quant,
-                         verify=not args.no_verify, peft_rank=args.peft_rank, log=log)
+                         verify=not args.no_verify, peft_rank=args.peft_rank, log=log, ollama_name=args.ollama_name)
     for r in results:
         print(f"{r.format}: {'OK' if r.ok else 'FAILED'} {r.path}\n  {r.message}")
         if r.command:

@@ -109,7 +109,9 @@ class Estimate(_Command, kw_only=True):
 
 class Export(_Command, kw_only=True):
     run_dir: str
-    out: str
+    out: str | None = None  # the exact folder to create; None: a new folder in ``into``
+    into: str | None = None  # where new export folders go; None: RUN/exports
+    ollama_name: str | None = None  # None: named after the run
     formats: list[str] = msgspec.field(default_factory=lambda: ["hf"])
     dtype: str = "auto"
     quant: str | None = None

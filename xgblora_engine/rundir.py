@@ -129,3 +129,42 @@ def _check_creatable(path: Path) -> None:
     if blocker is not None and blocker != path:
         raise UserError(f"cannot create the run folder {path}: {blocker} is a file, not a folder",
                         "choose another --out")
+
+
+# --- a run's exports ------------------------------------------------------------
+EXPORT_RECORD = "export.json"  # the ExportDone event of an export, kept in its folder
+
+
+def export_label(formats: list[str], quant: str) -> str:
+    """``hf``, ``gguf-q8_0``, ``hf+ollama-f16``: what a default export folder is named after."""
+    return "+".join(f"{f}-{quant}" if f in ("gguf", "ollama") else f for f in formats)
+
+
+def next_export_folder(parent: str | Path, formats: list[str], quant: str) -> Path:
+    """``parent/<label>-<n>`` with the next n not yet used by a finished, failed or
+    half-written export of that label, so a re-export never collides with an earlier one."""
+    parent, label = Path(parent), export_label(formats, quant)
+    pattern = re.compile(r"\.?" + re.escape(label) + r"-(\d+)(?:\.|$)")
+    used = [int(m.group(1)) for p in (parent.iterdir() if parent.is_dir() else []) if (m := pattern.match(p.name))]
+    return parent / f"{label}-{max(used, default=0) + 1}"
+
+
+def ollama_name(text: str) -> str:
+    """A name ``ollama create`` takes: lower case letters, digits, '.', '_' and '-'."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return name or "xgblora-model"
+
+
+def past_exports(run_path: str | Path) -> list:
+    """The ExportDone records of a run's exports (under RUN/exports), oldest first."""
+    import msgspec
+
+    from xgblora_engine.protocol import ExportDone
+
+    records = []
+    for path in sorted(RunDir(run_path).exports_path.glob(f"**/{EXPORT_RECORD}"), key=lambda p: p.stat().st_mtime):
+        try:
+            records.append(msgspec.json.decode(path.read_bytes(), type=ExportDone))
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            continue  # a record from another version, or damaged: the folder is still there
+    return records

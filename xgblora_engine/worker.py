@@ -223,7 +223,8 @@ class Worker:
             self.emit(P.ExportProgress(format=fmt, stage=stage, fraction=fraction))
 
         results = export_run(cmd.run_dir, cmd.out, cmd.formats, cmd.dtype, cmd.quant, cmd.verify, progress,
-                             log=lambda text: self.emit(P.LogLine(level="info", text=text)))
+                             log=lambda text: self.emit(P.LogLine(level="info", text=text)),
+                             into=cmd.into, ollama_name=cmd.ollama_name)
         for result in results:
             self.emit(result.to_event())
 

@@ -68,12 +68,13 @@ def test_inspect_preflight_train_kill_resume_and_history(qtbot, real_window):
     ex.select_run(str(run_path))
     for fmt, box in ex.format_boxes.items():
         box.setChecked(fmt in ("hf", "peft"))
-    ex.out.setText(str(run_path / "exports" / "e2e"))
+    assert ex.out.text() == str(run_path / "exports")  # a new folder in there per export
     qtbot.mouseClick(ex.export_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: all(row.path for row in ex.rows.values()), timeout=240_000)
     assert set(ex.rows) == {"hf", "peft"}
-    for row in ex.rows.values():
-        assert row.result.text() and (run_path / "exports" / "e2e").exists()
+    for fmt, row in ex.rows.items():
+        assert row.result.text() and row.path == str(run_path / "exports" / "hf+peft-1" / fmt)
+    assert ex.past.text().count("✓") == 2  # listed from the records the real engine wrote
 
 
 def save_chatml_tokenizer(path):

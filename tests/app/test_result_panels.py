@@ -30,6 +30,22 @@ def test_export_shows_the_result_of_each_format(qtbot, panel, studio, fake, runs
     assert "same logits" in rows["peft"].result.text() and rows["peft"].progress.value() == 100
 
 
+def test_exporting_again_makes_a_new_folder_and_lists_the_earlier_ones(qtbot, panel, studio, fake, runs_root):
+    run = train_run_folder(runs_root, "done", steps=10)
+    export = panel(ExportPanel)
+    export.format_boxes["ollama"].setChecked(True)
+    assert export.ollama_name.isEnabled() and export.ollama_name.placeholderText() == "done"
+    export.ollama_name.setText("My Tuned")
+    for _ in range(2):
+        qtbot.mouseClick(export.export_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: export.export_button.isEnabled(), timeout=5000)
+    sent = fake.sent[-1]
+    assert sent.out is None and sent.into == str(run / "exports") and sent.ollama_name == "My Tuned"
+    assert export.rows["hf"].path == str(run / "exports" / "hf+ollama-f16-2" / "hf")
+    assert export.rows["ollama"].command.text().startswith("ollama create my-tuned -f ")
+    assert export.past.text().count("✓") == 4 and "hf+ollama-f16-1" in export.past.text()
+
+
 def test_export_explains_what_is_missing(qtbot, panel, studio, fake, runs_root):
     export = panel(ExportPanel)
     export.export()

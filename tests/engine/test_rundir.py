@@ -55,3 +55,43 @@ def test_a_torn_line_loses_only_itself(tmp_path):
     assert read_jsonl(path) == [{"n": 1}, {"n": 3}]
     path.write_text(json.dumps({"n": 1}) + "\n" + "garbage\n" + json.dumps({"n": 4}) + "\n")
     assert read_jsonl(path) == [{"n": 1}, {"n": 4}]
+
+
+def test_ollama_names_are_what_ollama_create_takes():
+    from xgblora_engine.rundir import ollama_name
+
+    assert ollama_name("20261201-101500-SmolLM2 135M_v2") == "20261201-101500-smollm2-135m_v2"
+    assert ollama_name("...") == "xgblora-model"
+
+
+def test_each_export_gets_the_next_free_folder_of_its_label(tmp_path):
+    from xgblora_engine.rundir import export_label, next_export_folder
+
+    assert export_label(["hf"], "f16") == "hf"
+    assert export_label(["hf", "ollama"], "q8_0") == "hf+ollama-q8_0"
+    assert next_export_folder(tmp_path / "none-yet", ["hf"], "f16") == tmp_path / "none-yet" / "hf-1"
+    for name in ("hf-1", "hf-3.FAILED-VERIFICATION", ".hf-4.partial-x1y2", "hf-x", "gguf-f16-7"):
+        (tmp_path / name).mkdir()
+    assert next_export_folder(tmp_path, ["hf"], "f16") == tmp_path / "hf-5"  # failed and half-written count
+    assert next_export_folder(tmp_path, ["gguf"], "f16") == tmp_path / "gguf-f16-8"
+    assert next_export_folder(tmp_path, ["gguf"], "q8_0") == tmp_path / "gguf-q8_0-1"
+
+
+def test_past_exports_are_read_from_their_records_oldest_first(tmp_path):
+    import os
+
+    import msgspec
+
+    from xgblora_engine import protocol as P
+    from xgblora_engine.rundir import EXPORT_RECORD, RunDir, past_exports
+
+    exports = RunDir(tmp_path).exports_path
+    for i, (name, ok) in enumerate([("hf-1", True), ("gguf-f16-1.FAILED-VERIFICATION", False)]):
+        (exports / name).mkdir(parents=True)
+        record = exports / name / EXPORT_RECORD
+        record.write_bytes(msgspec.json.encode(P.ExportDone(format=name.split("-")[0], path=str(exports / name),
+                                                            ok=ok, checks=[], message="m", command="")))
+        os.utime(record, (1000 + i, 1000 + i))
+    (exports / "hf-2").mkdir()
+    (exports / "hf-2" / EXPORT_RECORD).write_text("{not json")  # damaged: skipped, not fatal
+    assert [(e.format, e.ok) for e in past_exports(tmp_path)] == [("hf", True), ("gguf", False)]

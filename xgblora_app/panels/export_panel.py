@@ -7,7 +7,7 @@ import html
 import shlex
 from pathlib import Path
 
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from xgblora_app.context import Studio
 from xgblora_app.widgets import Banner, RunPicker, section_title
 from xgblora_engine import protocol as P
+from xgblora_engine.rundir import RunDir, ollama_name, past_exports
 
 FORMATS = {"hf": "Hugging Face (merged safetensors)", "peft": "PEFT LoRA adapter",
            "gguf": "GGUF (llama.cpp)", "ollama": "Ollama (GGUF + Modelfile)"}
@@ -145,12 +146,19 @@ class ExportPanel(QWidget):
         options.addStretch(1)
         form.addRow("Options", options)
         self.out = QLineEdit()
+        self.out.setToolTip("each export makes a new folder in here, named FORMAT-N (hf-1, gguf-q8_0-2, …): "
+                            "exporting again never overwrites or refuses")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         out = QHBoxLayout()
         out.addWidget(self.out, 1)
         out.addWidget(browse)
-        form.addRow("Destination", out)
+        form.addRow("Export into", out)
+        self.ollama_name = QLineEdit()
+        self.ollama_name.setToolTip("the name `ollama create` gives the model (default: the run's name)")
+        form.addRow("Ollama name", self.ollama_name)
+        self.format_boxes["ollama"].toggled.connect(self.ollama_name.setEnabled)
+        self.ollama_name.setEnabled(False)
         layout.addWidget(box)
         row = QHBoxLayout()
         self.export_button = QPushButton("Export")
@@ -165,6 +173,12 @@ class ExportPanel(QWidget):
         self.grid.setColumnStretch(1, 1)
         self.results_box.hide()
         layout.addWidget(self.results_box)
+        self.past_box = QGroupBox("Earlier exports of this run")
+        self.past = QLabel()
+        self.past.setWordWrap(True)
+        self.past.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        QVBoxLayout(self.past_box).addWidget(self.past)
+        layout.addWidget(self.past_box)
         layout.addStretch(1)
 
     # --- choosing -----------------------------------------------------------------
@@ -173,8 +187,19 @@ class ExportPanel(QWidget):
 
     def _suggest_out(self, run_dir: str) -> None:
         if run_dir and (not self.out.text() or self.out.property("suggested")):
-            self.out.setText(str(Path(run_dir) / "exports"))
+            self.out.setText(str(RunDir(run_dir).exports_path))
             self.out.setProperty("suggested", True)
+        self.ollama_name.setPlaceholderText(ollama_name(Path(run_dir).name) if run_dir else "")
+        self._show_past(run_dir)
+
+    def _show_past(self, run_dir: str) -> None:
+        """Every earlier export of the run: its folder and whether it was verified."""
+        records = past_exports(run_dir) if run_dir else []
+        lines = [f"<span style='color:{'rgb(0,158,115)' if e.ok else 'rgb(213,60,0)'}'>"
+                 f"{'✓' if e.ok else '✗'}</span> <b>{html.escape(e.format)}</b> {html.escape(e.path)}"
+                 f" <small>{html.escape(e.message.splitlines()[0] if e.message else '')}</small>"
+                 for e in reversed(records)]
+        self.past.setText("<br>".join(lines) or "none yet")
 
     def _browse(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Export into", self.out.text())
@@ -190,7 +215,7 @@ class ExportPanel(QWidget):
         run_dir, formats, out = self.run.run_dir(), self.formats(), self.out.text().strip()
         problem = ("Pick a run that has trained at least one step." if not run_dir else
                    "Choose at least one format." if not formats else
-                   "Choose a destination folder." if not out else "")
+                   "Choose a folder to export into." if not out else "")
         if problem:
             self.banner.show_message("warning", problem)
             return
@@ -198,9 +223,9 @@ class ExportPanel(QWidget):
         self._reset_rows(formats)
         self.export_button.setEnabled(False)
         self.export_ids.add(self.studio.bridge.submit(P.Export(
-            run_dir=run_dir, out=out, formats=formats, dtype=self.dtype.currentText(),
+            run_dir=run_dir, into=out, formats=formats, dtype=self.dtype.currentText(),
             quant=self.quant.currentText() if {"gguf", "ollama"} & set(formats) else None,
-            verify=self.verify.isChecked())))
+            verify=self.verify.isChecked(), ollama_name=self.ollama_name.text().strip() or None)))
 
     def _reset_rows(self, formats: list[str]) -> None:
         while self.grid.count():
@@ -226,3 +251,4 @@ class ExportPanel(QWidget):
     def _on_state(self, e: P.StateChanged) -> None:
         if e.state == "idle" and e.job_id in self.export_ids:
             self.export_button.setEnabled(True)
+            self._show_past(self.run.run_dir())

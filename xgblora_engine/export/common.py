@@ -128,9 +128,13 @@ class Staging:
         fsync_dir(self.out.parent)
         return self.out
 
+    @property
+    def failed_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".FAILED-VERIFICATION")
+
     def keep_as_failed(self) -> Path:
         """A failed verification: keep the files for inspection under a name that says so."""
-        target = self.out.with_name(self.out.name + ".FAILED-VERIFICATION")
+        target = self.failed_path
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         make_readable(self.path)

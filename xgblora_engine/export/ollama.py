@@ -11,6 +11,7 @@ comparing with ``tokenizer.apply_chat_template`` character for character.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,13 +152,9 @@ def modelfile(gguf_file: str, pieces: ChatPieces, tokenizer, model_config, gener
     return "\n".join(lines)
 
 
-def ollama_name(out: Path) -> str:
-    name = re.sub(r"[^a-z0-9._-]+", "-", out.name.lower()).strip("-._")
-    return name or "xgblora-model"
-
-
 def create_command(folder: Path, name: str) -> str:
-    return f"ollama create {name} -f {folder / 'Modelfile'}"
+    """As the user copies it: the path quoted for the shell (``name`` is already safe)."""
+    return f"ollama create {name} -f {shlex.quote(str(folder / 'Modelfile'))}"
 
 
 def write_modelfile(folder: Path, gguf_file: str, tokenizer, model) -> ChatPieces:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from xgblora_engine.diskspace import disk_full_error, is_disk_full
 from xgblora_engine.errors import UserError
@@ -52,6 +53,7 @@ from xgblora_engine.export.merged import (
     open_run,
 )
 from xgblora_engine.memory.units import human_bytes
+from xgblora_engine.rundir import EXPORT_RECORD, next_export_folder, ollama_name as ollama_safe
 
 
 def parse_formats(formats: str | Iterable[str]) -> list[str]:
@@ -92,6 +94,7 @@ class ExportPlan:
     log: Callable[[str], None]
     prompts: tuple[str, ...]
     max_new_tokens: int
+    ollama_name: str = "xgblora-model"
     needed: int = 0  # disk bytes the export was checked for (0 until checked)
 
     @property
@@ -117,17 +120,24 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
                progress: Progress = no_progress, peft_rank: int | None = None,
                shard_size: str | int = H.DEFAULT_SHARD_SIZE, log: Callable[[str], None] | None = None,
                prompts: tuple[str, ...] = V.VERIFY_PROMPTS,
-               max_new_tokens: int = V.MAX_NEW_TOKENS) -> list[ExportResult]:
+               max_new_tokens: int = V.MAX_NEW_TOKENS, into: str | Path | None = None,
+               ollama_name: str | None = None) -> list[ExportResult]:
     """Export a run; returns one result per format (ok, checks, message). Raises UserError
-    for problems found before anything is written (bad options, no disk space, …)."""
+    for problems found before anything is written (bad options, no disk space, …).
+
+    ``out`` is the exact folder to create; without it, a new ``<label>-<n>`` folder in
+    ``into`` (default RUN/exports), so exporting again never collides. The Ollama model is
+    named ``ollama_name``, by default after the run."""
     formats = parse_formats(formats)
     dtype, quant = dtype or "auto", quant or "f16"
     _check_options(dtype, quant, peft_rank)
     info = _open_exportable(run_dir)
-    out = Path(out) if out is not None else info.run.exports_path / time.strftime("%Y%m%d-%H%M%S")
-    plan = ExportPlan(info=info, out=out, formats=formats, dtype=dtype, quant=quant, verify=verify,
+    if out is None:
+        out = next_export_folder(into if into is not None else info.run.exports_path, formats, quant)
+    name = ollama_safe(ollama_name or info.run.path.name)
+    plan = ExportPlan(info=info, out=Path(out), formats=formats, dtype=dtype, quant=quant, verify=verify,
                       peft_rank=peft_rank, shard_size=shard_size, progress=progress, log=log or (lambda _: None),
-                      prompts=tuple(prompts), max_new_tokens=max_new_tokens)
+                      prompts=tuple(prompts), max_new_tokens=max_new_tokens, ollama_name=name)
     for target in plan.targets.values():
         check_out_free(target)
     return _write_and_verify(plan, _merge(plan))
@@ -193,7 +203,7 @@ def _write_and_verify(plan: ExportPlan, merged: Merged) -> list[ExportResult]:
                 plan.progress(fmt, "verifying in the target runtime", 0.0)
                 plan.log(f"{fmt}: verifying")
                 checks[fmt] += later[fmt]()
-            results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], plan.verify, O.ollama_name(out), plan.log))
+            results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], plan.verify, plan.ollama_name, plan.log))
             plan.progress(fmt, "done", 1.0)
     except Exception as exc:
         if is_disk_full(exc):  # the disk filled up after the check (other writers, a low estimate)
@@ -370,12 +380,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _finish(fmt, staging: Staging, checks: list[Check], verify: bool, name: str, log) -> ExportResult:
+    """Commit (or keep as failed) one format's folder, with its record inside."""
     bad = [c for c in checks if not c.ok]
     if fmt == "hf" and verify and (staging.path / "README.md").is_file():
         C.append_verification(staging.path, checks)
-    command = ""
     if not bad:
-        path = staging.commit()
         skipped = [c for c in checks if c.skipped]
         if not verify:
             message = "written; not verified (verification was turned off)"
@@ -383,11 +392,17 @@ def _finish(fmt, staging: Staging, checks: list[Check], verify: bool, name: str,
             message = f"verified: {len(checks) - len(skipped)} checks passed"
             if skipped:
                 message += "; skipped: " + "; ".join(f"{c.name} ({c.detail.removeprefix('skipped: ')})" for c in skipped)
-        if fmt == "ollama":
-            command = O.create_command(path, name)
+        final = staging.out
     else:
-        path = staging.keep_as_failed()
         message = "verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in bad)
+        final = staging.failed_path
+    command = O.create_command(final, name) if fmt == "ollama" and not bad else ""
+    result = ExportResult(fmt, str(final), not bad, list(checks), message, command)
+    (staging.path / EXPORT_RECORD).write_bytes(msgspec.json.encode(result.to_event()))
+    if bad:
+        staging.keep_as_failed()
+    else:
+        staging.commit()
     for c in checks:
         log(f"  [{'skip' if c.skipped else ('ok' if c.ok else 'FAIL')}] {fmt} {c.name}: {c.detail}")
-    return ExportResult(fmt, str(path), not bad, list(checks), message, command)
+    return result

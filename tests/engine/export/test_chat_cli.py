@@ -78,6 +78,13 @@ def test_cli_export_prints_results_and_exit_codes(tiny_run, tmp_path, capsys, mo
     assert code == 1 and "hf: FAILED" in captured.out and "logits: max |Δlogit| 9" in captured.out
 
 
+def test_cli_export_without_out_makes_a_new_folder_each_time(tiny_run, capsys):
+    for n in (1, 2):
+        assert main(["export", str(tiny_run), "--no-verify"]) == 0
+        assert f"hf: OK {tiny_run / 'exports' / f'hf-{n}'}\n" in capsys.readouterr().out
+    assert (tiny_run / "exports" / "hf-1" / "config.json").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--format", "onnx"], "unknown export format 'onnx'"),
     (["--quant", "q2_k"], "invalid choice: 'q2_k'"),

@@ -53,7 +53,8 @@ def test_gguf_and_ollama_f16(tiny_run, tmp_path, gguf_converter):
     assert 'TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}' in modelfile
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
     assert by_name(ollama_result)["Modelfile template"].ok
-    assert ollama_result.command == f"ollama create out -f {folder / 'Modelfile'}"
+    assert ollama_result.command == f"ollama create run -f {folder / 'Modelfile'}"  # named after the run
+    assert (folder / "export.json").is_file()
 
 
 def test_gguf_q8_0(tiny_run, tmp_path, gguf_converter):

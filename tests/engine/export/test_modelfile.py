@@ -66,10 +66,3 @@ def test_no_chat_template_gives_a_plain_modelfile(chat_tokenizer, tmp_path):
     with pytest.raises(O.NoChatTemplate):
         O.write_modelfile(tmp_path, "m.gguf", tok, MODEL)
     assert (tmp_path / "Modelfile").read_text().startswith("FROM ./m.gguf")
-
-
-def test_ollama_names():
-    from pathlib import Path
-
-    assert O.ollama_name(Path("/x/My Model_v2")) == "my-model_v2"
-    assert O.ollama_name(Path("/x/...")) == "xgblora-model"
