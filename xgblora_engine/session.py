@@ -278,8 +278,18 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
         run.update_status(status=status, step=trainer.state.step, final_loss=trainer.state.last_loss,
                           final_eval_loss=trainer.state.last_eval_loss)
     record(P.Finished(status=status, run_dir=str(run.path), steps=trainer.state.step,
-                      final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss))
+                      final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss,
+                      message=dropped_round_message(trainer.dropped, trainer.state.step)))
     return run
+
+
+def dropped_round_message(dropped: tuple[int, int] | None, step: int) -> str:
+    """What a Stop inside a round left out, so the step count the user reads is not a puzzle."""
+    if dropped is None:
+        return ""
+    round_index, steps = dropped
+    return (f"The Stop came {steps} step{'s' if steps != 1 else ''} into round {round_index}, which was "
+            f"not merged: the run is kept at step {step} (the last checkpoint), and a resume trains that round again.")
 
 
 class _StepLimit(RunControl):

@@ -26,6 +26,7 @@ def test_start_sends_the_settings_and_the_plots_fill(qtbot, panel, studio, fake)
     qtbot.waitUntil(lambda: len(xs(train.plots.raw)) == 20, timeout=2000)
     assert len(xs(train.plots.smooth)) == 20
     assert xs(train.plots.eval) == [0, 10, 20]  # the base model first, as the trainer measures it
+    assert "held-out loss" in train.status.text() and "(at step 20)" in train.status.text()
     assert len(train.plots.merges.data) == 4  # a marker per merge
     assert xs(train.plots.rss_curve) and train.plots.predicted_line.isVisible()
     assert len(xs(train.plots.speed)) == 20 and len(xs(train.plots.lr)) == 20

@@ -34,7 +34,13 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_af
     events = []
     split = run_training(copy.deepcopy(cfg), str(tmp_path / "split"), events.append,
                          options=Options(stop_after=stop_after)).path
-    assert events[-1].status == "stopped"
+    assert events[-1].status == "stopped" and events[-1].steps == stop_after // 2 * 2
+    if stop_after % 2:  # inside a round: the status says what was dropped and where the run is kept
+        assert events[-1].message == (f"The Stop came 1 step into round {stop_after // 2 + 1}, which was not merged: "
+                                      f"the run is kept at step {stop_after - 1} (the last checkpoint), "
+                                      "and a resume trains that round again.")
+    else:
+        assert events[-1].message == ""
     assert json.loads((split / "run.json").read_text())["status"] == "stopped"
     resumed = []
     resume_training(str(split), resumed.append)

@@ -87,7 +87,9 @@ class TrainPanel(QWidget):
         self.pause_button.setToolTip("Hold after the current optimizer step")
         self.continue_button = QPushButton("Continue")
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Checkpoint and stop after the current optimizer step (Esc or Ctrl+.)")
+        self.stop_button.setToolTip("Stop after the current optimizer step (Esc or Ctrl+.). Every merged round is "
+                                    "kept (checkpointed as it merges); the round in progress is dropped, and "
+                                    "Resume trains it again.")
         self.resume_button = QPushButton("Resume run")
         self.resume_button.setToolTip("Continue the last stopped, failed or interrupted run from its newest checkpoint")
         self.force = QCheckBox("start even if the preflight says it will not fit")
@@ -251,7 +253,10 @@ class TrainPanel(QWidget):
         self.active = None
         if e.run_dir:
             self.studio.session.set_run_dir(e.run_dir)
-        held_out = f", held-out loss {fmt_loss(e.final_eval_loss)}" if e.final_eval_loss is not None else ""
+        held_out = ""
+        if e.final_eval_loss is not None:  # say when it was measured: after a Stop it can be the step-0 one
+            at = self.series.eval_steps.view()
+            held_out = f", held-out loss {fmt_loss(e.final_eval_loss)}" + (f" (at step {int(at[-1])})" if len(at) else "")
         self.status.setText(f"Run {e.status} after {e.steps} steps: loss {fmt_loss(e.final_loss)}{held_out}."
                             + (f" {e.message}" if e.message else ""))
         self.log(f"— run {e.status} after {e.steps} steps")

@@ -88,6 +88,7 @@ class BoostingTrainer:
         self.on_round_end = on_round_end or (lambda round_index: None)
         self.dist = dist or SingleProcess()  # data-parallel collectives; identities in one process
         self.stopped = False
+        self.dropped: tuple[int, int] | None = None  # (round, steps) of a round a Stop cut short
         if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
             self.merger.apply_ledger(self.state.ledger)
         self.state.carried.place(model)
@@ -126,6 +127,8 @@ class BoostingTrainer:
                 lr_factor *= retry
                 continue
             if self.stopped:  # stopped mid-round: the booster is not merged
+                if self.state.step > start_step:
+                    self.dropped = (round_index, self.state.step - start_step)
                 detach_boosters(self.model, boosters)
                 self.stream.load_state(stream_state)
                 self.state.step = start_step
