@@ -78,7 +78,7 @@ def _help_of(section: str, key: str) -> str:
 # settings whose values are one of a few words: their metavar lists them
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "dtype"): DTYPES, ("model", "quantize"): QUANTIZE, ("data", "format"): FORMATS,
-    ("data", "train_on"): TRAIN_ON, ("boost", "sampling"): SAMPLING[:3], ("boost", "init"): INITS,
+    ("data", "train_on"): TRAIN_ON, ("boost", "sampling"): tuple(s for s in SAMPLING if s != "explicit"), ("boost", "init"): INITS,
     ("train", "lr_rule"): LR_RULES, ("train", "schedule"): ("cosine", "constant"),
 }
 METAVARS = {"name": "MODEL", "path": "PATH", "eval_path": "PATH", "columns": "FIELD=COLUMN,...",

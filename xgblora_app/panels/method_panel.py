@@ -42,7 +42,7 @@ COSTS = {
              "target, about 120 MB for a 7B model at r = 4",
     "eval_every": "each evaluation pauses training for a pass over the held-out set",
 }
-SAMPLINGS = C.SAMPLING[:3]  # "explicit" comes from a layer list, not from this menu
+SAMPLINGS = tuple(s for s in C.SAMPLING if s != "explicit")  # "explicit" comes from a layer list, not from this menu
 
 
 class MethodPanel(QWidget):

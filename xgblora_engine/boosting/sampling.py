@@ -31,8 +31,10 @@ def sample_layers(n_layers: int, k: int, seed: int, round_index: int,
         return _stratified(n_layers, k, rng)
     if strategy == "top-biased":
         return _top_biased(n_layers, k, rng)
+    if strategy == "cyclic":
+        return _cyclic(n_layers, k, seed, round_index)
     raise UserError(f"unknown layer sampling strategy '{strategy}'",
-                    "choose uniform, stratified, top-biased or give --layers")
+                    "choose uniform, cyclic, stratified, top-biased or give --layers")
 
 
 def check_k(k: int, n_layers: int) -> None:
@@ -55,6 +57,19 @@ def _stratified(n_layers: int, k: int, rng: random.Random) -> list[int]:
     """One layer from each of k contiguous strata: every depth gets its share."""
     bounds = [round(i * n_layers / k) for i in range(k + 1)]
     return [rng.randrange(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def _cyclic(n_layers: int, k: int, seed: int, round_index: int) -> list[int]:
+    """Without replacement across rounds: each cycle of ⌈L/k⌉ rounds walks through one
+    random permutation of the layers, so every layer is boosted once per cycle instead of
+    by chance (uniform draws leave some layers out for many rounds and repeat others).
+    When k does not divide L, a cycle's last round tops up from the permutation's start."""
+    per_cycle = -(-n_layers // k)
+    cycle, slot = divmod(round_index - 1, per_cycle)
+    order = list(range(n_layers))
+    round_rng(seed, -1 - cycle).shuffle(order)  # negative: never the rng of a round
+    chosen = order[slot * k:(slot + 1) * k]
+    return sorted(chosen + order[:k - len(chosen)])
 
 
 def _top_biased(n_layers: int, k: int, rng: random.Random) -> list[int]:

@@ -6,7 +6,7 @@ from xgblora_engine.boosting.sampling import checked_k, default_k, resolve_k, sa
 from xgblora_engine.errors import UserError
 
 
-@pytest.mark.parametrize("strategy", ["uniform", "stratified", "top-biased"])
+@pytest.mark.parametrize("strategy", ["uniform", "cyclic", "stratified", "top-biased"])
 def test_sampling_is_reproducible_and_valid(strategy):
     for r in range(1, 50):
         first = sample_layers(30, 10, seed=3, round_index=r, strategy=strategy)
@@ -25,6 +25,24 @@ def test_top_biased_draws_higher_layers_than_uniform():
         return statistics.mean(min(sample_layers(30, 10, 0, r, strategy)) for r in range(1, 400))
 
     assert mean_lowest("top-biased") > mean_lowest("uniform") + 2
+
+
+@pytest.mark.parametrize("n_layers,k", [(30, 10), (32, 11), (7, 3), (5, 5)])
+def test_cyclic_boosts_every_layer_once_per_cycle(n_layers, k):
+    per_cycle = -(-n_layers // k)
+    for cycle in range(4):
+        rounds = [sample_layers(n_layers, k, 5, cycle * per_cycle + r + 1, "cyclic") for r in range(per_cycle)]
+        assert all(len(set(layers)) == k for layers in rounds)
+        assert set().union(*rounds) == set(range(n_layers))  # nobody left out
+        if n_layers % k == 0:
+            assert sum(len(layers) for layers in rounds) == n_layers  # nobody twice
+    assert sample_layers(n_layers, k, 5, 1, "cyclic") != sample_layers(n_layers, k, 6, 1, "cyclic") or k == n_layers
+
+
+def test_uniform_draws_leave_layers_out_that_cyclic_does_not():
+    counts = lambda strategy: [sum(i in sample_layers(30, 10, 0, r, strategy) for r in range(1, 7)) for i in range(30)]
+    assert min(counts("uniform")) == 0 and max(counts("uniform")) >= 4  # by chance: 0 to 4+ of 6 rounds
+    assert set(counts("cyclic")) == {2}
 
 
 def test_stratified_covers_every_stratum():
