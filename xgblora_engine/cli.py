@@ -29,6 +29,7 @@ from xgblora_engine.config import (
     update,
 )
 from xgblora_engine.errors import UserError
+from xgblora_engine.payloads import GGUF_TYPES
 
 # flag -> (section, setting). Help texts come from the config dataclasses.
 TRAIN_FLAGS: dict[str, tuple[str, str]] = {
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(GGUF + Modelfile); several separated by commas (default: hf)")
     export.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="dtype of the hf weights (auto: the base checkpoint's)")
-    export.add_argument("--quant", default="f16", choices=["f16", "bf16", "q8_0", "f32"],
+    export.add_argument("--quant", default="f16", choices=GGUF_TYPES,
                         help="GGUF tensor type for gguf/ollama (default: f16)")
     export.add_argument("--peft-rank", type=int, default=None, metavar="N",
                         help="compress the adapter to this rank per module by SVD (default: exact)")

@@ -30,6 +30,10 @@ VERDICT_WORDS: dict[str, str] = {"fits": "fits", "tight": "tight", "wont_fit": "
 VERDICTS: tuple[str, ...] = Verdict.__args__
 
 
+# GGUF tensor types an export offers (export.gguf, `xgblora export --quant`, the Export panel):
+# llama.cpp's converter writes f16, bf16, q8_0 and f32; export.requant the 4- and 5-bit ones.
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "f32")
+
 class _Record(msgspec.Struct, kw_only=True):
     pass
 

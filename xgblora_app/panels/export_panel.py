@@ -28,11 +28,11 @@ from PySide6.QtWidgets import (
 from xgblora_app.context import Studio
 from xgblora_app.widgets import Banner, RunPicker, section_title
 from xgblora_engine import protocol as P
+from xgblora_engine.payloads import GGUF_TYPES
 from xgblora_engine.rundir import RunDir, ollama_name, past_exports
 
 FORMATS = {"hf": "Hugging Face (merged safetensors)", "peft": "PEFT LoRA adapter",
            "gguf": "GGUF (llama.cpp)", "ollama": "Ollama (GGUF + Modelfile)"}
-GGUF_TYPES = ("f16", "q8_0", "bf16", "f32")
 
 
 def run_command(e: P.ExportDone) -> str:
@@ -136,8 +136,9 @@ class ExportPanel(QWidget):
         self.dtype.setToolTip("dtype of the merged weights (auto: the base model's)")
         self.quant = QComboBox()
         self.quant.addItems(GGUF_TYPES)
-        self.quant.setToolTip("GGUF tensor type for gguf/ollama; q8_0 is smaller but can drift from the "
-                              "fine-tuned model's answers on small models")
+        self.quant.setToolTip("GGUF tensor type for gguf/ollama: f16 is exact to 3 digits; q8_0 is half its size, "
+                              "q5_* and q4_* about a third and a quarter, and drift further from the fine-tuned "
+                              "model's answers (docs/export.md has the measured drift)")
         self.verify = QCheckBox("Verify each export in its runtime (reload and compare outputs)")
         self.verify.setChecked(True)
         options = QHBoxLayout()

@@ -15,14 +15,21 @@ import os
 from pathlib import Path
 
 from xgblora_engine.export.common import Check
+from xgblora_engine.payloads import GGUF_TYPES
 
-QUANTS = ("f16", "bf16", "q8_0", "f32")
-QUANT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+QUANTS = GGUF_TYPES
+# Bytes per weight: a block of 32 values and its scale (and minimum for the _1 types).
+QUANT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32,
+               "q5_1": 24 / 32, "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32}
 # Relative Frobenius error of a tensor read back from the file, by file type.
-WEIGHT_RTOL = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2}
+# Measured on SmolLM2-135M: q5_1 ≤ 0.053, q4_0 ≤ 0.10 (1.5× that: a wrong tensor is ~1.4).
+WEIGHT_RTOL = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2,
+               "q5_1": 0.08, "q5_0": 0.08, "q4_1": 0.15, "q4_0": 0.15}
 # llama.cpp's logits vs the fp32 merged model in transformers, relative to the largest logit.
 # Measured on SmolLM2-135M: f16 ≤ 0.0016, q8_0 ≤ 0.05 (llama.cpp also quantizes activations).
-LLAMA_CPP_RTOL = {"f32": 2e-3, "f16": 6e-3, "bf16": 2e-2, "q8_0": 0.1}
+# The 4- and 5-bit bounds scale q8_0's by the weights' rounding error (not yet run in llama.cpp here).
+LLAMA_CPP_RTOL = {"f32": 2e-3, "f16": 6e-3, "bf16": 2e-2, "q8_0": 0.1,
+                  "q5_1": 0.3, "q5_0": 0.3, "q4_1": 0.5, "q4_0": 0.5}
 # Architectures whose converter transformations are known here (llama's q/k row permutation).
 WEIGHT_CHECKED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 RUNTIME_HINT = "pip install 'xgblora-studio[gguf-runtime]' (llama-cpp-python; builds llama.cpp, ~8 min)"
@@ -33,9 +40,20 @@ def gguf_name(quant: str) -> str:
 
 
 def convert(hf_folder: Path, outfile: Path, quant: str, log=lambda _: None) -> None:
+    """llama.cpp's converter writes the file; the 4- and 5-bit types are quantized from an
+    f32 file it writes first (beside ``outfile``, deleted afterwards)."""
     from xgblora_engine.export.converter import run_converter
+    from xgblora_engine.export.requant import LEGACY, requantize
 
-    run_converter(hf_folder, outfile, quant, log)
+    if quant not in LEGACY:
+        run_converter(hf_folder, outfile, quant, log)
+        return
+    full = outfile.with_name(outfile.name + ".f32.tmp")
+    try:
+        run_converter(hf_folder, full, "f32", log)
+        requantize(full, outfile, quant, log)
+    finally:
+        full.unlink(missing_ok=True)
 
 
 def _field(reader, key: str):

@@ -64,6 +64,26 @@ def test_gguf_q8_0(tiny_run, tmp_path, gguf_converter):
     assert "within q8_0 rounding" in by_name(result)["GGUF weights"].detail
 
 
+@pytest.mark.parametrize("quant", ["q4_0", "q5_1"])  # one of each family: the _0 and _1 paths are the same code
+def test_gguf_4_and_5_bit_types(tiny_run, tmp_path, gguf_converter, quant):
+    from gguf import GGMLQuantizationType as T
+    from gguf import GGUFReader, LlamaFileType
+
+    [result] = export_run(tiny_run, None, ["gguf"], quant=quant, into=tmp_path)
+    assert result.ok, result.message
+    assert result.path == str(tmp_path / f"gguf-{quant}-1")
+    assert "within " + quant + " rounding" in by_name(result)["GGUF weights"].detail
+    path = tmp_path / f"gguf-{quant}-1" / f"model-{quant}.gguf"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["export.json", path.name]  # no f32 file left
+    reader = GGUFReader(str(path))
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == types["blk.1.ffn_down.weight"] == T[quant.upper()]
+    assert types["token_embd.weight"] == T.Q8_0  # tied: it is also the output projection
+    assert types["blk.0.attn_norm.weight"] == types["output_norm.weight"] == T.F32
+    assert reader.fields["general.file_type"].contents() == LlamaFileType[f"MOSTLY_{quant.upper()}"]
+    assert reader.fields["tokenizer.chat_template"].contents()  # the metadata came along
+
+
 def test_corrupted_gguf_is_caught(tiny_run, tmp_path, gguf_converter, monkeypatch):
     import numpy as np
     from gguf import GGUFReader
