@@ -52,8 +52,10 @@ from xgblora_engine.export.merged import (
     merge_in_place,
     open_run,
 )
+from xgblora_engine.export.requant import LEGACY
 from xgblora_engine.memory.units import human_bytes
-from xgblora_engine.rundir import EXPORT_RECORD, next_export_folder, ollama_name as ollama_safe
+from xgblora_engine.rundir import EXPORT_RECORD, next_export_folder
+from xgblora_engine.rundir import ollama_name as ollama_safe
 
 
 def parse_formats(formats: str | Iterable[str]) -> list[str]:
@@ -270,6 +272,9 @@ def estimate_bytes(plan: ExportPlan, n_params: int) -> tuple[int, str]:
         if not (plan.wants("hf") and plan.dtype == "fp32"):
             total += n_params * 4
             parts.append(f"temporary fp32 checkpoint for the converter {human_bytes(n_params * 4)}")
+        if plan.quant in LEGACY:  # the converter's f32 file, quantized from and then deleted
+            total += n_params * 4
+            parts.append(f"temporary f32 GGUF {human_bytes(n_params * 4)}")
     return int(total), ", ".join(parts)
 
 

@@ -40,7 +40,8 @@ def test_cyclic_boosts_every_layer_once_per_cycle(n_layers, k):
 
 
 def test_uniform_draws_leave_layers_out_that_cyclic_does_not():
-    counts = lambda strategy: [sum(i in sample_layers(30, 10, 0, r, strategy) for r in range(1, 7)) for i in range(30)]
+    def counts(strategy):
+        return [sum(i in sample_layers(30, 10, 0, r, strategy) for r in range(1, 7)) for i in range(30)]
     assert min(counts("uniform")) == 0 and max(counts("uniform")) >= 4  # by chance: 0 to 4+ of 6 rounds
     assert set(counts("cyclic")) == {2}
 
