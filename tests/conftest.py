@@ -21,6 +21,16 @@ class _CurrentStderr:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory):
+    """A run started without --out (by a test, or a CLI process it spawns) goes to the
+    runs folder under XDG_DATA_HOME: a temporary one, never the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _library_logs_follow_stderr():
     """transformers binds its log handler to the sys.stderr of the moment it first logs;
     under pytest that stream is closed by a later test, and a warning then prints
