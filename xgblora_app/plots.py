@@ -210,8 +210,9 @@ class TrainingPlots(QWidget):
                 label.setText(label.text, color=foreground)
         self.predicted_line.label.setColor(foreground)
         empty, boosted = theme.heat_colors()
-        lut = np.array([[empty.red(), empty.green(), empty.blue()], [boosted.red(), boosted.green(), boosted.blue()]],
-                       dtype=np.ubyte)
+        ends = np.array([[c.red(), c.green(), c.blue()] for c in (empty, boosted)], dtype=float)
+        # empty, the round in progress (half way: series.IN_PROGRESS), merged
+        lut = np.array([ends[0], ends.mean(axis=0), ends[1]]).round().astype(np.ubyte)
         self.heat_image.setLookupTable(lut)
         self.refresh(force=True)
 

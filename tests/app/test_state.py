@@ -86,6 +86,19 @@ def test_series_appends_smooths_and_fills_the_heatmap():
     assert math.isnan(s.allocated.view()[0]) and s.predicted_peak == 200
 
 
+def test_the_heatmap_shows_the_round_in_progress_before_it_merges():
+    from xgblora_app.state.series import IN_PROGRESS
+
+    s = TrainingSeries()
+    s.add(started())
+    s.extend(steps(5))  # rounds 1 and 2 merged, round 3 one step in
+    assert s.heat[2, 0] == IN_PROGRESS and s.heat[2].sum() == IN_PROGRESS
+    s.extend([P.RoundRolledBack(round=3, step=4, reason="loss is nan", retry_lr_factor=0.5)])
+    assert s.heat[2].sum() == 0  # the rolled-back round trained nothing that stays
+    s.extend(steps(1, start=6))
+    assert s.heat[2].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]  # merged: its own layers, fully
+
+
 def test_series_takes_events_in_per_flush_not_per_event():
     s = TrainingSeries()
     s.flush()

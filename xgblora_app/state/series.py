@@ -15,6 +15,7 @@ import numpy as np
 
 from xgblora_engine import protocol as P
 
+IN_PROGRESS = 0.5  # heatmap value of a layer the round in progress trains (merged: 1)
 SMOOTHING = 0.9  # EMA factor of the smoothed loss (debiased, so the first steps are not dragged to 0)
 
 
@@ -62,6 +63,7 @@ class TrainingSeries:
         self.start_step = 0
         self.heat = np.zeros((max(1, total_rounds), max(1, n_layers)))
         self.rounds: list[list[int]] = []  # layers of each merged round, in order
+        self.heat_live = 0  # the round in progress whose layers the heatmap shows (0: none)
         self.rolled_back: list[int] = []
         self._ema = 0.0
         self._ema_n = 0
@@ -118,6 +120,11 @@ class TrainingSeries:
         self.speed_steps.append(e.step)
         self.tokens_per_s.append(e.tokens_per_s)
         self.lr.append(e.lr)
+        if e.round > len(self.rounds) and e.layers and self.heat_live != e.round:  # once per round
+            self.heat_live = e.round
+            self._grow_heat(e.round, max(e.layers) + 1)
+            self.heat[e.round - 1, e.layers] = IN_PROGRESS
+            return ("loss", "speed", "heat")
         return ("loss", "speed")
 
     def _on_RoundMerged(self, e: P.RoundMerged):
@@ -131,7 +138,10 @@ class TrainingSeries:
 
     def _on_RoundRolledBack(self, e: P.RoundRolledBack):
         self.rolled_back.append(e.round)
-        return ("loss",)
+        if e.round - 1 < len(self.heat):
+            self.heat[e.round - 1, :] = 0.0
+        self.heat_live = 0
+        return ("loss", "heat")
 
     def _on_EvalResult(self, e: P.EvalResult):
         self.eval_steps.append(e.step)
@@ -172,6 +182,7 @@ class TrainingSeries:
         keep(self.mem_steps, self.rss, self.allocated)
         self.rounds = self.rounds[: len(self.merge_steps)]
         self.heat[len(self.rounds):, :] = 0.0
+        self.heat_live = 0
         finite = self.loss.view()[np.isfinite(self.loss.view())]
         self._ema_n = len(finite)
         self._ema = self.smooth.view()[-1] * (1 - SMOOTHING ** self._ema_n) if self._ema_n else 0.0
