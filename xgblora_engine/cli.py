@@ -327,7 +327,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r.format}: {'OK' if r.ok else 'FAILED'} {r.path}\n  {r.message}")
         if r.command:
-            print(f"  import it into Ollama with:\n    {r.command}")
+            print(f"  use it with:\n    {r.command}")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -136,8 +136,9 @@ EXPORT_RECORD = "export.json"  # the ExportDone event of an export, kept in its 
 
 
 def export_label(formats: list[str], quant: str) -> str:
-    """``hf``, ``gguf-q8_0``, ``hf+ollama-f16``: what a default export folder is named after."""
-    return "+".join(f"{f}-{quant}" if f in ("gguf", "ollama") else f for f in formats)
+    """``hf``, ``gguf-q8_0``, ``hf+gguf+ollama-f16``: what a default export folder is named after."""
+    label = "+".join(formats)
+    return f"{label}-{quant}" if {"gguf", "ollama"} & set(formats) else label
 
 
 def next_export_folder(parent: str | Path, formats: list[str], quant: str) -> Path:

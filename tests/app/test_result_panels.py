@@ -5,7 +5,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from tests.app.helpers import handmade_run_folder, train_run_folder
 from xgblora_app.panels.chat_panel import ChatPanel
-from xgblora_app.panels.export_panel import ExportPanel, run_command
+from xgblora_app.panels.export_panel import ExportPanel
 from xgblora_app.panels.runs_panel import RunsPanel
 from xgblora_engine import protocol as P
 
@@ -51,16 +51,6 @@ def test_export_explains_what_is_missing(qtbot, panel, studio, fake, runs_root):
     export.export()
     assert export.banner.isVisible() and "Pick a run" in export.banner.text()
     assert not any(isinstance(c, P.Export) for c in fake.sent)
-
-
-def test_run_commands_per_format(tmp_path):
-    (tmp_path / "model-f16.gguf").write_text("")
-    def done(fmt: str, path: str, command: str = "") -> P.ExportDone:
-        return P.ExportDone(format=fmt, path=path, ok=True, checks=[], message="ok", command=command)
-
-    assert run_command(done("gguf", str(tmp_path))).startswith(f"llama-cli -m {tmp_path}/model-f16.gguf")
-    assert run_command(done("ollama", "/x", "ollama create a -f /x/Modelfile")) == "ollama create a -f /x/Modelfile"
-    assert "pipeline" in run_command(done("hf", "/x"))
 
 
 # --- try it --------------------------------------------------------------------------

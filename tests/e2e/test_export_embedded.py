@@ -87,5 +87,5 @@ def test_ollama_modelfile_matches_smollm2s_template(exports):
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     assert checks(results["ollama"])["Modelfile template"].ok
-    assert results["ollama"].command == f"ollama create smol-xgb -f {out / 'ollama' / 'Modelfile'}"
+    assert results["ollama"].command == f"ollama create run -f {out / 'ollama' / 'Modelfile'}"  # the run's name
 

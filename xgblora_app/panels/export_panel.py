@@ -4,7 +4,6 @@ result, a button to open its folder and the command that runs it."""
 from __future__ import annotations
 
 import html
-import shlex
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
@@ -33,23 +32,6 @@ from xgblora_engine.rundir import RunDir, ollama_name, past_exports
 
 FORMATS = {"hf": "Hugging Face (merged safetensors)", "peft": "PEFT LoRA adapter",
            "gguf": "GGUF (llama.cpp)", "ollama": "Ollama (GGUF + Modelfile)"}
-
-
-def run_command(e: P.ExportDone) -> str:
-    """What to type to use the export (the engine's own suggestion first, when it gives one)."""
-    if e.command:
-        return e.command
-    fmt, path = e.format, e.path
-    q = shlex.quote(path)
-    if fmt == "gguf":
-        ggufs = sorted(Path(path).glob("*.gguf")) if Path(path).is_dir() else []
-        return f"llama-cli -m {shlex.quote(str(ggufs[0])) if ggufs else q + '/*.gguf'} -cnv"
-    if fmt == "ollama":
-        return f"ollama create my-xgblora -f {shlex.quote(str(Path(path) / 'Modelfile'))} && ollama run my-xgblora"
-    if fmt == "peft":
-        return (f"python -c \"from peft import AutoPeftModelForCausalLM as M; "
-                f"m = M.from_pretrained('{path}')\"")
-    return f"python -c \"from transformers import pipeline; print(pipeline('text-generation', '{path}')('Hello'))\""
 
 
 class FormatRow:
@@ -96,7 +78,7 @@ class FormatRow:
                             f"{html.escape(e.path)}<br>{first}<br><small>{checks}</small>")
         self.open_button.setEnabled(Path(e.path).exists())
         if e.ok:
-            self.command.setText(run_command(e))
+            self.command.setText(e.command)  # the engine's, run as printed in its tests
             self.copy_button.setEnabled(True)
 
 

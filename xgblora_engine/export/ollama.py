@@ -11,7 +11,6 @@ comparing with ``tokenizer.apply_chat_template`` character for character.
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,11 +149,6 @@ def modelfile(gguf_file: str, pieces: ChatPieces, tokenizer, model_config, gener
               "PARAMETER top_p 0.9", "PARAMETER repeat_penalty 1.1",
               f"PARAMETER num_ctx {min(ctx, 4096)}", ""]
     return "\n".join(lines)
-
-
-def create_command(folder: Path, name: str) -> str:
-    """As the user copies it: the path quoted for the shell (``name`` is already safe)."""
-    return f"ollama create {name} -f {shlex.quote(str(folder / 'Modelfile'))}"
 
 
 def write_modelfile(folder: Path, gguf_file: str, tokenizer, model) -> ChatPieces:

@@ -27,6 +27,7 @@ import msgspec
 from xgblora_engine.diskspace import disk_full_error, is_disk_full
 from xgblora_engine.errors import UserError
 from xgblora_engine.export import card as C
+from xgblora_engine.export import commands as K
 from xgblora_engine.export import gguf as G
 from xgblora_engine.export import hf as H
 from xgblora_engine.export import ollama as O
@@ -205,7 +206,8 @@ def _write_and_verify(plan: ExportPlan, merged: Merged) -> list[ExportResult]:
                 plan.progress(fmt, "verifying in the target runtime", 0.0)
                 plan.log(f"{fmt}: verifying")
                 checks[fmt] += later[fmt]()
-            results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], plan.verify, plan.ollama_name, plan.log))
+            results.append(_finish(fmt, stagings.pop(fmt), checks[fmt], plan.verify,
+                                   _command_for(fmt, plan, merged.source), plan.log))
             plan.progress(fmt, "done", 1.0)
     except Exception as exc:
         if is_disk_full(exc):  # the disk filled up after the check (other writers, a low estimate)
@@ -384,7 +386,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _finish(fmt, staging: Staging, checks: list[Check], verify: bool, name: str, log) -> ExportResult:
+def _command_for(fmt: str, plan: ExportPlan, source) -> Callable[[Path], str]:
+    """How to use the finished folder of ``fmt``: the command the CLI prints and the app copies."""
+    return {"hf": K.hf_command, "peft": lambda folder: K.peft_command(folder, source),
+            "gguf": lambda folder: K.gguf_command(folder / G.gguf_name(plan.quant)),
+            "ollama": lambda folder: K.ollama_command(folder, plan.ollama_name)}[fmt]
+
+
+def _finish(fmt, staging: Staging, checks: list[Check], verify: bool, command_for: Callable[[Path], str],
+            log) -> ExportResult:
     """Commit (or keep as failed) one format's folder, with its record inside."""
     bad = [c for c in checks if not c.ok]
     if fmt == "hf" and verify and (staging.path / "README.md").is_file():
@@ -401,7 +411,7 @@ def _finish(fmt, staging: Staging, checks: list[Check], verify: bool, name: str,
     else:
         message = "verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in bad)
         final = staging.failed_path
-    command = O.create_command(final, name) if fmt == "ollama" and not bad else ""
+    command = command_for(final) if not bad else ""
     result = ExportResult(fmt, str(final), not bad, list(checks), message, command)
     (staging.path / EXPORT_RECORD).write_bytes(msgspec.json.encode(result.to_event()))
     if bad:

@@ -132,3 +132,15 @@ def make_run(model_dir: Path, run: Path, quantize="none", **ledger_kw) -> Path:
 @pytest.fixture
 def tiny_run(tmp_path, tiny_chat_dir):
     return make_run(tiny_chat_dir, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def gguf_converter():
+    """llama.cpp's converter, from the cache or fetched once; skipped when neither works."""
+    from xgblora_engine.errors import UserError
+    from xgblora_engine.export.converter import converter_dir
+
+    try:
+        return converter_dir()
+    except UserError as exc:
+        pytest.skip(f"llama.cpp's GGUF converter is not available here: {exc.message}")

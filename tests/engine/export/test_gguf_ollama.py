@@ -12,15 +12,6 @@ from xgblora_engine.export import export_run
 from xgblora_engine.export import gguf as G
 
 
-@pytest.fixture(scope="session")
-def gguf_converter():
-    """llama.cpp's converter, from the cache or fetched once; skipped when neither works."""
-    try:
-        return CV.converter_dir()
-    except UserError as exc:
-        pytest.skip(f"llama.cpp's GGUF converter is not available here: {exc.message}")
-
-
 def by_name(result):
     return {c.name: c for c in result.checks}
 
