@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QMainWindow,
+    QMessageBox,
     QStackedWidget,
     QWidget,
 )
@@ -105,7 +106,8 @@ class MainWindow(QMainWindow):
         for text, keys, slot in (("Start", ("Ctrl+Return", "Ctrl+Enter"), self.start),
                                  ("Pause", ("Ctrl+P",), self.train_panel.pause),
                                  ("Continue", ("Ctrl+Shift+P",), self.train_panel.resume),
-                                 ("Stop", ("Esc", "Ctrl+."), self.stop),
+                                 ("Stop", ("Ctrl+.",), self.stop),
+                                 ("Stop (asks first)", ("Esc",), self.stop_asking),
                                  ("Run preflight", ("Ctrl+M",), self.preflight_panel.run)):
             action = QAction(text, self)
             action.setShortcuts([QKeySequence(k) for k in keys])
@@ -162,6 +164,18 @@ class MainWindow(QMainWindow):
 
     def stop(self) -> None:
         self.train_panel.stop()
+
+    def stop_asking(self) -> None:
+        """Esc is easy to press by accident: it asks first, and says what a Stop keeps."""
+        if not self.train_panel.stop_button.isEnabled():
+            return
+        answer = QMessageBox.question(
+            self, "Stop the run?",
+            "Stop after the current optimizer step?\n\nEvery merged round is kept (a checkpoint is written as "
+            "each round merges). The round in progress is dropped; Resume trains it again.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.stop()
 
     def _resume_from_history(self, run_dir: str) -> None:
         self.nav.setCurrentRow(PAGES.index("Train"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from tests.app.helpers import train_run_folder
 from xgblora_app.main_window import PAGES, MainWindow
@@ -25,12 +25,21 @@ def test_every_page_is_reachable_and_the_engine_was_asked_about_model_and_data(w
     assert window.engine_label.text() == "Engine: ready"
 
 
-def test_ctrl_return_starts_and_escape_stops(qtbot, window, fake):
+def test_ctrl_return_starts_and_escape_stops_after_asking(qtbot, window, fake, monkeypatch):
     window.form.set_values({"train": {"max_steps": 400}})
     fake.steps_per_poll = 1
     qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert fake.sent_types()[-1] == "StartRun" and window.stack.currentWidget() is window.train_panel
     qtbot.waitUntil(lambda: window.train_panel.stop_button.isEnabled(), timeout=3000)
+    asked = []
+
+    def answer(reply):
+        return lambda parent, title, text, *a: asked.append(text) or reply
+
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert fake.sent_types()[-1] != "Stop" and "round in progress is dropped" in asked[-1]
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
     qtbot.keyClick(window, Qt.Key.Key_Escape)
     assert fake.sent_types()[-1] == "Stop"
     qtbot.waitUntil(lambda: window.status.text().startswith("Run stopped"), timeout=3000)

@@ -87,7 +87,8 @@ class TrainPanel(QWidget):
         self.pause_button.setToolTip("Hold after the current optimizer step")
         self.continue_button = QPushButton("Continue")
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current optimizer step (Esc or Ctrl+.). Every merged round is "
+        self.stop_button.setToolTip("Stop after the current optimizer step (Ctrl+., or Esc which asks first). "
+                                    "Every merged round is "
                                     "kept (checkpointed as it merges); the round in progress is dropped, and "
                                     "Resume trains it again.")
         self.resume_button = QPushButton("Resume run")
@@ -166,7 +167,7 @@ class TrainPanel(QWidget):
     def stop(self) -> None:
         if self.stop_button.isEnabled():
             self.studio.bridge.control(P.Stop())
-            self.status.setText("Stopping after the current optimizer step (a checkpoint is written)…")
+            self.status.setText("Stopping after the current optimizer step (merged rounds are kept)…")
 
     @property
     def running(self) -> bool:
