@@ -171,8 +171,9 @@ class MainWindow(QMainWindow):
             return
         answer = QMessageBox.question(
             self, "Stop the run?",
-            "Stop after the current optimizer step?\n\nEvery merged round is kept (a checkpoint is written as "
-            "each round merges). The round in progress is dropped; Resume trains it again.",
+            "Stop after the current optimizer step?\n\nNothing trained is lost: a checkpoint keeps every merged "
+            "round and the round in progress (its boosters and optimizer state), and Resume continues exactly "
+            "where the run stopped.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         if answer == QMessageBox.StandardButton.Yes:
             self.stop()

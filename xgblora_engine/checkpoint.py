@@ -1,7 +1,9 @@
-"""Resumable snapshots of a run, taken at round boundaries.
+"""Resumable snapshots of a run, taken at round boundaries and when a Stop cuts a round short.
 
 At a round boundary no booster is live, so the whole training state is small: the
-booster ledger, the step, the data stream position and the RNG states. Each checkpoint
+booster ledger, the step, the data stream position and the RNG states. A Stop inside a
+round adds the round in progress (its boosters' A, B and Adam state, ``live.safetensors``)
+so that a resume continues it where it stopped. Each checkpoint
 is a folder written under a temporary name with a manifest of SHA-256 checksums and
 renamed into place, so a killed process or a full disk leaves either the complete
 folder or none. The last ``keep`` checkpoints are kept.
@@ -14,7 +16,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ from xgblora_engine.fileio import atomic_write_json, fsync_dir
 
 MANIFEST = "manifest.json"
 CARRIED = "carried.safetensors"  # boost.carry: each module's last A and Adam moments
+LIVE = "live.safetensors"  # a round a Stop cut short: its boosters and their Adam state
 
 
 @dataclass
@@ -40,7 +43,13 @@ class Checkpoint:
     last_loss: float | None
     last_eval_loss: float | None
     carried: CarryStore
+    live: CarryStore = field(default_factory=CarryStore)
+    live_lr_factor: float = 1.0
 
+    @property
+    def live_round(self) -> int:
+        """The round ``live`` continues (0: the checkpoint is at a round boundary)."""
+        return self.round if self.live else 0
 
 
 def _sha256(path: Path) -> str:
@@ -61,7 +70,8 @@ def _decode_rng(text: str) -> torch.Tensor:
 
 def save_checkpoint(root: Path, step: int, round_index: int, ledger: BoosterLedger, stream_state: dict,
                     last_loss: float | None, last_eval_loss: float | None, keep: int = 3,
-                    carried: CarryStore | None = None) -> Path:
+                    carried: CarryStore | None = None, live: CarryStore | None = None,
+                    live_lr_factor: float = 1.0) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
@@ -69,10 +79,13 @@ def save_checkpoint(root: Path, step: int, round_index: int, ledger: BoosterLedg
         ledger.save(tmp / "ledger.safetensors")
         if carried:
             carried.save(tmp / CARRIED)
+        if live:
+            live.save(tmp / LIVE)
         cuda = [_encode_rng(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
         atomic_write_json(tmp / "state.json", {
             "step": step, "round": round_index, "stream": stream_state, "last_loss": last_loss,
-            "last_eval_loss": last_eval_loss, "rng": _encode_rng(torch.get_rng_state()), "cuda_rng": cuda})
+            "last_eval_loss": last_eval_loss, "rng": _encode_rng(torch.get_rng_state()), "cuda_rng": cuda,
+            "live_lr_factor": live_lr_factor})
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         atomic_write_json(tmp / MANIFEST, {"files": files, "step": step})
         fsync_dir(tmp)  # its files' names are durable before the folder is published
@@ -119,9 +132,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise UserError(f"checkpoint {path} is corrupt: {problem}", "resume from an earlier checkpoint")
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     carried = CarryStore.load(path / CARRIED) if (path / CARRIED).is_file() else CarryStore()
+    live = CarryStore.load(path / LIVE) if (path / LIVE).is_file() else CarryStore()
     return Checkpoint(path, state["step"], state["round"], BoosterLedger.load(path / "ledger.safetensors"),
                       state["stream"], _decode_rng(state["rng"]), [_decode_rng(s) for s in state["cuda_rng"]],
-                      state["last_loss"], state["last_eval_loss"], carried)
+                      state["last_loss"], state["last_eval_loss"], carried, live, state.get("live_lr_factor", 1.0))
 
 
 def latest_valid(root: Path) -> tuple[Checkpoint | None, list[str]]:

@@ -215,7 +215,9 @@ def _resume(run: RunDir, cfg: RunConfig, emit: Emit, control: RunControl | None,
     state = TrainerState()
     if checkpoint is not None:
         state = TrainerState(step=checkpoint.step, ledger=checkpoint.ledger, last_loss=checkpoint.last_loss,
-                             last_eval_loss=checkpoint.last_eval_loss, carried=checkpoint.carried)
+                             last_eval_loss=checkpoint.last_eval_loss, carried=checkpoint.carried,
+                             live=checkpoint.live, live_round=checkpoint.live_round,
+                             live_lr_factor=checkpoint.live_lr_factor)
         record(P.LogLine(level="info", text=f"resuming from {checkpoint.path.name} (step {checkpoint.step})"))
     if options.dist.is_main:
         _truncate_metrics(run, state.step)
@@ -255,16 +257,18 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
         cfg, prepared.k, record, _with_step_limit(control, options.stop_after), state, dist=dist)
 
     def checkpoint_round(round_index: int) -> None:
+        """At a merge, or at a Stop inside the round (then with the round in progress)."""
         if not main:  # only rank 0 writes run files
             return
-        path = save_checkpoint(run.checkpoints_path, trainer.state.step, round_index, trainer.state.ledger,
-                               stream.state(), trainer.state.last_loss, trainer.state.last_eval_loss,
-                               options.keep_checkpoints, trainer.state.carried)
+        st = trainer.state
+        path = save_checkpoint(run.checkpoints_path, st.step, round_index, st.ledger, stream.state(), st.last_loss,
+                               st.last_eval_loss, options.keep_checkpoints, st.carried,
+                               st.live if st.live_round == round_index else None, st.live_lr_factor)
         trainer.state.ledger.save(run.ledger_path)
         run.update_status(step=trainer.state.step)
         record(P.CheckpointSaved(step=trainer.state.step, round=round_index, path=str(path)))
 
-    trainer.on_round_end = checkpoint_round
+    trainer.on_round_end = trainer.on_stop_in_round = checkpoint_round
     record(P.StateChanged(state="training"))
     try:
         trainer.fit()
@@ -279,17 +283,16 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
                           final_eval_loss=trainer.state.last_eval_loss)
     record(P.Finished(status=status, run_dir=str(run.path), steps=trainer.state.step,
                       final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss,
-                      message=dropped_round_message(trainer.dropped, trainer.state.step)))
+                      message=stopped_in_round_message(trainer.state)))
     return run
 
 
-def dropped_round_message(dropped: tuple[int, int] | None, step: int) -> str:
-    """What a Stop inside a round left out, so the step count the user reads is not a puzzle."""
-    if dropped is None:
+def stopped_in_round_message(state: TrainerState) -> str:
+    """What a Stop inside a round kept, so the user knows a resume retrains nothing."""
+    if not state.live_round:
         return ""
-    round_index, steps = dropped
-    return (f"The Stop came {steps} step{'s' if steps != 1 else ''} into round {round_index}, which was "
-            f"not merged: the run is kept at step {step} (the last checkpoint), and a resume trains that round again.")
+    return (f"Round {state.live_round} was in progress: its boosters and optimizer state were saved with the "
+            f"checkpoint at step {state.step}, and a resume continues it from there.")
 
 
 class _StepLimit(RunControl):

@@ -38,7 +38,7 @@ def test_ctrl_return_starts_and_escape_stops_after_asking(qtbot, window, fake, m
 
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
     qtbot.keyClick(window, Qt.Key.Key_Escape)
-    assert fake.sent_types()[-1] != "Stop" and "round in progress is dropped" in asked[-1]
+    assert fake.sent_types()[-1] != "Stop" and "continues exactly" in asked[-1]
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
     qtbot.keyClick(window, Qt.Key.Key_Escape)
     assert fake.sent_types()[-1] == "Stop"

@@ -34,22 +34,26 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_af
     events = []
     split = run_training(copy.deepcopy(cfg), str(tmp_path / "split"), events.append,
                          options=Options(stop_after=stop_after)).path
-    assert events[-1].status == "stopped" and events[-1].steps == stop_after // 2 * 2
-    if stop_after % 2:  # inside a round: the status says what was dropped and where the run is kept
-        assert events[-1].message == (f"The Stop came 1 step into round {stop_after // 2 + 1}, which was not merged: "
-                                      f"the run is kept at step {stop_after - 1} (the last checkpoint), "
-                                      "and a resume trains that round again.")
+    assert events[-1].status == "stopped" and events[-1].steps == stop_after  # nothing dropped
+    newest = sorted((split / "checkpoints").iterdir())[-1]
+    assert newest.name == f"step-{stop_after:07d}"
+    assert (newest / "live.safetensors").is_file() == bool(stop_after % 2)  # the round in progress, if any
+    if stop_after % 2:
+        assert events[-1].message == (f"Round {stop_after // 2 + 1} was in progress: its boosters and optimizer "
+                                      f"state were saved with the checkpoint at step {stop_after}, and a resume "
+                                      "continues it from there.")
     else:
         assert events[-1].message == ""
     assert json.loads((split / "run.json").read_text())["status"] == "stopped"
     resumed = []
     resume_training(str(split), resumed.append)
     started = next(e for e in resumed if isinstance(e, P.RunStarted))
-    assert started.start_step == stop_after // 2 * 2  # the last round boundary
+    assert started.start_step == stop_after  # mid-round too: nothing is trained twice
     assert resumed[-1].status == "completed" and resumed[-1].steps == 8
     assert losses(split) == losses(straight)  # every step, bit for bit
     assert_same_ledger(split, straight)
-    assert all((c / "carried.safetensors").is_file() == carry for c in (split / "checkpoints").iterdir())
+    assert all((c / "carried.safetensors").is_file() == carry for c in (split / "checkpoints").iterdir()
+               if c.name != f"step-{stop_after:07d}" or stop_after > 2)
 
 
 def test_checkpoints_are_complete_and_pruned(tmp_path, tiny_config):
@@ -75,13 +79,13 @@ def test_every_event_reaches_the_event_log_memory_samples_too(tmp_path, tiny_con
 def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, tiny_config):
     run = run_training(copy.deepcopy(tiny_config), str(tmp_path / "run"), lambda e: None,
                        options=Options(stop_after=5)).path
-    newest = sorted((run / "checkpoints").iterdir())[-1]
+    newest = sorted((run / "checkpoints").iterdir())[-1]  # step 5: the Stop's, inside round 3
     (newest / "ledger.safetensors").write_bytes(b"torn")
     events = []
     resume_training(str(run), events.append)
     warnings = [e for e in events if isinstance(e, P.Warning)]
     assert warnings and "ledger.safetensors is damaged" in warnings[0].message
-    assert next(e for e in events if isinstance(e, P.RunStarted)).start_step == 2
+    assert next(e for e in events if isinstance(e, P.RunStarted)).start_step == 4  # the merge before it
     assert events[-1].status == "completed"
 
 

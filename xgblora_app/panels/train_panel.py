@@ -88,9 +88,8 @@ class TrainPanel(QWidget):
         self.continue_button = QPushButton("Continue")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the current optimizer step (Ctrl+., or Esc which asks first). "
-                                    "Every merged round is "
-                                    "kept (checkpointed as it merges); the round in progress is dropped, and "
-                                    "Resume trains it again.")
+                                    "A checkpoint keeps everything, the round in progress included; Resume "
+                                    "continues exactly where the run stopped.")
         self.resume_button = QPushButton("Resume run")
         self.resume_button.setToolTip("Continue the last stopped, failed or interrupted run from its newest checkpoint")
         self.force = QCheckBox("start even if the preflight says it will not fit")
@@ -167,7 +166,7 @@ class TrainPanel(QWidget):
     def stop(self) -> None:
         if self.stop_button.isEnabled():
             self.studio.bridge.control(P.Stop())
-            self.status.setText("Stopping after the current optimizer step (merged rounds are kept)…")
+            self.status.setText("Stopping after the current optimizer step (a checkpoint keeps everything)…")
 
     @property
     def running(self) -> bool:

@@ -5,7 +5,8 @@ coordinates because A is the same. Without it every round restarts cold: a rando
 and zero moments, the search for a useful input direction paid again each time.
 
 Kept per target module on the booster's device (at most 3·r·(in+out) values a module)
-and written with every checkpoint, so a resume continues bit for bit.
+and written with every checkpoint, so a resume continues bit for bit. The same store
+holds a round that a Stop cut short, B included, so its resume retrains nothing.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class CarryStore:
         return set(self.by_module)
 
     def restore_factors(self, boosters: dict[str, BoosterLinear]) -> None:
-        """A from the module's last booster, where there was one."""
+        """A (and B, when kept: a round in progress) from the module's last booster."""
         with torch.no_grad():
             for name, b in boosters.items():
-                if name in self.by_module:
-                    b.A.copy_(self.by_module[name]["A"])
+                kept = self.by_module.get(name, {})
+                for factor, param in (("A", b.A), ("B", b.B)):
+                    if factor in kept:
+                        param.copy_(kept[factor])
 
     def restore_moments(self, optimizer: torch.optim.Optimizer, boosters: dict[str, BoosterLinear]) -> None:
         for name, b in boosters.items():
@@ -54,10 +57,13 @@ class CarryStore:
                 if state:
                     optimizer.state[param] = state
 
-    def keep(self, boosters: dict[str, BoosterLinear], optimizer: torch.optim.Optimizer) -> None:
-        """Remember each booster's A and its factors' moments, as the round ends."""
+    def keep(self, boosters: dict[str, BoosterLinear], optimizer: torch.optim.Optimizer,
+             with_b: bool = False) -> None:
+        """Remember each booster's A (and B: a round stopped half way) and its factors' moments."""
         for name, b in boosters.items():
             kept = self.by_module[name] = {"A": b.A.detach().clone()}
+            if with_b:
+                kept["B"] = b.B.detach().clone()
             for factor, param in (("A", b.A), ("B", b.B)):
                 for key, value in optimizer.state.get(param, {}).items():
                     kept[f"{factor}.{key}"] = value.detach().clone()

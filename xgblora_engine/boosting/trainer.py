@@ -55,6 +55,9 @@ class TrainerState:
     last_loss: float | None = None
     last_eval_loss: float | None = None
     carried: CarryStore = field(default_factory=CarryStore)  # boost.carry: A and moments per module
+    live: CarryStore = field(default_factory=CarryStore)  # a round a Stop cut short: A, B and moments
+    live_round: int = 0  # which round ``live`` is (0: none)
+    live_lr_factor: float = 1.0  # its learning-rate factor (< 1 after a NaN retry)
 
 
 @dataclass
@@ -88,7 +91,7 @@ class BoostingTrainer:
         self.on_round_end = on_round_end or (lambda round_index: None)
         self.dist = dist or SingleProcess()  # data-parallel collectives; identities in one process
         self.stopped = False
-        self.dropped: tuple[int, int] | None = None  # (round, steps) of a round a Stop cut short
+        self.on_stop_in_round = lambda round_index: None  # the session checkpoints the round in progress
         if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
             self.merger.apply_ledger(self.state.ledger)
         self.state.carried.place(model)
@@ -105,11 +108,17 @@ class BoostingTrainer:
 
     def run_round(self, round_index: int) -> None:
         layers = self.sample(round_index)
-        lr_factor = 1.0
+        resumed = self.state.live_round == round_index  # a Stop cut this round short: continue it
+        lr_factor = self.state.live_lr_factor if resumed else 1.0
         for attempt in (1, 2):
             stream_state, start_step = self.stream.state(), self.state.step
             boosters = self.attach(round_index, layers)
             optimizer = self.optimizer(boosters)
+            if resumed:
+                self.state.live.restore_factors(boosters)
+                self.state.live.restore_moments(optimizer, boosters)
+                self.forget_live()
+                resumed = False
             try:
                 round_seconds = self.train_round(boosters, optimizer, round_index, lr_factor)
             except RoundDiverged as exc:
@@ -126,18 +135,21 @@ class BoostingTrainer:
                         "then resume from the last checkpoint") from None
                 lr_factor *= retry
                 continue
-            if self.stopped:  # stopped mid-round: the booster is not merged
-                if self.state.step > start_step:
-                    self.dropped = (round_index, self.state.step - start_step)
+            if self.stopped:  # mid-round: keep the booster as it is, unmerged, for the resume
+                if self.state.step > self.schedule.round_steps(round_index).start:
+                    self.state.live.keep(boosters, optimizer, with_b=True)
+                    self.state.live_round, self.state.live_lr_factor = round_index, lr_factor
+                    self.on_stop_in_round(round_index)
                 detach_boosters(self.model, boosters)
-                self.stream.load_state(stream_state)
-                self.state.step = start_step
                 return
             if self.cfg.boost.carries:
                 self.state.carried.keep(boosters, optimizer)
             self.merge(boosters, round_index, layers, lr_factor, round_seconds)
             self.on_round_end(round_index)
             return
+
+    def forget_live(self) -> None:
+        self.state.live, self.state.live_round, self.state.live_lr_factor = CarryStore(), 0, 1.0
 
     # --- phases --------------------------------------------------------------
     def sample(self, round_index: int) -> list[int]:
