@@ -95,6 +95,7 @@ class BoostingTrainer:
         if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
             self.merger.apply_ledger(self.state.ledger)
         self.state.carried.place(model)
+        self.state.live.place(model)  # loaded on the CPU: the moments must sit where their parameters do
 
     # --- the run -------------------------------------------------------------
     def fit(self) -> TrainerState:

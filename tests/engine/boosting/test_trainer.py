@@ -216,6 +216,22 @@ def test_carry_starts_a_layer_drawn_again_from_its_last_a_and_moments(tiny_llama
     assert moment_steps == {9.0}  # Adam counted on through three rounds of three steps
 
 
+def test_saved_boosters_are_placed_where_their_modules_live(tiny_llama):
+    """A resumed state is loaded on the CPU; on a GPU its moments must move to the GPU, or
+    AdamW fails on mixed devices. A model on the meta device stands in for the GPU."""
+    from xgblora_engine.boosting.carry import CarryStore
+    from xgblora_engine.boosting.trainer import TrainerState
+
+    name = "model.layers.1.mlp.up_proj"
+    saved = {f"{name}::A": torch.zeros(1, 32), f"{name}::A.exp_avg": torch.zeros(1, 32)}
+    state = TrainerState(carried=CarryStore(dict(saved)), live=CarryStore(dict(saved)), live_round=1)
+    batches = make_batches()
+    BoostingTrainer(tiny_llama.to("meta"), targets(), ListStream(batches), lambda: batches[:2], config(), 2,
+                    lambda e: None, state=state)
+    for store in (state.carried, state.live):
+        assert {t.device.type for t in store.tensors.values()} == {"meta"}
+
+
 def test_without_carry_every_round_starts_fresh(tiny_llama):
     cfg = config()
     cfg.boost.layers, cfg.boost.sampling, cfg.boost.carry = [1, 2], "explicit", False
