@@ -20,6 +20,20 @@ def base_model_id(cfg, source) -> str | None:
     return None
 
 
+def base_lines(cfg, source, base: str | None) -> list[str]:
+    """What the base weights were, truthfully: a GGUF file's are its dequantized values,
+    not the Hub checkpoint's, even when the card names that checkpoint as ``base_model``."""
+    lines = [f"* `{cfg.model.name}` ({source.display_name})" + (f", from the Hub model `{base}`" if base else "")]
+    if source.gguf_file:
+        lines.append(f"* weights: the GGUF file `{source.gguf_file}`, dequantized to fp32 for training and for "
+                     "this merge; they differ from the Hub checkpoint's by that file's rounding")
+    elif cfg.model.quantize != "none":
+        lines.append(f"* trained on a {cfg.model.quantize} base")
+    else:
+        lines.append("* trained on the full-precision base")
+    return lines
+
+
 def final_losses(status: dict, metrics: list[dict]) -> tuple[float | None, float | None, int]:
     train = status.get("final_loss")
     evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
@@ -94,10 +108,7 @@ def model_card(info, source, dtype: str, plot: bool, extra_formats: str = "") ->
              "Merged weights of a model fine-tuned with XGBLoRA (gradient boosting over many "
              "small LoRA boosters, arXiv 2410.19694), rebuilt from the original checkpoint plus "
              f"the run's fp32 booster ledger and saved in **{dtype}**.", "",
-             "## Base model", "",
-             f"* `{cfg.model.name}` ({source.display_name})" + (f", Hub id `{base}`" if base else ""),
-             f"* trained on a {cfg.model.quantize} base" if cfg.model.quantize != "none" else
-             "* trained on the full-precision base", "",
+             "## Base model", "", *base_lines(cfg, source, base), "",
              "## Training data", "",
              f"* `{d.path}` (format {d.format}, loss on {d.train_on} tokens, sequence length {d.seq_len})",
              f"* held out: `{d.eval_path}`" if d.eval_path else f"* held out: {d.eval_fraction:.0%} of the data", "",

@@ -182,3 +182,16 @@ def test_a_base_model_without_chat_template_is_not_asked_to_end_turns(tiny_chat_
     assert result.ok, result.message
     stops = checks_by_name(result)["stops at end of turn"]
     assert stops.skipped and "no chat template" in stops.detail
+
+
+def test_the_card_says_a_gguf_base_s_weights_are_the_file_s_not_the_hub_checkpoint_s():
+    from xgblora_engine.config import RunConfig
+    from xgblora_engine.export.card import base_lines
+    from xgblora_engine.models.source import ModelSource
+
+    source = ModelSource("default", "/pkg", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (embedded)")
+    lines = base_lines(RunConfig(), source, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert lines[0] == ("* `default` (SmolLM2-135M-Instruct (embedded)), from the Hub model "
+                        "`HuggingFaceTB/SmolLM2-135M-Instruct`")
+    assert "`SmolLM2-135M-Instruct.Q4_1.gguf`, dequantized to fp32" in lines[1]
+    assert not any("full-precision" in line for line in lines)
