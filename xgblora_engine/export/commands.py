@@ -1,7 +1,7 @@
 """The one command per export that the CLI prints and the app offers to copy: it uses the
 export where it stands, and works when pasted into a shell (the tests run each one as
-printed). Paths are JSON string literals inside the Python code, and the code is quoted
-for the shell as a whole.
+printed). Paths are JSON string literals inside the Python code, which has no single
+quotes of its own, so the shell quoting around it stays readable.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import json
 import shlex
 from pathlib import Path
 
-ASK = "[{'role': 'user', 'content': 'What is the capital of France?'}]"
+ASK = '[{"role": "user", "content": "What is the capital of France?"}]'
 
 
 def _answer(model: str, tokenizer: str) -> str:
     """Python that prints the model's greedy answer to a chat message."""
-    return (f"from transformers import pipeline; p = pipeline('text-generation', model={model}, "
-            f"tokenizer={tokenizer}); print(p({ASK}, max_new_tokens=32, do_sample=False)[0]"
-            "['generated_text'][-1]['content'])")
+    return (f'from transformers import pipeline; p = pipeline("text-generation", model={model}, '
+            f'tokenizer={tokenizer}); print(p({ASK}, max_new_tokens=32, do_sample=False)[0]'
+            '["generated_text"][-1]["content"])')
 
 
 def _python(code: str) -> str:
