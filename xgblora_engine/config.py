@@ -16,7 +16,7 @@ from xgblora_engine.errors import UserError
 
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("none", "4bit", "8bit")
-SAMPLING = ("uniform", "cyclic", "stratified", "top-biased", "explicit")
+SAMPLING = ("uniform", "cyclic", "stratified", "top-biased", "gradient", "explicit")
 TRAIN_ON = ("response", "all")
 INITS = ("kaiming", "gradient", "offset")
 LR_RULES = ("scaled", "fixed")
@@ -54,7 +54,7 @@ class BoostConfig:
     layers_per_round: int | None = field(default=None, metadata={"help": "k, layers boosted per round; default about a third of the layers"})
     layers: list[int] | None = field(default=None, metadata={"help": "explicit layer list used every round instead of sampling"})
     merge_every: int = field(default=20, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
-    sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, cyclic (every layer once per ⌈L/k⌉ rounds), stratified (spread over depth) or top-biased (cheaper backward)"})
+    sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, cyclic (every layer once per ⌈L/k⌉ rounds), stratified (spread over depth), top-biased (cheaper backward) or gradient (∝ each layer's gradient norm, measured by one extra pass per round)"})
     init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (A along the top directions of the round's first weight gradient) or offset (A and B both random, their start subtracted)"})
     init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
     carry: bool = field(default=True, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (B still starts at 0), instead of a fresh A and fresh moments; with the kaiming start (the gradient and offset starts set A themselves)"})

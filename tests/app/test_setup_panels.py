@@ -162,6 +162,8 @@ def test_rounds_and_parameters_update_live(qtbot, panel, studio):
     assert len(method.picture.rows) == 1
     method.k.setValue(0)
     assert studio.settings.get("boost", "layers_per_round") is None  # auto
+    method.sampling.setCurrentText("gradient")  # drawn from each round's gradient: no picture to predict
+    assert not method.picture.rows and "chosen as the run goes" in method.picture.note
 
 
 def test_the_booster_rate_follows_rank_and_layers_by_the_rule(qtbot, panel, studio):

@@ -25,11 +25,12 @@ def assert_same_ledger(a, b):
         assert torch.equal(x.A, y.A) and torch.equal(x.B, y.B)
 
 
-@pytest.mark.parametrize("stop_after,init,carry", [(3, "kaiming", False), (4, "kaiming", False),  # mid-round, boundary
-                                                   (3, "gradient", False), (5, "kaiming", True)])
-def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after, init, carry):
+@pytest.mark.parametrize("stop_after,init,carry,sampling", [
+    (3, "kaiming", False, "uniform"), (4, "kaiming", False, "uniform"),  # mid-round, boundary
+    (3, "gradient", False, "uniform"), (5, "kaiming", True, "uniform"), (3, "kaiming", True, "gradient")])
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after, init, carry, sampling):
     cfg = copy.deepcopy(tiny_config)
-    cfg.train.max_steps, cfg.boost.init, cfg.boost.carry = 8, init, carry
+    cfg.train.max_steps, cfg.boost.init, cfg.boost.carry, cfg.boost.sampling = 8, init, carry, sampling
     straight = run_training(copy.deepcopy(cfg), str(tmp_path / "straight"), lambda e: None).path
     events = []
     split = run_training(copy.deepcopy(cfg), str(tmp_path / "split"), events.append,

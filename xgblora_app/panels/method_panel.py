@@ -29,7 +29,7 @@ COSTS = {
     "rank": "booster parameters and optimizer state grow linearly with r (tiny either way)",
     "layers_per_round": "more layers: more trainable parameters per round, and backward reaches deeper",
     "merge_every": "fewer, longer rounds; each merge costs a fraction of a step",
-    "sampling": "top-biased rounds stop backward earlier: cheaper steps, less change to low layers",
+    "sampling": "top-biased rounds stop backward earlier: cheaper steps, less change to low layers; gradient adds one forward and backward pass per round",
     "max_steps": "training time grows linearly",
     "lr": "too high diverges (a NaN round is rolled back and retried at a lower LR)",
     "batch_size": "activation memory grows linearly; the biggest memory lever",

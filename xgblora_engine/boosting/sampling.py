@@ -19,12 +19,19 @@ def round_rng(seed: int, round_index: int) -> random.Random:
 
 
 def sample_layers(n_layers: int, k: int, seed: int, round_index: int,
-                  strategy: str = "uniform", explicit: list[int] | None = None) -> list[int]:
-    """Sorted layer indices boosted in ``round_index`` (1-based)."""
+                  strategy: str = "uniform", explicit: list[int] | None = None,
+                  weights: list[float] | None = None) -> list[int]:
+    """Sorted layer indices boosted in ``round_index`` (1-based). The ``gradient``
+    strategy also needs each layer's weight (its gradient norm, from boosting/probe.py)."""
     if strategy == "explicit":
         return check_explicit(explicit or [], n_layers)
     check_k(k, n_layers)
     rng = round_rng(seed, round_index)
+    if strategy == "gradient":
+        if weights is None:
+            raise UserError("layers drawn by gradient norm are chosen as the run goes",
+                            "each round measures the gradient first; the Train panel's heatmap shows the draws")
+        return _weighted(weights, k, rng)
     if strategy == "uniform":
         return sorted(rng.sample(range(n_layers), k))
     if strategy == "stratified":
@@ -34,7 +41,7 @@ def sample_layers(n_layers: int, k: int, seed: int, round_index: int,
     if strategy == "cyclic":
         return _cyclic(n_layers, k, seed, round_index)
     raise UserError(f"unknown layer sampling strategy '{strategy}'",
-                    "choose uniform, cyclic, stratified, top-biased or give --layers")
+                    "choose uniform, cyclic, stratified, top-biased, gradient or give --layers")
 
 
 def check_k(k: int, n_layers: int) -> None:
@@ -85,6 +92,15 @@ def _top_biased(n_layers: int, k: int, rng: random.Random) -> list[int]:
         pick = rng.choices(range(len(pool)), weights=weights)[0]
         chosen.append(pool.pop(pick))
     return sorted(chosen)
+
+
+def _weighted(weights: list[float], k: int, rng: random.Random) -> list[int]:
+    """k layers without replacement, each draw with probability ∝ weight (Efraimidis and
+    Spirakis: the k largest keys u^(1/w)). A layer of weight 0 comes last; a tiny floor
+    keeps every layer drawable, as in the other strategies."""
+    floor = max(max(weights), 1e-30) * 1e-3
+    keys = [rng.random() ** (1.0 / max(w, floor)) for w in weights]
+    return sorted(sorted(range(len(weights)), key=keys.__getitem__, reverse=True)[:k])
 
 
 def default_k(n_layers: int) -> int:

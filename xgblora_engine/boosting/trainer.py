@@ -34,6 +34,7 @@ from xgblora_engine.boosting.loss import (
     summed_loss,
 )
 from xgblora_engine.boosting.merge import Merger
+from xgblora_engine.boosting.probe import layer_gradient_norms
 from xgblora_engine.boosting.sampling import sample_layers
 from xgblora_engine.boosting.schedule import run_schedule
 from xgblora_engine.config import RunConfig
@@ -155,9 +156,21 @@ class BoostingTrainer:
     # --- phases --------------------------------------------------------------
     def sample(self, round_index: int) -> list[int]:
         b = self.cfg.boost
-        layers = sample_layers(self.n_layers, self.k, self.cfg.train.seed, round_index, b.sampling, b.layers)
+        if self.state.live_round == round_index:  # a round cut short by a Stop keeps its layers
+            return sorted({_layer_of(name, self.targets_by_layer) for name in self.state.live.modules()})
+        weights = self.probe() if b.sampling == "gradient" else None
+        layers = sample_layers(self.n_layers, self.k, self.cfg.train.seed, round_index, b.sampling,
+                               b.layers, weights)
         self.dist.check_same(layers, f"the layers of round {round_index}")
         return layers
+
+    def probe(self) -> list[float]:
+        """Each layer's gradient norm on the round's first batch, which the round then
+        trains on as usual (the stream is rewound)."""
+        position = self.stream.state()
+        batch = batch_to(self.stream.next_batch(), self.device)
+        self.stream.load_state(position)
+        return layer_gradient_norms(self.model, batch, self.targets_by_layer, self.dist.all_reduce_tensors)
 
     def attach(self, round_index: int, layers: list[int]) -> dict[str, BoosterLinear]:
         b = self.cfg.boost

@@ -78,3 +78,21 @@ def test_checked_k_rejects_what_the_model_does_not_have():
         checked_k(None, 31, 30)
     with pytest.raises(UserError, match="do not exist"):
         checked_k([30], None, 30)
+
+
+def test_gradient_draws_follow_the_weights_and_keep_every_layer_drawable():
+    weights = [0.0] * 5 + [1.0] * 20 + [10.0] * 5  # five flat, five steep layers
+    counts = [0] * 30
+    for r in range(1, 400):
+        draw = sample_layers(30, 10, seed=0, round_index=r, strategy="gradient", weights=weights)
+        assert draw == sample_layers(30, 10, seed=0, round_index=r, strategy="gradient", weights=weights)
+        assert len(set(draw)) == 10 and draw == sorted(draw)
+        for i in draw:
+            counts[i] += 1
+    steep, middle, flat = counts[25:], counts[5:25], counts[:5]
+    assert min(steep) > 0.9 * 399 and max(middle) < min(steep) and max(flat) < min(middle)
+
+
+def test_gradient_draws_need_the_measured_weights():
+    with pytest.raises(UserError, match="gradient norm"):
+        sample_layers(30, 10, 0, 1, "gradient")
