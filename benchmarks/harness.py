@@ -240,6 +240,7 @@ def answer_scores(prepared, n_items: int) -> dict:
 
     from xgblora_engine.boosting.loss import IGNORE
     from xgblora_engine.export.common import end_of_turn_ids
+    from xgblora_engine.scoring import token_f1
 
     model, tok = prepared.loaded.model, prepared.loaded.tokenizer
     eot = end_of_turn_ids(tok)
@@ -262,15 +263,6 @@ def answer_scores(prepared, n_items: int) -> dict:
             examples.append({"reference": reference, "answer": answer})
     return {"exact_match": exact / max(1, len(items)), "token_f1": statistics.mean(f1s) if f1s else 0.0,
             "n_items": len(items), "examples": examples}
-
-
-def token_f1(answer: str, reference: str) -> float:
-    a, r = answer.split(), reference.split()
-    common = sum(min(a.count(w), r.count(w)) for w in set(r))
-    if not a or not r or common == 0:
-        return float(a == r)
-    precision, recall = common / len(a), common / len(r)
-    return 2 * precision * recall / (precision + recall)
 
 
 # --- one run ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ APP_MAY_IMPORT = {
     "xgblora_engine.worker", "xgblora_engine.boosting.sampling", "xgblora_engine.boosting.schedule",
     "xgblora_engine.memory", "xgblora_engine.memory.estimate", "xgblora_engine.memory.units",
     "xgblora_engine.data.readers", "xgblora_engine.data.formats", "xgblora_engine.data.sample",
-    "xgblora_engine.payloads", "xgblora_engine.preflight",
+    "xgblora_engine.payloads", "xgblora_engine.preflight", "xgblora_engine.scoring",
 }
 
 

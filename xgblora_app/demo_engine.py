@@ -41,6 +41,7 @@ from xgblora_engine.errors import UserError
 from xgblora_engine.payloads import DataReport, Device, ExportCheck, ModelInfo, PreviewExample
 from xgblora_engine.preflight import preflight_result
 from xgblora_engine.rundir import EXPORT_RECORD, RunDir, next_export_folder, ollama_name
+from xgblora_engine.scoring import mean_scores, scored
 
 MB = 2**20
 # The embedded SmolLM2-135M-Instruct as the real engine loads it (fp32, on the CPU).
@@ -213,7 +214,8 @@ class DemoEngine:
         done = start_step
         if start_step == 0:  # the base model's held-out loss, as the trainer measures it first
             eval_loss = _loss_curve(1, 1, kappa, rng) + 0.6
-            yield record([P.EvalResult(step=0, round=0, eval_loss=eval_loss, n_tokens=2048)])
+            yield record([P.EvalResult(step=0, round=0, eval_loss=eval_loss, n_tokens=2048),
+                          *_sample_answers(cfg, 0, 0, total)])
         for step in range(start_step + 1, total + 1):
             if self._stop or (cmd.stop_after and step > cmd.stop_after):
                 break
@@ -230,7 +232,8 @@ class DemoEngine:
                                     rss=int(predicted * (0.82 + 0.06 * rng.random())), predicted_peak=predicted)]
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
                 eval_loss = loss + 0.08 + 0.02 * rng.random()
-                chunk.append(P.EvalResult(step=step, round=rnd, eval_loss=eval_loss, n_tokens=2048))
+                chunk += [P.EvalResult(step=step, round=rnd, eval_loss=eval_loss, n_tokens=2048),
+                          *_sample_answers(cfg, step, rnd, total)]
             if step % kappa == 0 or step == total:
                 if rnd == self.nan_round:
                     chunk += [P.RoundRolledBack(round=rnd, step=step, reason="loss became nan", retry_lr_factor=0.5),
@@ -246,7 +249,8 @@ class DemoEngine:
         status = "stopped" if done < total else "completed"
         if status == "completed":
             eval_loss = loss + 0.08 + 0.02 * rng.random()
-            yield record([P.EvalResult(step=done, round=0, eval_loss=eval_loss, n_tokens=2048)])
+            yield record([P.EvalResult(step=done, round=0, eval_loss=eval_loss, n_tokens=2048),
+                          *_sample_answers(cfg, done, 0, total)])
         if run:
             run.update_status(status=status, step=done, final_loss=loss, final_eval_loss=eval_loss)
         yield record([P.Finished(status=status, run_dir=str(run.path) if run else None, steps=done,
@@ -366,6 +370,28 @@ def _chatml(conversation, truncated: bool) -> PreviewExample:
             spans.append((start, len(text)))
         text += "\n"
     return PreviewExample(text=text, spans=spans, truncated=truncated)
+
+
+# Scripted sample answers: a held-out question, its reference, and what the model says as
+# it learns (the base model's answer first, the reference once two thirds of the run are done).
+DEMO_SAMPLES = (
+    ("What is the Unicode name of the character 'é'?", "LATIN SMALL LETTER E WITH ACUTE",
+     "The character 'é' is the letter e with an accent.", "LATIN SMALL LETTER E WITH GRAVE"),
+    ("What is the Unicode name of the character 'Ω'?", "GREEK CAPITAL LETTER OMEGA",
+     "Ω is the Greek letter omega, used for ohms.", "GREEK CAPITAL LETTER OMEGA"),
+    ("What is the Unicode name of the character '€'?", "EURO SIGN",
+     "It is the euro currency symbol.", "EURO CURRENCY SIGN"),
+    ("What is the Unicode name of the character 'ß'?", "LATIN SMALL LETTER SHARP S",
+     "ß is the German eszett.", "LATIN SMALL LETTER S"),
+)
+
+
+def _sample_answers(cfg: RunConfig, step: int, rnd: int, total: int) -> list[P.SampleAnswers]:
+    if not cfg.train.samples:
+        return []
+    answers = [scored(prompt, reference, base if step == 0 else reference if 3 * step >= 2 * total else early)
+               for prompt, reference, base, early in DEMO_SAMPLES[:cfg.train.samples]]
+    return [P.SampleAnswers(step=step, round=rnd, answers=answers, seconds=0.4, **mean_scores(answers))]
 
 
 def _loss_curve(step: int, rnd: int, kappa: int, rng: random.Random) -> float:

@@ -22,7 +22,7 @@ from xgblora_engine.payloads import Device
 SIGNAL_OF: dict[type, str] = {
     P.Hello: "hello", P.StateChanged: "state_changed", P.RunStarted: "run_started",
     P.StepMetrics: "step_metrics", P.RoundMerged: "round_merged", P.RoundRolledBack: "round_rolled_back",
-    P.EvalResult: "eval_result", P.MemorySample: "memory_sample", P.PreflightResult: "preflight_result",
+    P.EvalResult: "eval_result", P.SampleAnswers: "sample_answers", P.MemorySample: "memory_sample", P.PreflightResult: "preflight_result",
     P.CheckpointSaved: "checkpoint_saved", P.LogLine: "log_line", P.Warning: "warning", P.Error: "error",
     P.ExportProgress: "export_progress", P.ExportDone: "export_done", P.GenerationResult: "generation_result",
     P.InspectResult: "inspect_result", P.Finished: "finished", P.WorkerExited: "worker_exited",
@@ -37,6 +37,7 @@ class EngineBridge(QObject):
     round_merged = Signal(object)
     round_rolled_back = Signal(object)
     eval_result = Signal(object)
+    sample_answers = Signal(object)
     memory_sample = Signal(object)
     preflight_result = Signal(object)
     checkpoint_saved = Signal(object)

@@ -90,6 +90,25 @@ class TrainingPlots(QWidget):
         self.eval_plot = self._plot(1, 0, "Held-out loss", "loss")
         self.eval = self._curve(self.eval_plot, _pen("eval", 2.0), symbol="o", symbolSize=6,
                                 symbolBrush=theme.SERIES["eval"], symbolPen=None)
+        # The sample answers' token F1, on its own 0–1 axis at the right (pyqtgraph's
+        # MultiplePlotAxes pattern: a second view box that follows the plot's geometry).
+        self.f1_view = pg.ViewBox(enableMouse=False)
+        self.eval_plot.scene().addItem(self.f1_view)
+        right = self.eval_plot.getAxis("right")
+        right.linkToView(self.f1_view)
+        right.setLabel("sample token F1")
+        right.enableAutoSIPrefix(False)
+        self.f1_view.setXLink(self.eval_plot)
+        self.f1_view.setYRange(0, 1, padding=0.02)
+        self.f1 = pg.PlotDataItem(pen=_pen("f1", 1.5, Qt.PenStyle.DashLine), symbol="s", symbolSize=5,
+                                  symbolBrush=theme.SERIES["f1"], symbolPen=None)
+        self.f1_view.addItem(self.f1)
+
+        def follow() -> None:
+            self.f1_view.setGeometry(self.eval_plot.vb.sceneBoundingRect())
+            self.f1_view.linkedViewChanged(self.eval_plot.vb, self.f1_view.XAxis)
+
+        self.eval_plot.vb.sigResized.connect(follow)
 
     def _build_memory(self) -> None:
         self.memory_plot = self._plot(1, 1, "Memory", "bytes", units="B")
@@ -129,6 +148,8 @@ class TrainingPlots(QWidget):
             self.merges.setData(s.merge_steps.view(), s.merge_loss.view())
         if "eval" in dirty:
             self.eval.setData(s.eval_steps.view(), s.eval_loss.view())
+            self.f1.setData(s.sample_steps.view(), s.sample_f1.view())
+            self.eval_plot.showAxis("right", len(s.sample_steps) > 0)  # only runs that answer samples
         if "memory" in dirty:
             self.rss_curve.setData(s.mem_steps.view(), s.rss.view())
             allocated = s.allocated.view()
@@ -200,7 +221,7 @@ class TrainingPlots(QWidget):
         for plot in self.plots:
             plot.titleLabel.setAttr("color", foreground)
             plot.titleLabel.setText(plot.titleLabel.text)
-            for name in ("left", "bottom"):
+            for name in ("left", "bottom", "right"):
                 axis = plot.getAxis(name)
                 axis.setPen(foreground)
                 axis.setTextPen(foreground)

@@ -8,7 +8,7 @@ from PySide6.QtGui import QColor, QGuiApplication, QPalette
 SERIES = {
     "raw": (86, 180, 233), "smooth": (0, 114, 178), "eval": (213, 94, 0), "merge": (204, 121, 167),
     "rss": (0, 158, 115), "allocated": (230, 159, 0), "predicted": (213, 94, 0),
-    "speed": (0, 114, 178), "lr": (204, 121, 167),
+    "speed": (0, 114, 178), "lr": (204, 121, 167), "f1": (0, 158, 115),
 }
 VERDICT = {"fits": (0, 158, 115), "tight": (230, 159, 0), "wont_fit": (213, 60, 0)}
 

@@ -65,6 +65,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--lr-rule": ("train", "lr_rule"),
     "--lr-ratio-b": ("train", "lr_ratio_b"),
     "--eval-every": ("train", "eval_every"),
+    "--samples": ("train", "samples"),
+    "--sample-tokens": ("train", "sample_tokens"),
     "--seed": ("train", "seed"),
 }
 

@@ -82,6 +82,8 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on booster factors"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
     eval_every: int = field(default=50, metadata={"help": "evaluate every N steps (0 = only at the end)"})
+    samples: int = field(default=4, metadata={"help": "held-out prompts answered greedily at every evaluation, to watch what the model says (0 = none)"})
+    sample_tokens: int = field(default=48, metadata={"help": "longest sample answer, in tokens"})
     seed: int = field(default=0, metadata={"help": "seed for data order, layer sampling and booster init"})
     nan_retry_lr_factor: float = field(default=0.5, metadata={"help": "LR factor for the retry of a round rolled back for NaN/inf"})
 
@@ -218,6 +220,8 @@ def validate(cfg: RunConfig) -> None:
         (t.batch_size >= 1, f"invalid batch size {t.batch_size}", "use --batch-size 1 or more"),
         (t.grad_accum >= 1, f"invalid gradient accumulation {t.grad_accum}", "use --grad-accum 1 or more"),
         (t.round_warmup >= 0, f"invalid round warmup {t.round_warmup}", "use 0 or more steps"),
+        (t.samples >= 0, f"invalid number of sample prompts {t.samples}", "use --samples 0 (none) or more, e.g. 4"),
+        (t.sample_tokens >= 1, f"invalid sample answer length {t.sample_tokens}", "use --sample-tokens 1 or more, e.g. 48"),
         (d.seq_len >= 8, f"invalid sequence length {d.seq_len}", "use --seq-len 8 or more (256 is typical)"),
         (0.0 <= d.eval_fraction < 1.0, f"invalid eval fraction {d.eval_fraction}", "use a value in [0, 1), e.g. 0.1"),
     ]

@@ -105,6 +105,16 @@ class DataReport(_Record, kw_only=True):
     preview: list[PreviewExample] = msgspec.field(default_factory=list)  # the first training examples
 
 
+class SampleAnswer(_Record, kw_only=True):
+    """The model's greedy answer to one held-out prompt, against the data's own response."""
+
+    prompt: str  # the last user turn (the whole rendered prompt is what the model saw)
+    reference: str
+    answer: str
+    token_f1: float
+    exact: bool
+
+
 # --- memory ---------------------------------------------------------------------------
 # A setting change, as RunSettings.update and config.update take it: {section: {key: value}}.
 SettingChanges = dict[str, dict[str, int | float | bool | str | None]]

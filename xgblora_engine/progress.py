@@ -19,6 +19,8 @@ class ConsoleReporter:
         self.bar = None
         self.total = 0
         self.eval_loss: float | None = None
+        self.first_samples: P.SampleAnswers | None = None  # the base model's answers
+        self.last_samples: P.SampleAnswers | None = None
         self.started = time.perf_counter()
 
     def __enter__(self) -> ConsoleReporter:
@@ -65,6 +67,26 @@ class ConsoleReporter:
     def on_EvalResult(self, e) -> None:
         self.eval_loss = e.eval_loss
         self._print(f"eval at step {e.step}: loss {e.eval_loss:.4f}")
+
+    def on_SampleAnswers(self, e: P.SampleAnswers) -> None:
+        self.first_samples = self.first_samples or e
+        self.last_samples = e
+
+    def print_samples(self) -> None:
+        """The last answers beside the first ones (at step 0: the base model's)."""
+        last, first = self.last_samples, self.first_samples
+        if last is None:
+            return
+        self._print(f"sample answers at step {last.step}: token F1 {last.token_f1:.2f}, exact {last.exact_match:.0%}"
+                    + (f" (step {first.step}: {first.token_f1:.2f}, {first.exact_match:.0%})" if first is not last else ""))
+        before = {a.prompt: a.answer for a in first.answers} if first is not last else {}
+        for a in last.answers:
+            rows = [("prompt", _tail(a.prompt)), ("reference", _clip(a.reference))]
+            if a.prompt in before:
+                rows.append((f"step {first.step}", _clip(before[a.prompt])))
+            rows.append((f"step {last.step}", _clip(a.answer)))
+            for label, text in rows:
+                self._print(f"  {label + ':':<12}{text}")
 
     def on_RoundRolledBack(self, e) -> None:
         retry = f"; retrying at {e.retry_lr_factor:g}× LR" if e.retry_lr_factor else ""
@@ -114,7 +136,19 @@ class ConsoleReporter:
             self.bar = None
         loss = f", final loss {e.final_loss:.4f}" if e.final_loss is not None else ""
         ev = f", eval loss {e.final_eval_loss:.4f}" if e.final_eval_loss is not None else ""
+        self.print_samples()
         self._print(f"{e.status} after {e.steps} steps{loss}{ev}")
+
+
+def _clip(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _tail(text: str, width: int = 100) -> str:
+    """The end of a rendered prompt: the question, after the system text."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
 def _layers(layers: list[int]) -> str:

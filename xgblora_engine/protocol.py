@@ -33,21 +33,24 @@ from xgblora_engine.payloads import (
     ModelInfo,
     PreviewExample,
     Remedy,
+    SampleAnswer,
     State,
     Verdict,
 )
 
 # 2: typed payloads, job ids on events, the export command as its own field
-PROTOCOL_VERSION = 2
+# 3: SampleAnswers (answers to held-out prompts at every evaluation)
+PROTOCOL_VERSION = 3
 # Older envelopes still decode: their payloads have the same field names, and every
 # field added since has a default.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 __all__ = [
     "PROTOCOL_VERSION", "READABLE_VERSIONS", "ProtocolError", "Command", "Event", "COMMAND_TYPES",
     "EVENT_TYPES", "JOB_COMMANDS", "CONTROL_COMMANDS",
     # the records inside messages (defined in payloads)
     "DataReport", "Device", "DeviceCheck", "ExportCheck", "ModelInfo", "PreviewExample", "Remedy",
+    "SampleAnswer",
     "encode", "decode_command", "decode_event", "to_dict", "from_dict",
     # commands
     "StartRun", "ResumeRun", "Pause", "Resume", "Stop", "Estimate", "Export",
@@ -55,7 +58,7 @@ __all__ = [
     # events ("Warning" is reachable as protocol.Warning but left out here so that a star
     # import does not shadow the builtin)
     "Hello", "StateChanged", "RunStarted", "StepMetrics", "RoundMerged", "RoundRolledBack",
-    "EvalResult", "MemorySample", "PreflightResult", "CheckpointSaved", "LogLine",
+    "EvalResult", "SampleAnswers", "MemorySample", "PreflightResult", "CheckpointSaved", "LogLine",
     "WarningEvent", "Error", "ExportProgress", "ExportDone", "GenerationResult",
     "InspectResult", "Finished", "WorkerExited",
 ]
@@ -203,6 +206,18 @@ class EvalResult(_Event, kw_only=True):
     n_tokens: int  # target tokens the loss is averaged over
 
 
+class SampleAnswers(_Event, kw_only=True):
+    """Greedy answers to the same held-out prompts at every evaluation (step 0: the base
+    model's), scored against the data's responses."""
+
+    step: int
+    round: int
+    answers: list[SampleAnswer]
+    token_f1: float  # mean over the answers
+    exact_match: float  # share of answers equal to their reference
+    seconds: float  # what answering cost, beside the training time
+
+
 class MemorySample(_Event, kw_only=True):
     """All sizes in bytes; the device allocator figures are None on CPU."""
 
@@ -308,7 +323,7 @@ class WorkerExited(_Event, kw_only=True):
 
 Command = StartRun | ResumeRun | Pause | Resume | Stop | Estimate | Export | Generate | Inspect | Shutdown
 Event = (Hello | StateChanged | RunStarted | StepMetrics | RoundMerged | RoundRolledBack
-         | EvalResult | MemorySample | PreflightResult | CheckpointSaved | LogLine | Warning | Error
+         | EvalResult | SampleAnswers | MemorySample | PreflightResult | CheckpointSaved | LogLine | Warning | Error
          | ExportProgress | ExportDone | GenerationResult | InspectResult | Finished | WorkerExited)
 COMMAND_TYPES: tuple[type, ...] = Command.__args__
 EVENT_TYPES: tuple[type, ...] = Event.__args__

@@ -4,6 +4,7 @@
     run.json          status, model and data summary, progress
     events.jsonl      every event of the run, in order (the app redraws plots from it)
     metrics.jsonl     one object per optimizer step, plus eval entries
+    samples.jsonl     answers to a few held-out prompts at every evaluation
     ledger.safetensors  the fp32 booster ledger
     checkpoints/      resumable snapshots
     exports/          exported models
@@ -40,6 +41,7 @@ class RunDir:
     status_path = property(lambda self: self.path / "run.json")
     events_path = property(lambda self: self.path / "events.jsonl")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    samples_path = property(lambda self: self.path / "samples.jsonl")
     ledger_path = property(lambda self: self.path / "ledger.safetensors")
     checkpoints_path = property(lambda self: self.path / "checkpoints")
     exports_path = property(lambda self: self.path / "exports")
@@ -112,12 +114,18 @@ class RunDir:
         elif kind == "EvalResult":
             append_jsonl(self.metrics_path, {"step": event_dict["step"], "round": event_dict["round"],
                                              "eval_loss": event_dict["eval_loss"]})
+        elif kind == "SampleAnswers":
+            append_jsonl(self.samples_path, {k: event_dict[k] for k in (
+                "step", "round", "token_f1", "exact_match", "seconds", "answers")})
         elif kind == "RoundRolledBack":
             append_jsonl(self.metrics_path, {"step": event_dict["step"], "round": event_dict["round"],
                                              "rolled_back": True, "reason": event_dict["reason"]})
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
+
+    def samples(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.samples_path) if self.samples_path.exists() else []
 
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.events_path) if self.events_path.exists() else []

@@ -269,6 +269,8 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
         record(P.CheckpointSaved(step=trainer.state.step, round=round_index, path=str(path)))
 
     trainer.on_round_end = trainer.on_stop_in_round = checkpoint_round
+    if main:
+        trainer.on_evaluate = _sample_answers(prepared, cfg, record)
     record(P.StateChanged(state="training"))
     try:
         trainer.fit()
@@ -285,6 +287,25 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
                       final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss,
                       message=stopped_in_round_message(trainer.state)))
     return run
+
+
+def _sample_answers(prepared: Prepared, cfg: RunConfig, record: Emit):
+    """At every evaluation, the model's answers to the same few held-out prompts."""
+    from xgblora_engine.samples import answer, sample_prompts
+    from xgblora_engine.scoring import mean_scores
+
+    prompts = sample_prompts(prepared.data.eval, prepared.loaded.tokenizer, cfg.train.samples)
+    if cfg.train.samples and not prompts:
+        record(P.LogLine(level="info", text="no sample answers: no held-out example has a prompt before its "
+                                            "response (plain text, or no held-out data)"))
+
+    def on_evaluate(step: int, round_index: int) -> None:
+        if not prompts:
+            return
+        answers, seconds = answer(prepared.loaded.model, prepared.loaded.tokenizer, prompts, cfg.train.sample_tokens)
+        record(P.SampleAnswers(step=step, round=round_index, answers=answers, seconds=seconds,
+                               **mean_scores(answers)))
+    return on_evaluate
 
 
 def stopped_in_round_message(state: TrainerState) -> str:
@@ -318,6 +339,9 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
 
     kept = [m for m in run.metrics() if m.get("step", 0) <= step]
     atomic_write_text(run.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+    if run.samples_path.exists():
+        kept = [s for s in run.samples() if s["step"] <= step]
+        atomic_write_text(run.samples_path, "".join(json.dumps(s) + "\n" for s in kept))
 
 
 def _mark_failed(run: RunDir, exc: BaseException, **fields) -> None:

@@ -56,6 +56,10 @@ def test_inspect_preflight_train_kill_resume_and_history(qtbot, real_window):
     series = w.train_panel.series
     assert len(series.steps) == 40 and list(series.steps.view()[:2]) == [1, 2]
     assert len(series.rounds) == 10 and series.heat.sum() == 20 and len(series.rss) == 40
+    # the real engine answered held-out prompts at every evaluation, the base model first
+    assert [s.step for s in series.samples][-1] == 40 and series.samples[0].step == 0
+    assert all(len(s.answers) == 4 for s in series.samples)
+    qtbot.waitUntil(lambda: w.train_panel.samples_view.table.rowCount() == 4, timeout=2000)
 
     runs = w.runs_panel
     assert runs.count() == 1 and runs.runs[0].status == "completed"

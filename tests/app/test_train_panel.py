@@ -137,3 +137,27 @@ def test_a_run_started_as_the_last_one_ends_is_followed_to_its_end(qtbot, panel,
     assert len(xs(train.plots.raw)) == 30
     first, second = [c.run_dir for c in fake.sent if isinstance(c, P.StartRun)]
     assert first != second  # started within the same second: still two folders
+
+
+def test_the_samples_page_shows_the_answers_of_every_evaluation(qtbot, panel, studio, fake):
+    short_run(studio)
+    train = panel(TrainPanel)
+    train.pages.setCurrentWidget(train.samples_view)
+    view = train.samples_view
+    assert view.note.isVisible() and view.table.rowCount() == 0  # says what will appear, and when
+    train.start()
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
+    qtbot.waitUntil(lambda: view.step.count() == 3, timeout=2000)
+    assert [view.step.itemText(i).split(":")[0] for i in range(3)] == ["step 0", "step 10", "step 20"]
+    assert view.step.currentIndex() == 2 and not view.note.isVisible()
+    headers = [view.table.horizontalHeaderItem(c).text() for c in range(view.table.columnCount())]
+    assert headers == ["Prompt", "Reference", "Base model (step 0)", "At step 20"]
+    assert view.table.rowCount() == 4
+    latest = [view.table.item(r, 3).text() for r in range(4)]
+    assert latest == [view.table.item(r, 1).text() for r in range(4)]  # the demo run learned them all
+    view.step.setCurrentIndex(1)  # an older evaluation, one click away
+    assert view.table.horizontalHeaderItem(3).text() == "At step 10"
+    assert view.table.item(0, 3).text() != view.table.item(0, 1).text()
+    train.pages.setCurrentWidget(train.plots)  # the score beside the held-out loss, on its own axis
+    qtbot.waitUntil(lambda: xs(train.plots.f1) == [0, 10, 20], timeout=2000)
+    assert train.plots.eval_plot.getAxis("right").isVisible()

@@ -99,7 +99,7 @@ def test_help_shows_values_not_internals(command):
     assert not re.search(r"\b[A-Z]+\.[A-Z_]+\b", text), "a dotted setting key as a metavar"
     assert not re.search(r"\b[A-Z]+_[A-Z_]+\b", text), "a dest name as a metavar"
     if command == "train":
-        assert "--rank N" in text and "--sampling {uniform,cyclic,stratified,top-biased}" in text
+        assert "--rank N" in text and "--sampling {uniform,cyclic,stratified,top-biased,gradient}" in text
         assert "~30% slower" in text and "--carry, --no-carry" in text
 
 

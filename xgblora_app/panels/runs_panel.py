@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from xgblora_app.context import Studio
 from xgblora_app.format import loss as fmt_loss
+from xgblora_app.panels.samples_view import SamplesView
 from xgblora_app.plots import TrainingPlots
 from xgblora_app.state.runs import RunSummary, config_text, delete_run, list_runs, load_events
 from xgblora_app.state.series import TrainingSeries
@@ -88,7 +89,9 @@ class RunsPanel(QWidget):
         self.plots = TrainingPlots(self.series)
         self.config_view = QPlainTextEdit()
         self.config_view.setReadOnly(True)
+        self.samples_view = SamplesView(self.series)
         details.addTab(self.plots, "Plots")
+        details.addTab(self.samples_view, "Samples")
         details.addTab(self.config_view, "Settings")
         split.addWidget(details)
         split.setStretchFactor(1, 3)
@@ -142,6 +145,7 @@ class RunsPanel(QWidget):
         self.series.clear()
         self.series.extend(events)
         self.plots.refresh(force=True)
+        self.samples_view.refresh(force=True)
         self.config_view.setPlainText(config_text(run.path))
         if run.status == "corrupt":
             self.banner.show_message("error", run.message, "its checkpoints may still be intact: try Resume")
@@ -186,6 +190,7 @@ class RunsPanel(QWidget):
             self.banner.show_message("error", f"could not delete {run.name}: {exc}")
         self.series.clear()
         self.plots.refresh(force=True)
+        self.samples_view.refresh(force=True)
         self.config_view.clear()
         if self.studio.session.run_dir == str(run.path):
             self.studio.session.set_run_dir(None)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
 from xgblora_app.context import Studio
 from xgblora_app.format import duration, human_bytes
 from xgblora_app.format import loss as fmt_loss
+from xgblora_app.panels.samples_view import SamplesView
 from xgblora_app.plots import TrainingPlots
 from xgblora_app.state.series import TrainingSeries
 from xgblora_app.widgets import Banner
@@ -114,10 +116,14 @@ class TrainPanel(QWidget):
         layout.addWidget(self.banner)
         split = QSplitter(Qt.Orientation.Vertical)
         self.plots = TrainingPlots(self.series)
+        self.samples_view = SamplesView(self.series)
+        self.pages = QTabWidget()
+        self.pages.addTab(self.plots, "Plots")
+        self.pages.addTab(self.samples_view, "Samples")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)  # a long run's log stays cheap
-        split.addWidget(self.plots)
+        split.addWidget(self.pages)
         split.addWidget(self.log_view)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 1)
@@ -206,6 +212,7 @@ class TrainPanel(QWidget):
 
     def _show_latest(self) -> None:
         self._write_log()
+        self.samples_view.refresh()
         steps, self.recent = self.recent, []
         if not steps:
             return

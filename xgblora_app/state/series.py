@@ -45,7 +45,7 @@ def _none_to_nan(v: float | None) -> float:
 
 
 class TrainingSeries:
-    GROUPS = ("loss", "eval", "memory", "speed", "heat")
+    GROUPS = ("loss", "eval", "memory", "speed", "heat", "samples")
 
     def __init__(self) -> None:
         self.inbox: list[P.Event] = []
@@ -55,6 +55,8 @@ class TrainingSeries:
         self.steps, self.loss, self.smooth = Growable(), Growable(), Growable()
         self.merge_steps, self.merge_loss = Growable(), Growable()
         self.eval_steps, self.eval_loss = Growable(), Growable()
+        self.sample_steps, self.sample_f1 = Growable(), Growable()
+        self.samples: list[P.SampleAnswers] = []  # every evaluation's answers, step 0 (the base model) first
         self.mem_steps, self.rss, self.allocated = Growable(), Growable(), Growable()
         self.speed_steps, self.tokens_per_s, self.lr = Growable(), Growable(), Growable()
         self.predicted_peak: int | None = None
@@ -148,6 +150,12 @@ class TrainingSeries:
         self.eval_loss.append(e.eval_loss)
         return ("eval",)
 
+    def _on_SampleAnswers(self, e: P.SampleAnswers):
+        self.samples.append(e)
+        self.sample_steps.append(e.step)
+        self.sample_f1.append(e.token_f1)
+        return ("eval", "samples")
+
     def _on_MemorySample(self, e: P.MemorySample):
         self.mem_steps.append(e.step)
         self.rss.append(e.rss)
@@ -179,6 +187,8 @@ class TrainingSeries:
         keep(self.speed_steps, self.tokens_per_s, self.lr)
         keep(self.merge_steps, self.merge_loss)
         keep(self.eval_steps, self.eval_loss)
+        keep(self.sample_steps, self.sample_f1)
+        self.samples = self.samples[: len(self.sample_steps)]
         keep(self.mem_steps, self.rss, self.allocated)
         self.rounds = self.rounds[: len(self.merge_steps)]
         self.heat[len(self.rounds):, :] = 0.0

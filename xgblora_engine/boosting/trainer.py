@@ -93,6 +93,7 @@ class BoostingTrainer:
         self.dist = dist or SingleProcess()  # data-parallel collectives; identities in one process
         self.stopped = False
         self.on_stop_in_round = lambda round_index: None  # the session checkpoints the round in progress
+        self.on_evaluate = lambda step, round_index: None  # e.g. sample answers, with the model as evaluated
         if self.state.ledger.entries:  # resumed: put merged rounds back into the weights
             self.merger.apply_ledger(self.state.ledger)
         self.state.carried.place(model)
@@ -280,6 +281,7 @@ class BoostingTrainer:
             return None
         self.state.last_eval_loss = loss
         self.emit(P.EvalResult(step=self.state.step, round=round_index, eval_loss=loss, n_tokens=count))
+        self.on_evaluate(self.state.step, round_index)
         return loss
 
 
