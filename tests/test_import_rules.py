@@ -22,6 +22,7 @@ APP_MAY_IMPORT = {
     "xgblora_engine.memory", "xgblora_engine.memory.estimate", "xgblora_engine.memory.units",
     "xgblora_engine.data.readers", "xgblora_engine.data.formats", "xgblora_engine.data.sample",
     "xgblora_engine.payloads", "xgblora_engine.preflight", "xgblora_engine.scoring",
+    "xgblora_engine.runs",
 }
 
 

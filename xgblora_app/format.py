@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from xgblora_engine.memory.units import human_bytes  # noqa: F401 - one byte format for engine and window
 from xgblora_engine.payloads import Device
+from xgblora_engine.runs import human_duration as duration  # noqa: F401 - one format for the CLI and the window
+from xgblora_engine.runs import loss_text as loss  # noqa: F401
 
 
 def gigabytes(n: float) -> str:
@@ -35,14 +35,3 @@ def human_count(n: float | None) -> str:
     return f"{n:.0f}"
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
-
-
-def loss(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"

@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app import theme
-from xgblora_app.state.runs import list_runs
 from xgblora_app.state.session import Session
+from xgblora_engine.runs import list_runs
 
 KIND_COLOURS = {"info": (0, 114, 178), "ok": (0, 158, 115), "warning": (230, 159, 0), "error": (213, 60, 0)}
 

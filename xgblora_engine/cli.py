@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
 from xgblora_engine import __version__
@@ -21,6 +22,7 @@ from xgblora_engine.config import (
     INITS,
     LR_RULES,
     QUANTIZE,
+    REPORT_TO,
     SAMPLING,
     SECTIONS,
     TRAIN_ON,
@@ -67,6 +69,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--eval-every": ("train", "eval_every"),
     "--samples": ("train", "samples"),
     "--sample-tokens": ("train", "sample_tokens"),
+    "--report-to": ("train", "report_to"),
     "--seed": ("train", "seed"),
 }
 
@@ -82,7 +85,7 @@ def _help_of(section: str, key: str) -> str:
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "dtype"): DTYPES, ("model", "quantize"): QUANTIZE, ("data", "format"): FORMATS,
     ("data", "train_on"): TRAIN_ON, ("boost", "sampling"): tuple(s for s in SAMPLING if s != "explicit"), ("boost", "init"): INITS,
-    ("train", "lr_rule"): LR_RULES, ("train", "schedule"): ("cosine", "constant"),
+    ("train", "lr_rule"): LR_RULES, ("train", "schedule"): ("cosine", "constant"), ("train", "report_to"): REPORT_TO,
 }
 METAVARS = {"name": "MODEL", "path": "PATH", "eval_path": "PATH", "columns": "FIELD=COLUMN,...",
             "target_modules": "NAME,...", "layers": "I,J,...", "device": "DEVICE", "lr": "RATE",
@@ -144,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compress the adapter to this rank per module by SVD (default: exact)")
     export.add_argument("--no-verify", action="store_true",
                         help="skip reloading the export in its runtime and comparing (not recommended)")
+
+    runs = sub.add_parser("runs", help="list runs, or compare some side by side",
+                          description="List the runs in the runs folder; with run names or folders, compare "
+                                      "them: their table row, the settings that differ, and their final scores.")
+    runs.add_argument("runs", nargs="*", metavar="RUN", help="run names (in the runs folder) or run folders")
+    runs.add_argument("--root", metavar="DIR", help="the runs folder (default: the app's, as `train` uses)")
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     chat = sub.add_parser("chat", help="try a model or a run's fine-tuned model in the terminal",
                           description="Greedy answers from a model or a run (interactive without --prompt).")
@@ -340,7 +350,45 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "estimate": cmd_estimate, "export": cmd_export}
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from xgblora_engine.rundir import runs_root
+    from xgblora_engine.runs import COLUMNS, cells, differing_settings, find_run, list_runs
+
+    root = Path(args.root).expanduser() if args.root else runs_root()
+    runs = [find_run(r, root) for r in args.runs] if args.runs else list_runs(root)
+    differ = differing_settings(runs) if len(args.runs) > 1 else []
+    if args.json:
+        print(json.dumps({"runs": [_run_record(r) for r in runs],
+                          "settings_that_differ": {key: values for key, values in differ}}, indent=1))
+        return 0
+    if not runs:
+        print(f"no runs in {root}: `xgblora train` makes one there", file=sys.stderr)
+        return 0
+    print(_table(COLUMNS, [cells(r) for r in runs]))
+    if differ:
+        print("\nsettings that differ:")
+        print(_table(["setting", *(r.name for r in runs)], [[key, *map(str, values)] for key, values in differ]))
+    elif len(args.runs) > 1:
+        print("\nthe runs have the same settings")
+    return 0
+
+
+def _run_record(run) -> dict:
+    return {"name": run.name, "path": str(run.path), "status": run.status, "model": run.model, "data": run.data,
+            "step": run.step, "total_steps": run.total_steps, "final_loss": run.final_loss,
+            "final_eval_loss": run.final_eval_loss, "sample_token_f1": run.sample_f1,
+            "train_seconds": run.train_seconds, "peak_bytes": run.peak_bytes, "settings": run.settings}
+
+
+def _table(header, rows) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *rows])
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "estimate": cmd_estimate, "export": cmd_export,
+            "runs": cmd_runs}
 COMMANDS["chat"] = cmd_chat
 
 

@@ -16,6 +16,7 @@ from xgblora_engine.errors import UserError
 
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("none", "4bit", "8bit")
+REPORT_TO = ("none", "tensorboard")
 SAMPLING = ("uniform", "cyclic", "stratified", "top-biased", "gradient", "explicit")
 TRAIN_ON = ("response", "all")
 INITS = ("kaiming", "gradient", "offset")
@@ -84,6 +85,7 @@ class TrainConfig:
     eval_every: int = field(default=50, metadata={"help": "evaluate every N steps (0 = only at the end)"})
     samples: int = field(default=4, metadata={"help": "held-out prompts answered greedily at every evaluation, to watch what the model says (0 = none)"})
     sample_tokens: int = field(default=48, metadata={"help": "longest sample answer, in tokens"})
+    report_to: str = field(default="none", metadata={"help": "also log the run to: none or tensorboard (event files in RUN/tensorboard; needs the tensorboard package)"})
     seed: int = field(default=0, metadata={"help": "seed for data order, layer sampling and booster init"})
     nan_retry_lr_factor: float = field(default=0.5, metadata={"help": "LR factor for the retry of a round rolled back for NaN/inf"})
 
@@ -207,6 +209,7 @@ def validate(cfg: RunConfig) -> None:
     _choice(d.train_on, TRAIN_ON, "train_on")
     _choice(d.format, FORMATS, "data format")
     _choice(t.schedule, ("cosine", "constant"), "schedule")
+    _choice(t.report_to, REPORT_TO, "report_to")
     checks = [
         (m.shard_gpus >= 1, f"invalid number of GPUs to shard over: {m.shard_gpus}", "use --shard-gpus 1 (one device) or the number of GPUs to spread the model over"),
         (b.rank >= 1, f"invalid rank {b.rank}: the rank of a booster must be at least 1", "use --rank 1 (the paper's setting) or higher"),

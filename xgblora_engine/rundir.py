@@ -3,7 +3,7 @@
     config.yaml       the resolved settings (every default filled in)
     run.json          status, model and data summary, progress
     events.jsonl      every event of the run, in order (the app redraws plots from it)
-    metrics.jsonl     one object per optimizer step, plus eval entries
+    metrics.jsonl     one object per optimizer step, plus eval, memory and sample-score entries
     samples.jsonl     answers to a few held-out prompts at every evaluation
     ledger.safetensors  the fp32 booster ledger
     checkpoints/      resumable snapshots
@@ -117,6 +117,11 @@ class RunDir:
         elif kind == "SampleAnswers":
             append_jsonl(self.samples_path, {k: event_dict[k] for k in (
                 "step", "round", "token_f1", "exact_match", "seconds", "answers")})
+            append_jsonl(self.metrics_path, {k: event_dict[k] for k in ("step", "round", "token_f1", "exact_match")})
+        elif kind == "MemorySample":  # the device's peak where there is one, else the process's
+            peak = event_dict["peak"]
+            append_jsonl(self.metrics_path, {"step": event_dict["step"],
+                                             "memory": peak if peak is not None else event_dict["rss"]})
         elif kind == "RoundRolledBack":
             append_jsonl(self.metrics_path, {"step": event_dict["step"], "round": event_dict["round"],
                                              "rolled_back": True, "reason": event_dict["reason"]})

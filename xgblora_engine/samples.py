@@ -21,8 +21,30 @@ from xgblora_engine.scoring import scored
 @dataclass
 class SamplePrompt:
     ids: list[int]
-    text: str  # the prompt as the model saw it, special tokens left out
+    text: str  # the last user message (the whole prompt when the template hides it)
     reference: str
+
+
+def user_turn_markers(tokenizer) -> tuple[str, str] | None:
+    """The text the chat template puts around a user message that follows another turn:
+    found by rendering a sentinel. None when the template will not render one."""
+    marker = "\ue000"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": marker}],
+                                             tokenize=False, add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - e.g. a template that refuses a system turn
+        return None
+    before, _, after = text.partition(marker)
+    head = before[before.rfind("S") + 1:]  # from the end of the system message to the user's
+    return (head, after) if head and after else None
+
+
+def last_user_message(tokenizer, ids: list[int], markers: tuple[str, str] | None) -> str:
+    rendered = tokenizer.decode(ids, skip_special_tokens=False)
+    if markers and markers[0] in rendered and rendered.endswith(markers[1]):
+        start = rendered.rfind(markers[0]) + len(markers[0])
+        return rendered[start:len(rendered) - len(markers[1])].strip()
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def sample_prompts(examples, tokenizer, n: int) -> list[SamplePrompt]:
@@ -30,6 +52,7 @@ def sample_prompts(examples, tokenizer, n: int) -> list[SamplePrompt]:
     from xgblora_engine.export.common import end_of_turn_ids
 
     stop = set(end_of_turn_ids(tokenizer))
+    markers = user_turn_markers(tokenizer)
     prompts = []
     for example in examples:
         if len(prompts) == n:
@@ -41,7 +64,7 @@ def sample_prompts(examples, tokenizer, n: int) -> list[SamplePrompt]:
         end = next((i for i in range(first, len(labels)) if labels[i] == IGNORE), len(labels))
         reference = [t for t in labels[first:end] if t not in stop]
         ids = list(example.input_ids[:first])
-        prompts.append(SamplePrompt(ids, tokenizer.decode(ids, skip_special_tokens=True).strip(),
+        prompts.append(SamplePrompt(ids, last_user_message(tokenizer, ids, markers),
                                     tokenizer.decode(reference, skip_special_tokens=True).strip()))
     return prompts
 

@@ -32,6 +32,7 @@ from xgblora_engine.fileio import atomic_write_text
 from xgblora_engine.models.shape import shape_of, shares_of
 from xgblora_engine.models.sharding import check_not_data_parallel
 from xgblora_engine.preflight import preflight_result
+from xgblora_engine.reporting import TensorBoardReport, check_available
 from xgblora_engine.rundir import RunDir
 
 Emit = Callable[[object], None]
@@ -167,6 +168,7 @@ def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunContro
     cfg.validate()
     options = options or Options()
     check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
+    check_available(cfg.train.report_to)
     main = options.dist.is_main
     run = RunDir.create(out, cfg.model.name) if main else None
     run = RunDir(options.dist.broadcast(str(run.path) if main else None))  # every rank, one folder
@@ -196,6 +198,7 @@ def resume_training(run_dir: str, emit: Emit, control: RunControl | None = None,
     run = RunDir.open(run_dir)
     cfg = RunConfig.from_saved(load_config_file(run.config_path)).validate()
     check_not_data_parallel(cfg.model.shard_gpus, options.dist.world)
+    check_available(cfg.train.report_to)
     with reported_as_disk_full(run.path, lambda: run_space_needed(run.path), resume_hint(run.path)):
         return _resume(run, cfg, emit, control, options)
 
@@ -243,6 +246,9 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
     record(P.RunStarted(run_dir=str(run.path), config=copy.deepcopy(cfg), model_info=info,
                         data_report=prepared.data.report.describe(), n_layers=info.n_layers,
                         total_steps=cfg.train.max_steps, total_rounds=total_rounds, start_step=state.step))
+    report = TensorBoardReport(run.path) if main and cfg.train.report_to == "tensorboard" else None
+    if report is not None:
+        record = _mirrored(record, report)
     if main:
         record = _with_memory_samples(record, info.device, check.predicted_peak)
     # One stream of global batches (per-process batch × processes), each rank taking its
@@ -277,6 +283,8 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
     except BaseException as exc:
         if main:
             _mark_failed(run, exc, step=trainer.state.step)
+        if report is not None:
+            report.close()
         raise
     status = "stopped" if trainer.stopped else "completed"
     if main:
@@ -286,6 +294,8 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
     record(P.Finished(status=status, run_dir=str(run.path), steps=trainer.state.step,
                       final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss,
                       message=stopped_in_round_message(trainer.state)))
+    if report is not None:
+        report.close()
     return run
 
 
@@ -366,6 +376,14 @@ def _with_memory_samples(record: Emit, device: str, predicted_peak: int) -> Emit
             record(P.MemorySample(step=event.step, predicted_peak=predicted_peak, **memory.snapshot(device)))
 
     return with_memory
+
+
+def _mirrored(record: Emit, report: Emit) -> Emit:
+    def both(event) -> None:
+        record(event)
+        report(event)
+
+    return both
 
 
 def _recording(run: RunDir, emit: Emit) -> Emit:

@@ -13,7 +13,7 @@ from xgblora_engine.rundir import RunDir
 
 
 def train_run_folder(root: Path, name: str = "run-a", steps: int = 20, kappa: int = 5,
-                     killed_after: int | None = None) -> Path:
+                     killed_after: int | None = None, lr: float | None = None) -> Path:
     """A completed run folder made by the scripted engine; with ``killed_after`` the
     engine dies after that many steps, leaving the folder as a killed worker does."""
     client = DemoEngine(runs_root=root, steps_per_poll=None,
@@ -21,6 +21,7 @@ def train_run_folder(root: Path, name: str = "run-a", steps: int = 20, kappa: in
     client.start()
     cfg = RunConfig()
     cfg.train.max_steps, cfg.boost.merge_every, cfg.train.eval_every = steps, kappa, 10
+    cfg.train.lr = lr or cfg.train.lr
     client.send(P.StartRun(config=cfg, run_dir=str(root / name)))
     while client.poll(100_000):
         pass

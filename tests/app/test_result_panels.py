@@ -95,6 +95,34 @@ def test_runs_panel_lists_run_folders_and_redraws_their_plots(qtbot, panel, stud
     assert runs.selected().path == hand
 
 
+def test_two_runs_compared_side_by_side_and_the_table_sorts(qtbot, panel, studio, runs_root):
+    train_run_folder(runs_root, "slow-lr", steps=20, lr=1e-3)
+    train_run_folder(runs_root, "fast-lr", steps=30, lr=1e-2)
+    runs = panel(RunsPanel)
+    header = [runs.table.horizontalHeaderItem(c).text() for c in range(runs.table.columnCount())]
+    assert header[:9] == ["Run", "Status", "Model", "Data", "Rank", "k", "κ", "lr", "Steps"]
+    row = {h: runs.table.item(0, c).text() for c, h in enumerate(header)}
+    assert row["Rank"] == "4" and row["κ"] == "5" and row["Sample F1"] != "–" and row["Peak"].endswith("GB")
+    runs.sort_by(header.index("Steps"))
+    assert [r.name for r in runs.runs] == ["slow-lr", "fast-lr"]
+    runs.sort_by(header.index("Steps"))  # again: the other way
+    assert [r.name for r in runs.runs] == ["fast-lr", "slow-lr"]
+    runs.table.selectAll()
+    assert runs.selected() is None and not runs.resume_button.isEnabled()  # buttons act on one run
+    assert runs.details.currentWidget() is runs.comparison
+    compare = runs.comparison
+    for plot, _, _ in compare.plots.values():
+        assert len(plot.listDataItems()) == 2 and [n for _, n in
+                                                   ((i, i.name()) for i in plot.listDataItems())] == ["fast-lr", "slow-lr"]
+    rows = [compare.table.verticalHeaderItem(r).text() for r in range(compare.table.rowCount())]
+    assert rows[:3] == ["final training loss", "final held-out loss", "sample token F1"]
+    assert "train.lr" in rows and "train.max_steps" in rows and "boost.rank" not in rows
+    lr_row = rows.index("train.lr")
+    assert [compare.table.item(lr_row, c).text() for c in range(2)] == ["0.01", "0.001"]
+    runs.table.selectRow(0)  # one run again: its own plots
+    assert runs.selected().name == "fast-lr" and compare.note.isVisible()
+
+
 def test_killed_runs_can_be_resumed_from_history(qtbot, panel, studio, runs_root):
     train_run_folder(runs_root, "killed", steps=20, killed_after=6)
     runs = panel(RunsPanel)

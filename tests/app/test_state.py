@@ -9,11 +9,12 @@ from tests.app.helpers import handmade_run_folder, model_info, train_run_folder
 from xgblora_app.state.hf_cache import cached_models
 from xgblora_app.state.presets import preset_changes
 from xgblora_app.state.run_settings import RunSettings, default_value, help_text
-from xgblora_app.state.runs import list_runs, load_events
+from xgblora_app.state.runs import load_events
 from xgblora_app.state.series import TrainingSeries
 from xgblora_engine import protocol as P
 from xgblora_engine.config import RunConfig
 from xgblora_engine.errors import UserError
+from xgblora_engine.runs import list_runs
 
 INFO = model_info(30)
 

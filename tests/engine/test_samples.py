@@ -51,3 +51,21 @@ def test_a_resume_keeps_the_samples_up_to_its_checkpoint_and_answers_the_rest(tm
     straight = run_training(copy.deepcopy(cfg), str(tmp_path / "straight"), lambda e: None)
     assert RunDir(run.path).samples() == [{**s, "seconds": r["seconds"]} for s, r in
                                           zip(RunDir(straight.path).samples(), RunDir(run.path).samples())]
+
+
+def test_the_prompt_shown_is_the_last_user_message():
+    from transformers import AutoTokenizer
+
+    from xgblora_engine.models.source import EMBEDDED_FILE, embedded_folder
+    from xgblora_engine.samples import last_user_message, user_turn_markers
+
+    tok = AutoTokenizer.from_pretrained(embedded_folder(), gguf_file=EMBEDDED_FILE)  # SmolLM2's ChatML template
+    markers = user_turn_markers(tok)
+    assert markers == ("<|im_end|>\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n")
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": "What is the Unicode name of 'é'?"}]
+    ids = tok.apply_chat_template(turns, add_generation_prompt=True)
+    assert last_user_message(tok, ids, markers) == "What is the Unicode name of 'é'?"
+    one = tok.apply_chat_template(turns[2:], add_generation_prompt=True)  # after the template's own system turn
+    assert last_user_message(tok, one, markers) == "What is the Unicode name of 'é'?"
+    assert last_user_message(tok, ids, None).endswith("What is the Unicode name of 'é'?\nassistant")  # all of it

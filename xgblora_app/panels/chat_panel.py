@@ -20,9 +20,9 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app.context import Studio
-from xgblora_app.state.runs import summarize
 from xgblora_app.widgets import RunPicker, section_title
 from xgblora_engine import protocol as P
+from xgblora_engine.runs import summarize
 
 
 class AnswerPane(QGroupBox):

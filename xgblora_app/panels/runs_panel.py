@@ -24,14 +24,16 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app.context import Studio
-from xgblora_app.format import loss as fmt_loss
+from xgblora_app.panels.runs_compare import RunsComparison
 from xgblora_app.panels.samples_view import SamplesView
 from xgblora_app.plots import TrainingPlots
-from xgblora_app.state.runs import RunSummary, config_text, delete_run, list_runs, load_events
+from xgblora_app.state.runs import config_text, delete_run, load_events
 from xgblora_app.state.series import TrainingSeries
 from xgblora_app.widgets import Banner, section_title
+from xgblora_engine.runs import COLUMNS as RUN_COLUMNS
+from xgblora_engine.runs import RunSummary, cells, list_runs, sort_key
 
-COLUMNS = ("Run", "Status", "Model", "Data", "Steps", "Loss", "Held-out", "Updated")
+COLUMNS = (*RUN_COLUMNS, "Updated")
 
 
 class RunsPanel(QWidget):
@@ -79,20 +81,25 @@ class RunsPanel(QWidget):
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)  # several: compare them
+        self.table.horizontalHeader().setSectionsClickable(True)
+        self.table.horizontalHeader().sectionClicked.connect(self.sort_by)
+        self.sorted_by: tuple[int, bool] | None = None  # (column, descending); None: newest first
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._selected)
         split.addWidget(self.table)
-        details = QTabWidget()
+        self.details = details = QTabWidget()
         self.plots = TrainingPlots(self.series)
+        self.comparison = RunsComparison()
         self.config_view = QPlainTextEdit()
         self.config_view.setReadOnly(True)
         self.samples_view = SamplesView(self.series)
         details.addTab(self.plots, "Plots")
         details.addTab(self.samples_view, "Samples")
         details.addTab(self.config_view, "Settings")
+        details.addTab(self.comparison, "Compare")
         split.addWidget(details)
         split.setStretchFactor(1, 3)
         layout.addWidget(split, 1)
@@ -102,13 +109,14 @@ class RunsPanel(QWidget):
     def refresh(self) -> None:
         selected = self.selected()
         self.runs = list_runs(self.studio.session.runs_root)
+        if self.sorted_by is not None:
+            column, descending = self.sorted_by
+            self.runs.sort(key=lambda r: self._sort_key(r, column), reverse=descending)
         self.table.blockSignals(True)
         self.table.setRowCount(len(self.runs))
         for row, r in enumerate(self.runs):
-            steps = f"{r.step}" + (f" / {r.total_steps}" if r.total_steps else "")
-            cells = (r.name, r.status, r.model, r.data, steps, fmt_loss(r.final_loss), fmt_loss(r.final_eval_loss),
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)) if r.updated else "")
-            for col, text in enumerate(cells):
+            updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)) if r.updated else ""
+            for col, text in enumerate([*cells(r), updated]):
                 item = QTableWidgetItem(text)
                 item.setToolTip(r.message or str(r.path))
                 self.table.setItem(row, col, item)
@@ -118,12 +126,30 @@ class RunsPanel(QWidget):
             self.select(str(selected.path))
         self._update_buttons()
 
+    def sort_by(self, column: int) -> None:
+        """A header click sorts by that column; a second click reverses it."""
+        descending = self.sorted_by == (column, False)
+        self.sorted_by = (column, descending)
+        self.table.horizontalHeader().setSortIndicator(
+            column, Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder)
+        self.table.horizontalHeader().setSortIndicatorShown(True)
+        self.refresh()
+
+    @staticmethod
+    def _sort_key(run: RunSummary, column: int):
+        return (False, run.updated) if column == len(RUN_COLUMNS) else sort_key(run, column)
+
     def count(self) -> int:
         return len(self.runs)
 
     def selected(self) -> RunSummary | None:
-        rows = self.table.selectionModel().selectedRows()
-        return self.runs[rows[0].row()] if rows and rows[0].row() < len(self.runs) else None
+        """The run the buttons act on: the one selected (None with none or several)."""
+        chosen = self.chosen()
+        return chosen[0] if len(chosen) == 1 else None
+
+    def chosen(self) -> list[RunSummary]:
+        rows = sorted(i.row() for i in self.table.selectionModel().selectedRows())
+        return [self.runs[r] for r in rows if r < len(self.runs)]
 
     def select(self, run_dir: str) -> None:
         for row, r in enumerate(self.runs):
@@ -133,10 +159,13 @@ class RunsPanel(QWidget):
 
     # --- one run -------------------------------------------------------------------
     def _selected(self) -> None:
-        run = self.selected()
+        chosen = self.chosen()
         self._update_buttons()
-        if run is not None:
-            self.open_run(run)
+        self.comparison.show_runs(chosen)
+        if len(chosen) == 1:
+            self.open_run(chosen[0])
+        elif len(chosen) > 1:
+            self.details.setCurrentWidget(self.comparison)
 
     def open_run(self, run: RunSummary) -> None:
         """Redraw the run's plots from its events.jsonl, in one go."""

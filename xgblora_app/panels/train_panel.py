@@ -313,7 +313,7 @@ class TrainPanel(QWidget):
         self.resume_button.setVisible(can_resume)
 
     def _resumable(self) -> bool:
-        from xgblora_app.state.runs import summarize
+        from xgblora_engine.runs import summarize
 
         run_dir = self.studio.session.run_dir
         return bool(run_dir) and Path(run_dir, "run.json").exists() and summarize(Path(run_dir)).resumable
