@@ -6,7 +6,7 @@ another panel) updates the widget without echoing back.
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QWidget
 
 from xgblora_app.state.run_settings import RunSettings, help_text
 from xgblora_app.widgets import SciSpinBox
@@ -38,10 +38,22 @@ class Bindings:
             section, key, None if auto_text and v == minimum else v))
         return w
 
-    def number(self, section: str, key: str, minimum: float, maximum: float, decimals: int = 2) -> QDoubleSpinBox:
+    def number(self, section: str, key: str, minimum: float, maximum: float, decimals: int = 2,
+               auto_text: str | None = None) -> QDoubleSpinBox:
+        """A float spin box; with ``auto_text`` its minimum means None (engine decides)."""
         w = QDoubleSpinBox(minimum=minimum, maximum=maximum, decimals=decimals)
+        if auto_text:
+            w.setSpecialValueText(auto_text)
         self._register(section, key, w)
-        w.valueChanged.connect(lambda v: self.settings.set(section, key, v))
+        w.valueChanged.connect(lambda v: self.settings.set(section, key, None if auto_text and v == minimum else v))
+        return w
+
+    def names(self, section: str, key: str, placeholder: str) -> QLineEdit:
+        """A comma-separated list of names; empty means None (all of them)."""
+        w = QLineEdit(placeholderText=placeholder)
+        self._register(section, key, w)
+        w.editingFinished.connect(lambda: self.settings.set(
+            section, key, [n.strip() for n in w.text().split(",") if n.strip()] or None))
         return w
 
     def sci(self, section: str, key: str) -> SciSpinBox:
@@ -75,7 +87,9 @@ class Bindings:
             if isinstance(widget, QSpinBox):
                 widget.setValue(widget.minimum() if value is None else int(value))
             elif isinstance(widget, QDoubleSpinBox):
-                widget.setValue(float(value))
+                widget.setValue(widget.minimum() if value is None else float(value))
+            elif isinstance(widget, QLineEdit):
+                widget.setText(", ".join(value or []))
             elif isinstance(widget, QComboBox):
                 widget.setCurrentText(str(value))
             elif isinstance(widget, QCheckBox):

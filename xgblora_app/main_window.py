@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import msgspec
-from PySide6.QtCore import QEvent, QSettings, Qt, QThreadPool, QTimer
-from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtCore import QEvent, QSettings, Qt, QThreadPool, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -40,6 +40,7 @@ from xgblora_app.panels.train_panel import TrainPanel
 from xgblora_app.qt_compat import binding_problem
 from xgblora_app.state.run_settings import RunSettings
 from xgblora_app.state.session import Session
+from xgblora_engine.errors import UserError
 from xgblora_engine.payloads import ModelInfo
 from xgblora_engine.rundir import runs_root
 
@@ -78,7 +79,7 @@ class MainWindow(QMainWindow):
                        self.train_panel, self.export_panel, self.chat_panel, self.runs_panel]
         self.nav = QListWidget()
         self.nav.addItems(list(PAGES))
-        self.nav.setFixedWidth(self.nav.fontMetrics().horizontalAdvance("Preflight") + 48)
+        self.nav.setFixedWidth(self.nav.fontMetrics().horizontalAdvance("Preflight ✗") + 48)
         self.stack = QStackedWidget()
         for panel in self.panels:
             self.stack.addWidget(panel)
@@ -95,7 +96,12 @@ class MainWindow(QMainWindow):
         self.runs_panel.resume_requested.connect(self._resume_from_history)
         self.runs_panel.export_requested.connect(lambda d: self._go("Export", self.export_panel.select_run, d))
         self.runs_panel.try_requested.connect(lambda d: self._go("Try it", self.chat_panel.select_run, d))
+        self.runs_panel.settings_copied.connect(lambda d: self._go("Method", self.method_panel.show_copied, d))
         s.session.subscribe("model_info", self._remember_model_info)
+        for topic in ("model_info", "data_report", "preflight"):
+            s.session.subscribe(topic, lambda _: self._show_readiness())
+        s.settings.subscribe("changed", lambda *_: self._show_readiness())
+        self._show_readiness()
         # the end-to-end tests and scripts reach the training controls through the window
         t = self.train_panel
         self.start_button, self.resume_button, self.progress = t.start_button, t.resume_button, t.progress
@@ -121,6 +127,13 @@ class MainWindow(QMainWindow):
             action.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
             action.triggered.connect(lambda _=False, row=i: self.nav.setCurrentRow(row))
             view.addAction(action)
+        help_menu = self.menuBar().addMenu("&Help")
+        docs = QAction("Documentation", self)
+        docs.setShortcut(QKeySequence.StandardKey.HelpContents)
+        docs.triggered.connect(self.open_docs)
+        about = QAction("About XGBLoRA Studio", self)
+        about.triggered.connect(self.about)
+        help_menu.addActions([docs, about])
 
     def _restore(self) -> None:
         prefs = self.studio.prefs
@@ -185,6 +198,46 @@ class MainWindow(QMainWindow):
     def _go(self, page: str, select, run_dir: str) -> None:
         self.nav.setCurrentRow(PAGES.index(page))
         select(run_dir)
+
+    # --- readiness and help -----------------------------------------------------------
+    def readiness(self) -> dict[str, tuple[str, str]]:
+        """Page -> (mark, why) for the steps before a run: ✓ ready, ! tight, ✗ not yet or not valid."""
+        session, marks = self.studio.session, {}
+        marks["Model"] = ("✓", "model loaded") if session.model_info else ("", "load the model (Load model info)")
+        marks["Data"] = ("✓", "data checked") if session.data_report else ("", "check the data file")
+        try:
+            self.studio.settings.validated()
+            marks["Method"] = ("✓", "settings valid")
+        except UserError as exc:
+            marks["Method"] = ("✗", exc.message)
+        check = session.preflight
+        verdict = check.verdict if check is not None else None
+        marks["Preflight"] = {"fits": ("✓", "fits in memory"), "tight": ("!", "fits, but tightly"),
+                              "wont_fit": ("✗", "will not fit: see the remedies")}.get(verdict, ("", "not run yet"))
+        return marks
+
+    def _show_readiness(self) -> None:
+        for page, (mark, why) in self.readiness().items():
+            item = self.nav.item(PAGES.index(page))
+            item.setText(f"{page} {mark}".rstrip())
+            item.setToolTip(why)
+
+    def open_docs(self) -> None:
+        docs = Path(__file__).resolve().parents[1] / "docs"
+        if docs.is_dir():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(docs)))
+        else:
+            QMessageBox.information(self, "Documentation", "The documentation is the docs/ folder of the "
+                                    "XGBLoRA Studio source (README.md, docs/method.md, docs/benchmarks.md, docs/export.md).")
+
+    def about(self) -> None:
+        from xgblora_engine import __version__
+        from xgblora_engine.protocol import PROTOCOL_VERSION
+
+        QMessageBox.about(self, "About XGBLoRA Studio",
+                          f"<b>XGBLoRA Studio {__version__}</b><br>Fine-tuning by gradient boosting over tiny "
+                          f"LoRA boosters.<br><br>Engine protocol {PROTOCOL_VERSION} · runs in "
+                          f"{self.studio.session.runs_root}<br>Apache-2.0")
 
     def _remember_model_info(self, info: ModelInfo | None) -> None:
         if info:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_page_is_reachable_and_the_engine_was_asked_about_model_and_data(window, fake):
-    assert [window.nav.item(i).text() for i in range(window.nav.count())] == list(PAGES)
+    assert [window.nav.item(i).text().split()[0] for i in range(window.nav.count())] == [p.split()[0] for p in PAGES]
     for i in range(len(PAGES)):
         window.nav.setCurrentRow(i)
         assert window.stack.currentWidget() is window.panels[i]
@@ -92,6 +92,38 @@ def test_history_actions_lead_to_their_pages(qtbot, window, fake, runs_root):
     qtbot.mouseClick(window.runs_panel.resume_button, Qt.MouseButton.LeftButton)
     assert window.stack.currentWidget() is window.train_panel and fake.sent_types()[-1] == "ResumeRun"
     qtbot.waitUntil(lambda: window.status.text().startswith("Run completed"), timeout=5000)
+
+
+def test_the_sidebar_marks_the_steps_that_are_ready(qtbot, window, fake):
+    def mark(page):
+        return window.nav.item(PAGES.index(page)).text()
+
+    qtbot.waitUntil(lambda: mark("Model") == "Model ✓" and mark("Data") == "Data ✓", timeout=5000)
+    assert mark("Method") == "Method ✓" and mark("Preflight") == "Preflight"  # not run yet
+    window.form.set_values({"train": {"lr": -1.0}})  # the form accepts it; validation names it
+    assert mark("Method") == "Method ✗" and "learning rate" in window.nav.item(PAGES.index("Method")).toolTip()
+    window.form.set_values({"train": {"lr": 6e-3}})
+    window.preflight_panel.run()
+    qtbot.waitUntil(lambda: mark("Preflight") == "Preflight ✓", timeout=5000)
+
+
+def test_a_past_run_s_settings_start_a_new_one(qtbot, window, fake, runs_root):
+    run = train_run_folder(runs_root, "lr-1e-3", steps=20, lr=1e-3)
+    window.runs_panel.refresh()
+    window.runs_panel.select(str(run))
+    qtbot.mouseClick(window.runs_panel.copy_button, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is window.method_panel
+    assert window.form.get("train", "lr") == 1e-3 and window.form.get("train", "max_steps") == 20
+    assert "lr-1e-3" in window.method_panel.banner.text()
+
+
+def test_help_menu_has_the_docs_and_about(window, monkeypatch):
+    menus = {a.text(): a.menu() for a in window.menuBar().actions()}
+    assert [a.text() for a in menus["&Help"].actions()] == ["Documentation", "About XGBLoRA Studio"]
+    shown = []
+    monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.append(text))
+    menus["&Help"].actions()[1].trigger()
+    assert "Engine protocol" in shown[0] and str(window.studio.session.runs_root) in shown[0]
 
 
 def test_plots_follow_a_dark_palette(qtbot, window):

@@ -119,7 +119,7 @@ def test_two_runs_compared_side_by_side_and_the_table_sorts(qtbot, panel, studio
     assert "train.lr" in rows and "train.max_steps" in rows and "boost.rank" not in rows
     lr_row = rows.index("train.lr")
     assert [compare.table.item(lr_row, c).text() for c in range(2)] == ["0.01", "0.001"]
-    runs.table.selectRow(0)  # one run again: its own plots
+    runs.select(str(runs_root / "fast-lr"))  # one run again: its own plots
     assert runs.selected().name == "fast-lr" and compare.note.isVisible()
 
 

@@ -193,6 +193,48 @@ def test_carrying_between_rounds_is_a_click(qtbot, panel, studio):
     assert not method.carry.isEnabled()
 
 
+def test_the_advanced_settings_are_folded_and_edit_the_settings(qtbot, panel, studio):
+    method = panel(MethodPanel)
+    assert not method.advanced.isVisibleTo(method)
+    qtbot.mouseClick(method.advanced_toggle, Qt.MouseButton.LeftButton)
+    assert method.advanced.isVisibleTo(method)
+    edits = {("boost", "alpha"): 16.0, ("boost", "dropout"): 0.1, ("train", "weight_decay"): 0.01,
+             ("train", "lr_ratio_b"): 4.0, ("train", "max_grad_norm"): 0.5, ("train", "samples"): 2,
+             ("train", "sample_tokens"): 20, ("boost", "init_pool"): 2}
+    for (section, key), value in edits.items():
+        method.bind.widgets[(section, key)].setValue(value)
+        assert studio.settings.get(section, key) == value, key
+    method.bind.widgets[("boost", "alpha")].setValue(0.0)  # the minimum is "auto (2r)"
+    assert studio.settings.get("boost", "alpha") is None
+    targets = method.bind.widgets[("model", "target_modules")]
+    targets.setText("q_proj, v_proj")
+    targets.editingFinished.emit()
+    assert studio.settings.get("model", "target_modules") == ["q_proj", "v_proj"]
+    method.bind.widgets[("train", "schedule")].setCurrentText("constant")
+    method.bind.widgets[("train", "report_to")].setCurrentText("tensorboard")
+    assert studio.settings.get("train", "schedule") == "constant" and studio.settings.get("train", "report_to") == "tensorboard"
+    studio.settings.set("model", "target_modules", None)  # and back, from the settings
+    assert targets.text() == ""
+
+
+def test_settings_saved_as_yaml_are_what_the_cli_reads(qtbot, panel, studio, tmp_path):
+    from xgblora_engine.cli import build_parser, config_from_args
+
+    method = panel(MethodPanel)
+    studio.settings.update({"train": {"lr": 2e-3, "samples": 2}, "boost": {"rank": 8, "sampling": "gradient"}})
+    path = tmp_path / "mine.yaml"
+    method.save_settings(str(path))
+    assert "xgblora train --config" in method.banner.text()
+    cli = config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+    assert cli.to_dict() == studio.settings.to_dict()
+    studio.settings.update({"train": {"lr": 9e-3}, "boost": {"rank": 1}})
+    method.load_settings(str(path))
+    assert studio.settings.get("train", "lr") == 2e-3 and method.rank.value() == 8
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    method.load_settings(str(tmp_path / "bad.yaml"))
+    assert method.banner.kind == "error" and "bad.yaml" in method.banner.text()
+
+
 def test_presets_and_tooltips(qtbot, panel, studio):
     studio.session.set_model_info(SMOLLM2_INFO)
     method = panel(MethodPanel)

@@ -4,14 +4,19 @@ and trainable parameter count, updated as the settings change."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -21,8 +26,9 @@ from xgblora_app.context import Studio
 from xgblora_app.format import human_count
 from xgblora_app.panels.layer_picture import LayerPicture
 from xgblora_app.state.presets import PRESETS, preset_changes
-from xgblora_app.widgets import section_title
+from xgblora_app.widgets import Banner, section_title
 from xgblora_engine import config as C
+from xgblora_engine.errors import UserError
 
 # What each setting costs, beside what it does (its help text comes from the config).
 COSTS = {
@@ -59,6 +65,8 @@ class MethodPanel(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         layout.addWidget(section_title("Method: gradient boosting over rank-r LoRA boosters"))
+        self.banner = Banner()
+        layout.addWidget(self.banner)
         presets = QHBoxLayout()
         presets.addWidget(QLabel("Presets:"))
         self.preset_buttons = {}
@@ -70,10 +78,19 @@ class MethodPanel(QWidget):
             self.preset_buttons[name] = button
         presets.addStretch(1)
         layout.addLayout(presets)
+        presets.addWidget(self._settings_files())
         row = QHBoxLayout()
         row.addWidget(self._boost_box())
         row.addWidget(self._train_box())
         layout.addLayout(row)
+        self.advanced_toggle = QToolButton(text="Advanced settings", checkable=True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.toggled.connect(self._fold)
+        layout.addWidget(self.advanced_toggle)
+        self.advanced = self._advanced_box()
+        self.advanced.hide()
+        layout.addWidget(self.advanced)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
@@ -136,6 +153,93 @@ class MethodPanel(QWidget):
         form.addRow("Seed", self.seed)
         self._length_mode()
         return box
+
+    def _advanced_box(self) -> QGroupBox:
+        """Settings most runs leave alone, each with what it does in one line."""
+        b = self.bind
+        box = QGroupBox()
+        form = QFormLayout(box)
+        rows = (
+            ("Booster scale α", b.number("boost", "alpha", 0.0, 4096.0, 2, auto_text="auto (2r)"),
+             "the booster adds (α/r)·B·A; auto keeps the scale at 2 for every rank"),
+            ("B's learning rate ×", b.number("train", "lr_ratio_b", 0.01, 256.0, 2),
+             "LoRA+: B trains this many times faster than A (1: the same rate)"),
+            ("Booster dropout", b.number("boost", "dropout", 0.0, 0.95, 2),
+             "dropout on each booster's input; 0 is usual for short runs"),
+            ("Weight decay", b.number("train", "weight_decay", 0.0, 1.0, 4), "AdamW decay of the booster factors"),
+            ("Schedule", b.combo("train", "schedule", ("cosine", "constant")),
+             "the learning rate over the whole run: cosine decays to 0.1×, constant stays"),
+            ("Gradient clipping", b.number("train", "max_grad_norm", 0.0, 1000.0, 2),
+             "the largest gradient norm a step takes (0: no clipping)"),
+            ("Target modules", b.names("model", "target_modules", "all linears of a layer"),
+             "which linears inside a layer get boosters, e.g. q_proj, v_proj; empty: all"),
+            ("Gradient start pool", b.spin("boost", "init_pool", 1, 64),
+             "with the gradient start: A draws its r directions from the top pool·r"),
+            ("Sample prompts", b.spin("train", "samples", 0, 64),
+             "held-out prompts answered at every evaluation (Train: Samples); 0: none"),
+            ("Sample answer length", b.spin("train", "sample_tokens", 1, 4096), "tokens at most per sample answer"),
+            ("Also log to", b.combo("train", "report_to", C.REPORT_TO),
+             "tensorboard: event files in the run folder (needs the tensorboard package)"),
+        )
+        for label, widget, what in rows:
+            line = QHBoxLayout()
+            line.addWidget(widget)
+            note = QLabel(what)
+            note.setWordWrap(True)
+            note.setEnabled(False)  # drawn in the muted text colour
+            line.addWidget(note, 1)
+            form.addRow(label, line)
+        return box
+
+    def _fold(self, open_: bool) -> None:
+        self.advanced.setVisible(open_)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+
+    def _settings_files(self) -> QWidget:
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.load_button = QPushButton("Load settings…")
+        self.load_button.setToolTip("Read a settings file: a run's config.yaml or one saved here "
+                                    "(the file `xgblora train --config` reads)")
+        self.save_button = QPushButton("Save settings…")
+        self.save_button.setToolTip("Write every setting to a YAML file that `xgblora train --config FILE` reads")
+        self.load_button.clicked.connect(lambda: self.load_settings())
+        self.save_button.clicked.connect(lambda: self.save_settings())
+        row.addWidget(self.load_button)
+        row.addWidget(self.save_button)
+        return box
+
+    def load_settings(self, path: str | None = None) -> None:
+        path = path or QFileDialog.getOpenFileName(self, "Load settings", "", "Settings (*.yaml *.yml *.json)")[0]
+        if not path:
+            return
+        try:
+            skipped = self.studio.settings.load(C.load_config_file(path))
+        except UserError as exc:
+            self.banner.show_message("error", exc.message, exc.hint)
+            return
+        if skipped:
+            self.banner.show_message("warning", f"loaded {Path(path).name}, except: {', '.join(skipped)}",
+                                     "those values are not valid here; the current ones were kept")
+        else:
+            self.banner.show_message("info", f"settings loaded from {path}")
+
+    def save_settings(self, path: str | None = None) -> None:
+        path = path or QFileDialog.getSaveFileName(self, "Save settings", "xgblora.yaml", "YAML (*.yaml)")[0]
+        if not path:
+            return
+        try:
+            C.save_config(self.studio.settings.copy(), path)
+        except OSError as exc:
+            self.banner.show_message("error", f"could not write {path}: {exc.strerror or exc}",
+                                     "choose a folder you can write to")
+            return
+        self.banner.show_message("info", f"settings saved to {path}: `xgblora train --config {path}` runs them")
+
+    def show_copied(self, run_dir: str) -> None:
+        self.banner.show_message("info", f"Settings of {Path(run_dir).name} loaded",
+                                 "change what you want to try, then Start (Train) makes a new run")
 
     # --- actions --------------------------------------------------------------------
     def apply_preset(self, name: str) -> None:

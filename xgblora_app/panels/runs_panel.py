@@ -40,6 +40,7 @@ class RunsPanel(QWidget):
     resume_requested = Signal(str)
     export_requested = Signal(str)
     try_requested = Signal(str)
+    settings_copied = Signal(str)  # a run's settings are now the form's: show the Method page
 
     def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -64,6 +65,9 @@ class RunsPanel(QWidget):
         self.resume_button = QPushButton("Resume")
         self.export_button = QPushButton("Export…")
         self.try_button = QPushButton("Try it…")
+        self.copy_button = QPushButton("New run from this")
+        self.copy_button.setToolTip("Take this run's settings (model, data, method) into the form, for a new run")
+        self.copy_button.clicked.connect(self.copy_settings)
         self.folder_button = QPushButton("Open folder")
         self.delete_button = QPushButton("Delete…")
         self.refresh_button.clicked.connect(self.refresh)
@@ -73,7 +77,7 @@ class RunsPanel(QWidget):
         self.folder_button.clicked.connect(self._open_folder)
         self.delete_button.clicked.connect(self.delete_selected)
         for b in (self.refresh_button, self.resume_button, self.export_button, self.try_button,
-                  self.folder_button, self.delete_button):
+                  self.copy_button, self.folder_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         layout.addLayout(buttons)
@@ -154,6 +158,7 @@ class RunsPanel(QWidget):
     def select(self, run_dir: str) -> None:
         for row, r in enumerate(self.runs):
             if str(r.path) == str(run_dir):
+                self.table.clearSelection()  # that run alone (selectRow adds to a selection under Ctrl)
                 self.table.selectRow(row)
                 return
 
@@ -189,6 +194,7 @@ class RunsPanel(QWidget):
         self.export_button.setEnabled(run is not None and run.exportable)
         self.try_button.setEnabled(run is not None and run.exportable)
         self.folder_button.setEnabled(run is not None)
+        self.copy_button.setEnabled(run is not None and bool(run.settings))
         self.delete_button.setEnabled(run is not None and str(run.path) != self._active_run())
 
     def _active_run(self) -> str | None:
@@ -198,6 +204,16 @@ class RunsPanel(QWidget):
         run = self.selected()
         if run is not None:
             signal.emit(str(run.path))
+
+    def copy_settings(self) -> None:
+        run = self.selected()
+        if run is None:
+            return
+        skipped = self.studio.settings.load(run.settings)
+        if skipped:
+            self.banner.show_message("warning", f"{run.name}'s settings were taken, except {', '.join(skipped)}",
+                                     "those values are not valid any more; the current ones were kept")
+        self.settings_copied.emit(str(run.path))
 
     def _open_folder(self) -> None:
         run = self.selected()
