@@ -282,12 +282,22 @@ class DemoEngine:
             yield [done]
 
     def _script_Generate(self, cmd: P.Generate) -> Iterator[Chunk]:
+        """A scripted answer, streamed a word per chunk; a Stop ends it between words."""
         yield [P.StateChanged(state="generating")]
         tuned = cmd.run_dir is not None
-        text = (f"(fine-tuned) {cmd.prompt.rstrip('?.')} is explained briefly in the documentation."
+        turn = len(cmd.history) // 2 + 1
+        text = (f"(fine-tuned, turn {turn}) {cmd.prompt.rstrip('?.')} is explained briefly in the documentation."
                 if tuned else "I'm sorry, I am not sure. Could you give me more details about what you mean?")
-        yield [P.GenerationResult(model=cmd.model, prompt=cmd.prompt, text=text, tokens=len(text.split()),
-                                  seconds=1.2 if tuned else 1.1, stopped=True)]
+        words, shown = text.split(" "), []
+        for word in words:
+            if self._stop:
+                break
+            shown.append(word)
+            yield [P.GenerationChunk(text=word if len(shown) == 1 else " " + word)]
+        whole = len(shown) == len(words)
+        yield [P.GenerationResult(model=cmd.model, prompt=cmd.prompt, text=" ".join(shown), tokens=len(shown),
+                                  seconds=1.2 if tuned else 1.1, stopped=whole, first_token_s=0.2,
+                                  interrupted=not whole)]
 
     def _script_Inspect(self, cmd: P.Inspect) -> Iterator[Chunk]:
         model_info = data_report = None

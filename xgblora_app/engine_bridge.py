@@ -24,7 +24,8 @@ SIGNAL_OF: dict[type, str] = {
     P.StepMetrics: "step_metrics", P.RoundMerged: "round_merged", P.RoundRolledBack: "round_rolled_back",
     P.EvalResult: "eval_result", P.SampleAnswers: "sample_answers", P.MemorySample: "memory_sample", P.PreflightResult: "preflight_result",
     P.CheckpointSaved: "checkpoint_saved", P.LogLine: "log_line", P.Warning: "warning", P.Error: "error",
-    P.ExportProgress: "export_progress", P.ExportDone: "export_done", P.GenerationResult: "generation_result",
+    P.ExportProgress: "export_progress", P.ExportDone: "export_done", P.GenerationChunk: "generation_chunk",
+    P.GenerationResult: "generation_result",
     P.InspectResult: "inspect_result", P.Finished: "finished", P.WorkerExited: "worker_exited",
 }
 
@@ -46,6 +47,7 @@ class EngineBridge(QObject):
     error = Signal(object)
     export_progress = Signal(object)
     export_done = Signal(object)
+    generation_chunk = Signal(object)
     generation_result = Signal(object)
     inspect_result = Signal(object)
     finished = Signal(object)

@@ -156,12 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     chat = sub.add_parser("chat", help="try a model or a run's fine-tuned model in the terminal",
-                          description="Greedy answers from a model or a run (interactive without --prompt).")
+                          description="Chat with a model or a run: a conversation rendered with the model's chat "
+                                      "template, answers printed as they are generated (Ctrl-C stops one); "
+                                      "/reset, /system TEXT and /exit are commands. With --prompt: one answer.")
     chat.add_argument("model", help="a run folder (its merged model), 'default', a model folder, a .gguf file or a Hub id")
     chat.add_argument("--prompt", metavar="TEXT", help="answer this one prompt and exit")
     chat.add_argument("--compare", action="store_true", help="answer with the run's base model too")
     chat.add_argument("--system", metavar="TEXT", help="system prompt")
     chat.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="length limit of an answer (default: 256)")
+    chat.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                      help="sampling temperature; 0 answers greedily (default: 0)")
+    chat.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (default: 1)")
+    chat.add_argument("--seed", type=int, default=0, metavar="N", help="sampling seed (default: 0)")
     return parser
 
 
@@ -344,10 +350,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from xgblora_engine.export.chat import chat_session
+    from xgblora_engine.export.chat import Sampling, chat_session
 
-    chat_session(args.model, args.prompt, args.compare, args.max_new_tokens, args.system)
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+    sampling.validate()
+    chat_session(args.model, args.prompt, args.compare, sampling, args.system)
     return 0
+
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

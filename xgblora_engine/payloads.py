@@ -105,6 +105,11 @@ class DataReport(_Record, kw_only=True):
     preview: list[PreviewExample] = msgspec.field(default_factory=list)  # the first training examples
 
 
+class ChatTurn(_Record, kw_only=True):
+    role: str  # "user" or "assistant" (the system prompt travels on its own)
+    content: str
+
+
 class SampleAnswer(_Record, kw_only=True):
     """The model's greedy answer to one held-out prompt, against the data's own response."""
 

@@ -23,6 +23,7 @@ import msgspec
 
 from xgblora_engine.config import RunConfig
 from xgblora_engine.payloads import (
+    ChatTurn,
     DataReport,
     Device,
     DeviceCheck,
@@ -39,7 +40,8 @@ from xgblora_engine.payloads import (
 )
 
 # 2: typed payloads, job ids on events, the export command as its own field
-# 3: SampleAnswers (answers to held-out prompts at every evaluation)
+# 3: SampleAnswers (answers to held-out prompts at every evaluation); conversations, sampling
+#    and streamed GenerationChunks for Generate
 PROTOCOL_VERSION = 3
 # Older envelopes still decode: their payloads have the same field names, and every
 # field added since has a default.
@@ -50,7 +52,7 @@ __all__ = [
     "EVENT_TYPES", "JOB_COMMANDS", "CONTROL_COMMANDS",
     # the records inside messages (defined in payloads)
     "DataReport", "Device", "DeviceCheck", "ExportCheck", "ModelInfo", "PreviewExample", "Remedy",
-    "SampleAnswer",
+    "SampleAnswer", "ChatTurn",
     "encode", "decode_command", "decode_event", "to_dict", "from_dict",
     # commands
     "StartRun", "ResumeRun", "Pause", "Resume", "Stop", "Estimate", "Export",
@@ -59,7 +61,7 @@ __all__ = [
     # import does not shadow the builtin)
     "Hello", "StateChanged", "RunStarted", "StepMetrics", "RoundMerged", "RoundRolledBack",
     "EvalResult", "SampleAnswers", "MemorySample", "PreflightResult", "CheckpointSaved", "LogLine",
-    "WarningEvent", "Error", "ExportProgress", "ExportDone", "GenerationResult",
+    "WarningEvent", "Error", "ExportProgress", "ExportDone", "GenerationChunk", "GenerationResult",
     "InspectResult", "Finished", "WorkerExited",
 ]
 
@@ -122,11 +124,18 @@ class Export(_Command, kw_only=True):
 
 
 class Generate(_Command, kw_only=True):
+    """An answer to ``prompt`` after the earlier turns of ``history``, streamed as
+    GenerationChunks and ended by a GenerationResult; a Stop ends it early."""
+
     model: str
     prompt: str
     max_new_tokens: int = 128
     run_dir: str | None = None  # generate with this run's merged model instead of the base
     system: str | None = None
+    history: list[ChatTurn] = msgspec.field(default_factory=list)  # the conversation before ``prompt``
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int = 0
 
 
 class Inspect(_Command, kw_only=True):
@@ -290,6 +299,12 @@ class ExportDone(_Event, kw_only=True):
     command: str = ""  # what the user runs next (ollama create …), if anything
 
 
+class GenerationChunk(_Event, kw_only=True):
+    """The next piece of an answer being generated."""
+
+    text: str
+
+
 class GenerationResult(_Event, kw_only=True):
     model: str
     prompt: str
@@ -297,6 +312,8 @@ class GenerationResult(_Event, kw_only=True):
     tokens: int
     seconds: float
     stopped: bool  # ended at an end-of-turn token rather than the length limit
+    first_token_s: float | None = None  # until the first new token
+    interrupted: bool = False  # a Stop ended it
 
 
 class InspectResult(_Event, kw_only=True):
@@ -324,7 +341,7 @@ class WorkerExited(_Event, kw_only=True):
 Command = StartRun | ResumeRun | Pause | Resume | Stop | Estimate | Export | Generate | Inspect | Shutdown
 Event = (Hello | StateChanged | RunStarted | StepMetrics | RoundMerged | RoundRolledBack
          | EvalResult | SampleAnswers | MemorySample | PreflightResult | CheckpointSaved | LogLine | Warning | Error
-         | ExportProgress | ExportDone | GenerationResult | InspectResult | Finished | WorkerExited)
+         | ExportProgress | ExportDone | GenerationChunk | GenerationResult | InspectResult | Finished | WorkerExited)
 COMMAND_TYPES: tuple[type, ...] = Command.__args__
 EVENT_TYPES: tuple[type, ...] = Event.__args__
 # Commands that occupy the worker until it reports "idle" again; it runs one at a time.

@@ -229,13 +229,18 @@ class Worker:
             self.emit(result.to_event())
 
     def do_Generate(self, cmd: P.Generate) -> None:
-        from xgblora_engine.export.chat import generate
+        from xgblora_engine.export.chat import Sampling, generate
 
+        sampling = Sampling(cmd.max_new_tokens, cmd.temperature, cmd.top_p, cmd.seed).validate()
         self.emit(P.StateChanged(state="generating"))
         model = cmd.run_dir or cmd.model
-        text, tokens, seconds, stopped = generate(model, cmd.prompt, cmd.max_new_tokens, cmd.system)
-        self.emit(P.GenerationResult(model=model, prompt=cmd.prompt, text=text, tokens=tokens, seconds=seconds,
-                                     stopped=stopped))
+        turns = [{"role": t.role, "content": t.content} for t in cmd.history] + [{"role": "user", "content": cmd.prompt}]
+        control = self.control
+        reply = generate(model, turns, sampling, cmd.system, should_stop=control.stop.is_set,
+                         on_text=lambda text: self.emit(P.GenerationChunk(text=text)))
+        self.emit(P.GenerationResult(model=model, prompt=cmd.prompt, text=reply.text, tokens=reply.tokens,
+                                     seconds=reply.seconds, stopped=reply.stopped, first_token_s=reply.first_token_s,
+                                     interrupted=reply.finish == "stopped"))
 
     def do_Inspect(self, cmd: P.Inspect) -> None:
         from xgblora_engine.config import RunConfig

@@ -54,20 +54,54 @@ def test_export_explains_what_is_missing(qtbot, panel, studio, fake, runs_root):
 
 
 # --- try it --------------------------------------------------------------------------
-def test_base_and_fine_tuned_answers_side_by_side(qtbot, panel, studio, fake, runs_root):
+def test_a_conversation_with_base_and_fine_tuned_side_by_side(qtbot, panel, studio, fake, runs_root):
     run = train_run_folder(runs_root, "tuned", steps=10)
     chat = panel(ChatPanel)
     assert chat.run.currentData() == str(run) and "tuned" in chat.tuned_pane.title()
+    chat.system.setText("Answer in one sentence.")
+    chat.temperature.setValue(0.7)
+    chat.seed.setValue(3)
     chat.prompt.setPlainText("What is a lambda?")
     qtbot.mouseClick(chat.generate_button, Qt.MouseButton.LeftButton)
     generates = [c for c in fake.sent if isinstance(c, P.Generate)]
     assert [g.run_dir for g in generates] == [None]  # the second waits for the first
+    assert not chat.generate_button.isEnabled() and chat.stop_button.isEnabled()
     qtbot.waitUntil(lambda: chat.generate_button.isEnabled(), timeout=3000)
-    generates = [c for c in fake.sent if isinstance(c, P.Generate)]
-    assert [g.run_dir for g in generates] == [None, str(run)]
-    assert "not sure" in chat.base_pane.text.toPlainText()
-    assert "(fine-tuned)" in chat.tuned_pane.text.toPlainText()
-    assert "end-of-turn" in chat.tuned_pane.meta.text()
+    first = [c for c in fake.sent if isinstance(c, P.Generate)]
+    assert [g.run_dir for g in first] == [None, str(run)] and all(not g.history for g in first)
+    assert first[1].system == "Answer in one sentence." and (first[1].temperature, first[1].seed) == (0.7, 3)
+    assert "not sure" in chat.base_pane.view.toPlainText()
+    assert "(fine-tuned, turn 1)" in chat.tuned_pane.view.toPlainText()
+    assert "end of turn" in chat.tuned_pane.meta.text() and "first token after 0.20 s" in chat.tuned_pane.meta.text()
+    # the second message carries each side's own history
+    chat.prompt.setPlainText("And a closure?")
+    chat.generate()
+    qtbot.waitUntil(lambda: chat.generate_button.isEnabled(), timeout=3000)
+    second = [c for c in fake.sent if isinstance(c, P.Generate)][2:]
+    assert [[t.role for t in g.history] for g in second] == [["user", "assistant"]] * 2
+    assert "(fine-tuned" in second[1].history[1].content and "not sure" in second[0].history[1].content
+    text = chat.tuned_pane.view.toPlainText()
+    assert text.index("What is a lambda?") < text.index("turn 1") < text.index("And a closure?") < text.index("turn 2")
+    qtbot.mouseClick(chat.new_button, Qt.MouseButton.LeftButton)
+    assert chat.tuned_pane.view.toPlainText() == "" and not chat.tuned_pane.turns
+
+
+def test_answers_stream_in_and_stop_keeps_what_was_said(qtbot, panel, studio, fake, runs_root):
+    train_run_folder(runs_root, "tuned", steps=10)
+    fake.steps_per_poll = 1  # a word per poll
+    chat = panel(ChatPanel)
+    chat.prompt.setPlainText("What is a lambda?")
+    chat.generate()
+    pane = chat.base_pane
+    qtbot.waitUntil(lambda: "I'm sorry," in pane.view.toPlainText(), timeout=3000)
+    assert "▍" in pane.view.toPlainText()  # still being written
+    qtbot.mouseClick(chat.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chat.generate_button.isEnabled(), timeout=3000)
+    assert "stopped by you" in pane.meta.text() and "▍" not in pane.view.toPlainText()
+    said = pane.turns[-1].content
+    assert said.startswith("I'm sorry,") and not said.endswith("mean?")  # cut short, kept
+    assert "stopped before its turn" in chat.tuned_pane.view.toPlainText()  # the queued side never ran
+    assert [type(c).__name__ for c in fake.sent].count("Generate") == 1
 
 
 def test_ctrl_return_in_the_prompt_generates(qtbot, panel, studio, fake, runs_root):

@@ -170,6 +170,13 @@ def test_export_and_generate_through_the_worker(client, tiny_config, tmp_path):
     done = [wait_for(client, is_a(P.ExportDone))[0] for _ in range(2)]
     assert {d.format for d in done} == {"hf", "peft"}
     assert all(d.checks for d in done), done
-    client.send(P.Generate(model=str(tiny_config.model.name), prompt="w1 w2", max_new_tokens=5, run_dir=str(run)))
-    result, _ = wait_for(client, is_a(P.GenerationResult))
-    assert result.tokens <= 5 and result.model == str(run)
+    client.send(P.Generate(model=str(tiny_config.model.name), prompt="w1 w2", max_new_tokens=5, run_dir=str(run),
+                           history=[P.ChatTurn(role="user", content="w3"), P.ChatTurn(role="assistant", content="w4")],
+                           temperature=0.8, seed=1))
+    result, seen = wait_for(client, is_a(P.GenerationResult))
+    assert result.tokens <= 5 and result.model == str(run) and not result.interrupted
+    chunks = [e.text for e in seen if isinstance(e, P.GenerationChunk)]
+    assert "".join(chunks) == result.text and all(e.job_id == result.job_id for e in seen[-len(chunks) - 1:])
+    client.send(P.Generate(model=str(tiny_config.model.name), prompt="w1 w2", max_new_tokens=5, top_p=0))
+    error, _ = wait_for(client, is_a(P.Error))
+    assert error.kind == "user" and "invalid top-p 0" in error.message

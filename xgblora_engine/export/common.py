@@ -65,15 +65,16 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def chat_ids(tokenizer, prompt: str, system: str | None = None) -> list[int]:
-    """Token ids of a one-turn conversation ending in the assistant's generation prompt
-    (the tokenizer's own chat template), or of the bare prompt when it has none."""
+def chat_ids(tokenizer, prompt: str | list[dict[str, str]], system: str | None = None) -> list[int]:
+    """Token ids of a conversation (one user turn, or a list of {role, content} turns)
+    ending in the assistant's generation prompt, rendered with the tokenizer's own chat
+    template; without a template, the turns' text one after another."""
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    messages = ([{"role": "system", "content": system}] if system else []) + turns
     if getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(prompt)["input_ids"])
+    return list(tokenizer("\n".join(m["content"] for m in turns))["input_ids"])
 
 
 def release_memory() -> None:
