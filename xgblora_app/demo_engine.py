@@ -280,6 +280,12 @@ class DemoEngine:
             done = P.ExportDone(format=fmt, path=str(target), ok=ok, checks=checks, message=message, command=command)
             (target / EXPORT_RECORD).write_bytes(msgspec.json.encode(done))
             yield [done]
+        if cmd.push_to:  # scripted: the demo engine uploads nothing
+            url = f"https://huggingface.co/{cmd.push_to}"
+            yield [P.ExportProgress(format="hub", stage="pushing", fraction=0.5),
+                   P.ExportDone(format="hub", path=url, ok=True, checks=[ExportCheck("uploaded", True, str(out))],
+                                message=f"pushed to {url} ({'public' if cmd.public else 'private'}; demo: nothing "
+                                        "was uploaded)", command=f"hf download {cmd.push_to}")]
 
     def _script_Generate(self, cmd: P.Generate) -> Iterator[Chunk]:
         """A scripted answer, streamed a word per chunk; a Stop ends it between words."""

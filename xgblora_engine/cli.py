@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GGUF tensor type for gguf/ollama (default: f16)")
     export.add_argument("--peft-rank", type=int, default=None, metavar="N",
                         help="compress the adapter to this rank per module by SVD (default: exact)")
+    export.add_argument("--push", metavar="REPO",
+                        help="then upload the verified exports to this Hugging Face Hub repository (NAME or "
+                             "OWNER/NAME; private unless --public; needs `hf auth login` or HF_TOKEN)")
+    export.add_argument("--public", action="store_true", help="with --push: make the repository public")
     export.add_argument("--no-verify", action="store_true",
                         help="skip reloading the export in its runtime and comparing (not recommended)")
 
@@ -341,7 +345,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr, flush=True)
 
     results = export_run(args.run_dir, args.out, args.format, dtype=args.dtype, quant=args.quant,
-                         verify=not args.no_verify, peft_rank=args.peft_rank, log=log, ollama_name=args.ollama_name)
+                         verify=not args.no_verify, peft_rank=args.peft_rank, log=log, ollama_name=args.ollama_name,
+                         push_to=args.push, public=args.public)
     for r in results:
         print(f"{r.format}: {'OK' if r.ok else 'FAILED'} {r.path}\n  {r.message}")
         if r.command:

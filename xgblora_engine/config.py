@@ -84,7 +84,7 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
     eval_every: int = field(default=50, metadata={"help": "evaluate every N steps (0 = only at the end)"})
     samples: int = field(default=4, metadata={"help": "held-out prompts answered greedily at every evaluation, to watch what the model says (0 = none)"})
-    sample_tokens: int = field(default=48, metadata={"help": "longest sample answer, in tokens"})
+    sample_tokens: int = field(default=32, metadata={"help": "longest sample answer, in tokens (answers stop earlier at their end of turn)"})
     report_to: str = field(default="none", metadata={"help": "also log the run to: none or tensorboard (event files in RUN/tensorboard; needs the tensorboard package)"})
     seed: int = field(default=0, metadata={"help": "seed for data order, layer sampling and booster init"})
     nan_retry_lr_factor: float = field(default=0.5, metadata={"help": "LR factor for the retry of a round rolled back for NaN/inf"})

@@ -121,6 +121,8 @@ class Export(_Command, kw_only=True):
     dtype: str = "auto"
     quant: str | None = None
     verify: bool = True
+    push_to: str | None = None  # a Hub repository to upload the verified exports to
+    public: bool = False  # the repository is private unless this is set
 
 
 class Generate(_Command, kw_only=True):

@@ -224,7 +224,7 @@ class Worker:
 
         results = export_run(cmd.run_dir, cmd.out, cmd.formats, cmd.dtype, cmd.quant, cmd.verify, progress,
                              log=lambda text: self.emit(P.LogLine(level="info", text=text)),
-                             into=cmd.into, ollama_name=cmd.ollama_name)
+                             into=cmd.into, ollama_name=cmd.ollama_name, push_to=cmd.push_to, public=cmd.public)
         for result in results:
             self.emit(result.to_event())
 

@@ -46,6 +46,18 @@ def test_exporting_again_makes_a_new_folder_and_lists_the_earlier_ones(qtbot, pa
     assert export.past.text().count("✓") == 4 and "hf+ollama-f16-1" in export.past.text()
 
 
+def test_a_push_to_the_hub_is_sent_and_shown_as_its_own_row(qtbot, panel, studio, fake, runs_root):
+    train_run_folder(runs_root, "tuned", steps=10)
+    ex = panel(ExportPanel)
+    ex.push_to.setText("me/tuned")
+    qtbot.mouseClick(ex.export_button, Qt.MouseButton.LeftButton)
+    sent = fake.sent[-1]
+    assert isinstance(sent, P.Export) and sent.push_to == "me/tuned" and sent.public is False
+    qtbot.waitUntil(lambda: ex.rows["hub"].stage.text() == "pushed", timeout=3000)
+    assert set(ex.rows) == {"hf", "hub"} and ex.rows["hub"].command.text() == "hf download me/tuned"
+    assert "(private" in ex.rows["hub"].result.text()
+
+
 def test_export_explains_what_is_missing(qtbot, panel, studio, fake, runs_root):
     export = panel(ExportPanel)
     export.export()

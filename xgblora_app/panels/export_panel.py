@@ -69,7 +69,7 @@ class FormatRow:
     def done(self, e: P.ExportDone) -> None:
         self.path = e.path
         self.progress.setValue(100)
-        self.stage.setText("verified" if e.ok else "FAILED")
+        self.stage.setText(("pushed" if self.fmt == "hub" else "verified") if e.ok else "FAILED")
         checks = " · ".join(f"{'✓' if c.ok else ('–' if c.skipped else '✗')} {html.escape(c.name)}"
                             + (f": {html.escape(c.detail)}" if c.detail else "") for c in e.checks)
         colour = "rgb(0,158,115)" if e.ok else "rgb(213,60,0)"
@@ -142,6 +142,15 @@ class ExportPanel(QWidget):
         form.addRow("Ollama name", self.ollama_name)
         self.format_boxes["ollama"].toggled.connect(self.ollama_name.setEnabled)
         self.ollama_name.setEnabled(False)
+        self.push_to = QLineEdit(placeholderText="OWNER/NAME: leave empty to keep the export on this machine")
+        self.push_to.setToolTip("after verifying, upload the exports to this Hugging Face Hub repository, model "
+                                "card included (needs `hf auth login` or HF_TOKEN)")
+        self.public = QCheckBox("public")
+        self.public.setToolTip("new repositories are private unless this is ticked")
+        push = QHBoxLayout()
+        push.addWidget(self.push_to, 1)
+        push.addWidget(self.public)
+        form.addRow("Push to the Hub", push)
         layout.addWidget(box)
         row = QHBoxLayout()
         self.export_button = QPushButton("Export")
@@ -202,13 +211,15 @@ class ExportPanel(QWidget):
         if problem:
             self.banner.show_message("warning", problem)
             return
+        push_to = self.push_to.text().strip() or None
         self.banner.clear()
-        self._reset_rows(formats)
+        self._reset_rows(formats + (["hub"] if push_to else []))
         self.export_button.setEnabled(False)
         self.export_ids.add(self.studio.bridge.submit(P.Export(
             run_dir=run_dir, into=out, formats=formats, dtype=self.dtype.currentText(),
             quant=self.quant.currentText() if {"gguf", "ollama"} & set(formats) else None,
-            verify=self.verify.isChecked(), ollama_name=self.ollama_name.text().strip() or None)))
+            verify=self.verify.isChecked(), ollama_name=self.ollama_name.text().strip() or None,
+            push_to=push_to, public=self.public.isChecked())))
 
     def _reset_rows(self, formats: list[str]) -> None:
         while self.grid.count():

@@ -20,6 +20,25 @@ def base_model_id(cfg, source) -> str | None:
     return None
 
 
+def base_license(source) -> str:
+    """The card's ``license``: a fine-tune inherits its base's. Known for the embedded
+    model; read from a local base's own card; else "other", which the Hub accepts and
+    which tells the reader to look at the base."""
+    if source.kind == "default":
+        return "apache-2.0"
+    card = Path(source.path) / "README.md"
+    if source.kind == "folder" and card.is_file():
+        text = card.read_text(encoding="utf-8", errors="replace")
+        if text.startswith("---"):
+            try:
+                front = yaml.safe_load(text.split("---", 2)[1]) or {}
+            except yaml.YAMLError:
+                front = {}
+            if isinstance(front, dict) and isinstance(front.get("license"), str):
+                return front["license"]
+    return "other"
+
+
 def base_lines(cfg, source, base: str | None) -> list[str]:
     """What the base weights were, truthfully: a GGUF file's are its dequantized values,
     not the Hub checkpoint's, even when the card names that checkpoint as ``base_model``."""
@@ -99,7 +118,7 @@ def model_card(info, source, dtype: str, plot: bool, extra_formats: str = "") ->
     b, t, d = cfg.boost, cfg.train, cfg.data
     counts = layer_counts(ledger)
     ranks = [ledger.rank_of(m) for m in ledger.modules()]
-    front = {"library_name": "transformers", "pipeline_tag": "text-generation",
+    front = {"library_name": "transformers", "pipeline_tag": "text-generation", "license": base_license(source),
              "tags": ["xgblora", "lora", "gradient-boosting", "fine-tuned"]}
     if base:
         front["base_model"] = base

@@ -53,6 +53,7 @@ from xgblora_engine.export.merged import (
     merge_in_place,
     open_run,
 )
+from xgblora_engine.export.push import check_repo_id, push_export
 from xgblora_engine.export.requant import LEGACY
 from xgblora_engine.memory.units import human_bytes
 from xgblora_engine.rundir import EXPORT_RECORD, next_export_folder
@@ -124,16 +125,20 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
                shard_size: str | int = H.DEFAULT_SHARD_SIZE, log: Callable[[str], None] | None = None,
                prompts: tuple[str, ...] = V.VERIFY_PROMPTS,
                max_new_tokens: int = V.MAX_NEW_TOKENS, into: str | Path | None = None,
-               ollama_name: str | None = None) -> list[ExportResult]:
+               ollama_name: str | None = None, push_to: str | None = None, public: bool = False,
+               hub_api=None) -> list[ExportResult]:
     """Export a run; returns one result per format (ok, checks, message). Raises UserError
     for problems found before anything is written (bad options, no disk space, …).
 
     ``out`` is the exact folder to create; without it, a new ``<label>-<n>`` folder in
     ``into`` (default RUN/exports), so exporting again never collides. The Ollama model is
-    named ``ollama_name``, by default after the run."""
+    named ``ollama_name``, by default after the run. With ``push_to``, the verified exports
+    are then uploaded to that Hub repository (private unless ``public``): one more result."""
     formats = parse_formats(formats)
     dtype, quant = dtype or "auto", quant or "f16"
     _check_options(dtype, quant, peft_rank)
+    if push_to is not None:
+        check_repo_id(push_to)
     info = _open_exportable(run_dir)
     if out is None:
         out = next_export_folder(into if into is not None else info.run.exports_path, formats, quant)
@@ -143,7 +148,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
                       prompts=tuple(prompts), max_new_tokens=max_new_tokens, ollama_name=name)
     for target in plan.targets.values():
         check_out_free(target)
-    return _write_and_verify(plan, _merge(plan))
+    results = _write_and_verify(plan, _merge(plan))
+    if push_to is not None:
+        progress("hub", "pushing", 0.5)
+        results.append(push_export(results, push_to, private=not public, api=hub_api, log=plan.log))
+    return results
 
 
 def _check_options(dtype: str, quant: str, peft_rank: int | None) -> None:
