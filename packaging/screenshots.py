@@ -6,8 +6,8 @@ Runs the real MainWindow on the real platform plugin (xcb under Xvfb) with the r
 engine worker on the embedded SmolLM2-135M: it reads the bundled sample data (the
 rendered preview is the engine's), runs a preflight, trains a short run with the
 default method (plots, layer heatmap and memory are that run's), kills a second run's
-worker, exports the first run, asks the base and the tuned model one question and
-reopens the run from the history. Then, for what this machine cannot show (two GPUs in
+worker, compares the two in the history, exports the first run, holds a two-message
+conversation with the base and the tuned model and reopens the run from the history. Then, for what this machine cannot show (two GPUs in
 the device chooser), it takes one shot with the demo engine; that shot's name says so.
 
 Takes about ten minutes on two CPU cores. ``--demo`` takes every shot from the demo
@@ -38,6 +38,7 @@ SIZE = (1440, 920)
 SETTINGS = {"data": {"seq_len": 128, "max_eval_examples": 8},
             "train": {"max_steps": 40, "batch_size": 2, "eval_every": 10}}
 PROMPT = "Briefly explain the Python topic: The \"with\" statement."
+FOLLOW_UP = "Give a one-line example."
 MINUTE = 60.0
 
 
@@ -96,6 +97,7 @@ class Shooter:
         self.history()
         self.dark()
         self.killed()
+        self.compare()
         self.preflight()
         self.try_it()
         self.export()
@@ -123,6 +125,9 @@ class Shooter:
         self.shot("05-train")
         wait_until(lambda: w.status.text().startswith("Run completed"), 20 * MINUTE)
         self.first_run = w.studio.session.run_dir
+        w.train_panel.pages.setCurrentWidget(w.train_panel.samples_view)  # what the model says, step by step
+        self.shot("12-train-samples")
+        w.train_panel.pages.setCurrentWidget(w.train_panel.plots)
 
     def killed(self) -> None:
         """A second run whose worker is killed, as the system's out-of-memory killer does."""
@@ -153,9 +158,10 @@ class Shooter:
         self.page("Try it")
         w.chat_panel.select_run(self.first_run)
         w.chat_panel.max_tokens.setValue(48)
-        w.chat_panel.prompt.setPlainText(PROMPT)
-        w.chat_panel.generate()
-        wait_until(lambda: w.chat_panel.generate_button.isEnabled(), 20 * MINUTE)
+        for message in (PROMPT, FOLLOW_UP):  # a conversation: the second answer sees the first
+            w.chat_panel.prompt.setPlainText(message)
+            w.chat_panel.generate()
+            wait_until(lambda: w.chat_panel.generate_button.isEnabled(), 20 * MINUTE)
         self.shot("08-try-it")
 
     def history(self) -> None:
@@ -165,6 +171,14 @@ class Shooter:
         row = next(i for i, r in enumerate(w.runs_panel.runs) if str(r.path) == self.first_run)
         w.runs_panel.table.selectRow(row)
         self.shot("09-runs")
+
+    def compare(self) -> None:
+        """The finished run beside the killed one: curves, memory and what differs."""
+        w = self.window
+        self.page("Runs")
+        w.runs_panel.refresh()
+        w.runs_panel.table.selectAll()
+        self.shot("13-runs-compare")
 
     def dark(self) -> None:
         app = QApplication.instance()

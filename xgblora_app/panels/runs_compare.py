@@ -45,7 +45,8 @@ class RunsComparison(QWidget):
             plot.setLabel("bottom", bottom)
             plot.setLabel("left", "bytes" if y == "memory" else "loss", units="B" if y == "memory" else None)
             plot.setMenuEnabled(False)
-            plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+            if i == 0:  # one legend: a run has the same colour in every plot
+                plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
             self.plots[title] = (plot, x, y)
         split.addWidget(self.view)
         self.table = QTableWidget(0, 0)
@@ -60,14 +61,19 @@ class RunsComparison(QWidget):
         self.note.setVisible(len(runs) < 2)
         for plot, _, _ in self.plots.values():
             plot.clear()
-            plot.legend.clear()
+            if plot.legend is not None:
+                plot.legend.clear()
+        top = 1.0
         for i, run in enumerate(runs if len(runs) > 1 else []):
             data = curves(run)
+            top = max([top, *data["memory"]])
             pen = pg.mkPen(RUN_COLOURS[i % len(RUN_COLOURS)], width=2)
             for plot, x, y in self.plots.values():
                 marks = {"symbol": "o", "symbolSize": 5, "symbolPen": None,
                          "symbolBrush": RUN_COLOURS[i % len(RUN_COLOURS)]} if y == "eval_loss" else {}
                 plot.plot(data[x], data[y], pen=pen, name=run.name, **marks)
+        memory, _, _ = self.plots["Memory by step"]
+        memory.setYRange(0, top * 1.05)  # from zero: the gap between runs reads true
         self._fill_table(runs if len(runs) > 1 else [])
 
     def _fill_table(self, runs: list[RunSummary]) -> None:
