@@ -1,0 +1,84 @@
+"""The levers on top of the defaults, each on three seeds and both bundled sets: rank 8
+boosters, κ 10 and 40, LoRA+ (B's rate ×4 and ×16), layers drawn by gradient norm.
+Every arm changes one thing of the engine's defaults; each is paired by seed with the
+defaults' own run (the comparison's ``xgb-default`` rows, the same runs: a run is
+deterministic per seed), and a lever passes the bar for a default only when its mean
+gain exceeds twice its paired spread on both sets.
+
+    python -m benchmarks.levers [--seeds 0,1,2]
+
+Writes results/levers.{json,md}. Each run is minutes on one core; the harness of
+``compare`` (a fresh process per run, evaluation every 10 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from benchmarks.compare import DATASETS, paired
+from benchmarks.harness import RESULTS, Method, Setup
+from benchmarks.suite import mean_spread, run_all
+
+LEVERS = {  # label -> what changes from the engine's defaults
+    "rank 8": {"rank": 8},
+    "κ 10": {"kappa": 10},
+    "κ 40": {"kappa": 40},
+    "B ×4 (LoRA+)": {"lr_ratio_b": 4.0},
+    "B ×16 (LoRA+)": {"lr_ratio_b": 16.0},
+    "layers ∝ gradient norm": {"sampling": "gradient"},
+}
+
+
+def setups(seeds: list[int]) -> list[Setup]:
+    return [Setup(data=data, seq_len=seq_len, steps=steps, seed=seed, eval_every=10, answer_items=0)
+            for data, (seq_len, steps) in DATASETS.items() for seed in seeds]
+
+
+def jobs(seeds: list[int]) -> list[tuple[Method, Setup]]:
+    return [(Method.engine_defaults(label, **changes), s) for label, changes in LEVERS.items() for s in setups(seeds)]
+
+
+def reference(data: str) -> list[dict]:
+    """The defaults' runs of the comparison on ``data`` (one per seed)."""
+    rows = json.loads((RESULTS / f"compare_{data.split(':')[-1]}.json").read_text())["rows"]
+    return [r for r in rows if r["method"]["name"] == "xgb-default"]
+
+
+def report(rows: list[dict]) -> str:
+    lines = ["| lever | set | seeds | held-out loss | − defaults, same seed | gain / paired spread | clipped steps | step CPU × defaults (shared machine) |",
+             "|:--|:--|--:|--:|--:|--:|--:|--:|"]
+    verdicts = {}
+    for label in LEVERS:
+        for data in DATASETS:
+            mine = [r for r in rows if r["method"]["name"] == label and r["setup"]["data"] == data]
+            base = reference(data)
+            if not mine:
+                continue
+            diff = paired(mine, base, "final_eval_loss")
+            spread = statistics.stdev(diff) if len(diff) > 1 else float("nan")
+            ratio = -statistics.mean(diff) / spread if spread == spread and spread > 0 else float("nan")
+            verdicts.setdefault(label, []).append(ratio > 2)
+            cpu = statistics.mean(r["step_cpu_s"] for r in mine) / statistics.mean(r["step_cpu_s"] for r in base)
+            clipped = statistics.mean(r["clipped_share"] for r in mine)
+            lines.append(f"| {label} | {data.split(':')[-1]} | {len(mine)} | "
+                         f"{mean_spread([r['final_eval_loss'] for r in mine])} | {mean_spread(diff)} | "
+                         f"{ratio:+.1f} | {100 * clipped:.0f} % | {cpu:.2f} |")
+    passed = [label for label, v in verdicts.items() if len(v) == len(DATASETS) and all(v)]
+    lines += ["", "Passes the bar for a default (gain above twice its spread on both sets): "
+              + (", ".join(passed) if passed else "none") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    rows = run_all("levers", jobs([int(s) for s in args.seeds.split(",")]))
+    (RESULTS / "levers.md").write_text(report(rows), encoding="utf-8")
+    print(report(rows))
+
+
+if __name__ == "__main__":
+    main()
