@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.harness import Method, Setup, run, token_f1
+from benchmarks.harness import Method, Setup, run
 from benchmarks.suite import loss_at_seconds, mean_spread, table
 from tests.conftest import build_tiny_llama
 
@@ -46,12 +46,6 @@ def test_carried_adam_moments_change_only_the_rounds_after_the_first(tiny_setup)
     carry = run(Method("carry", lr=3e-2, k=4, kappa=2, optimizer_state="carry"), tiny_setup)
     assert carry["train_loss"][:3] == fresh["train_loss"][:3]  # round 1, and the first step after its merge
     assert carry["train_loss"][3] != fresh["train_loss"][3]
-
-
-def test_token_f1():
-    assert token_f1("LATIN SMALL LETTER A", "LATIN SMALL LETTER A") == 1.0
-    assert token_f1("", "A") == 0.0
-    assert token_f1("LATIN LETTER", "LATIN SMALL LETTER A") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
 
 
 def test_loss_at_seconds_interpolates_between_evaluations():
