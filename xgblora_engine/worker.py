@@ -248,10 +248,10 @@ class Worker:
         cfg = cmd.config or RunConfig()
         model_info = data_report = None
         if cmd.model:
-            from xgblora_engine.models.loading import load_model
+            from xgblora_engine.models.loading import model_info as read_model_info
 
             cfg.model.name = cmd.model
-            model_info = load_model(cfg.model, run=cfg).info
+            model_info = read_model_info(cfg.model, run=cfg)
         if cmd.data:
             from xgblora_engine.data.dataset import prepare_data
             from xgblora_engine.models.loading import load_tokenizer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import msgspec
 import torch
 from torch import nn
 
@@ -147,6 +148,31 @@ def load_model(cfg: ModelConfig, tokenizer=None, run: RunConfig | None = None) -
     model.requires_grad_(False)
     model.eval()
     return LoadedModel(model, tokenizer, source, describe(model, source, dtype, device, cfg.quantize))
+
+
+def model_info(cfg: ModelConfig, run: RunConfig | None = None) -> ModelInfo:
+    """What ``load_model(cfg).info`` says, without reading the weights when it can: the
+    model is built from its config on the meta device (shapes, no memory), so "Load model
+    info" takes a second instead of a full load. A quantized or sharded load, whose sizes
+    depend on the loading itself, and any config this path cannot build, load for real."""
+    source = resolve_source(cfg.name)
+    device, dtype, gpus = _device_and_dtype(cfg)
+    if cfg.quantize == "none" and not gpus:
+        try:
+            return _describe_from_config(source, dtype, device)
+        except Exception:  # noqa: BLE001 - the real load below reports what is wrong, readably
+            pass
+    return load_model(cfg, run=run).info
+
+
+def _describe_from_config(source: ModelSource, dtype: str, device: str) -> ModelInfo:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    location = _location(source, need_weights=False)
+    config = AutoConfig.from_pretrained(location, **_gguf_kwargs(source, for_model=False))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=TORCH_DTYPES[dtype])
+    return msgspec.structs.replace(describe(model, source, dtype, device, "none"), devices=[device])
 
 
 def _load_weights(source: ModelSource, device_map: dict, dtype: torch.dtype, quantize: str) -> nn.Module:

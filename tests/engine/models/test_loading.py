@@ -319,3 +319,33 @@ def test_embedded_model_loads_and_saves(tmp_path):
     loaded.model.save_pretrained(tmp_path / "saved")
     assert (tmp_path / "saved" / "config.json").is_file()
     assert any((tmp_path / "saved").glob("*.safetensors"))
+
+
+def test_model_info_without_the_weights_says_what_a_full_load_says(tiny_model_dir, monkeypatch):
+    from xgblora_engine.models import loading
+
+    full = load_model(ModelConfig(name=str(tiny_model_dir))).info
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(loading, "_load_weights", no_weights)
+    assert loading.model_info(ModelConfig(name=str(tiny_model_dir))) == full
+
+
+def test_model_info_of_a_quantized_load_loads_for_real(tiny_model_dir, monkeypatch):
+    from xgblora_engine.models import loading
+
+    loaded = []
+    monkeypatch.setattr(loading, "load_model", lambda cfg, run=None: loaded.append(cfg.quantize) or
+                        type("Loaded", (), {"info": "real"})())
+    assert loading.model_info(ModelConfig(name=str(tiny_model_dir), quantize="4bit")) == "real"
+    assert loaded == ["4bit"]
+
+
+def test_model_info_of_a_broken_folder_reports_the_load_error(tmp_path):
+    from xgblora_engine.models.loading import model_info
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="could not load model"):
+        model_info(ModelConfig(name=str(tmp_path)))
