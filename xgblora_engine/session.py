@@ -301,6 +301,9 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
 
 def _sample_answers(prepared: Prepared, cfg: RunConfig, record: Emit):
     """At every evaluation, the model's answers to the same few held-out prompts."""
+    import torch
+
+    from xgblora_engine.models.loading import is_out_of_memory
     from xgblora_engine.samples import answer, sample_prompts
     from xgblora_engine.scoring import mean_scores
 
@@ -312,7 +315,18 @@ def _sample_answers(prepared: Prepared, cfg: RunConfig, record: Emit):
     def on_evaluate(step: int, round_index: int) -> None:
         if not prompts:
             return
-        answers, seconds = answer(prepared.loaded.model, prepared.loaded.tokenizer, prompts, cfg.train.sample_tokens)
+        try:
+            answers, seconds = answer(prepared.loaded.model, prepared.loaded.tokenizer, prompts,
+                                      cfg.train.sample_tokens)
+        except Exception as exc:  # noqa: BLE001 - watching must never end the run it watches
+            if not is_out_of_memory(exc):
+                raise
+            prompts.clear()  # no further attempts: each would run out of memory again
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # what generating held goes back before the next step
+            record(P.Warning(message=f"sample answers stopped at step {step}: out of memory while generating",
+                             hint="training goes on; lower --samples or --sample-tokens next time"))
+            return
         record(P.SampleAnswers(step=step, round=round_index, answers=answers, seconds=seconds,
                                **mean_scores(answers)))
     return on_evaluate

@@ -62,3 +62,22 @@ def test_the_prompt_shown_is_the_last_user_message():
     one = tok.apply_chat_template(turns[2:], add_generation_prompt=True)  # after the template's own system turn
     assert last_user_message(tok, one, markers) == "What is the Unicode name of 'é'?"
     assert last_user_message(tok, ids, None).endswith("What is the Unicode name of 'é'?\nassistant")  # all of it
+
+
+def test_running_out_of_memory_while_answering_stops_the_samples_not_the_run(tmp_path, tiny_config, monkeypatch):
+    import xgblora_engine.samples as samples
+
+    calls = []
+
+    def out_of_memory(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB")  # as torch words it
+
+    monkeypatch.setattr(samples, "answer", out_of_memory)
+    cfg = copy.deepcopy(tiny_config)
+    cfg.train.eval_every, cfg.train.samples = 2, 2
+    events = []
+    run_training(cfg, str(tmp_path / "run"), events.append)
+    warning = next(e for e in events if isinstance(e, P.Warning))
+    assert "sample answers stopped at step 0: out of memory" in warning.message and "--samples" in warning.hint
+    assert events[-1].status == "completed" and len(calls) == 1  # tried once, then left alone
