@@ -47,8 +47,9 @@ def reference(data: str) -> list[dict]:
 
 
 def report(rows: list[dict]) -> str:
-    lines = ["| lever | set | seeds | held-out loss | − defaults, same seed | gain / paired spread | clipped steps | step CPU × defaults (shared machine) |",
-             "|:--|:--|--:|--:|--:|--:|--:|--:|"]
+    # No time column: these runs shared the machine with other work, unlike benchmarks/step_cost.py.
+    lines = ["| lever | set | seeds | held-out loss | − defaults, same seed | gain / paired spread | clipped steps |",
+             "|:--|:--|--:|--:|--:|--:|--:|"]
     verdicts = {}
     for label in LEVERS:
         for data in DATASETS:
@@ -60,11 +61,10 @@ def report(rows: list[dict]) -> str:
             spread = statistics.stdev(diff) if len(diff) > 1 else float("nan")
             ratio = -statistics.mean(diff) / spread if spread == spread and spread > 0 else float("nan")
             verdicts.setdefault(label, []).append(ratio > 2)
-            cpu = statistics.mean(r["step_cpu_s"] for r in mine) / statistics.mean(r["step_cpu_s"] for r in base)
             clipped = statistics.mean(r["clipped_share"] for r in mine)
             lines.append(f"| {label} | {data.split(':')[-1]} | {len(mine)} | "
                          f"{mean_spread([r['final_eval_loss'] for r in mine])} | {mean_spread(diff)} | "
-                         f"{ratio:+.1f} | {100 * clipped:.0f} % | {cpu:.2f} |")
+                         f"{ratio:+.1f} | {100 * clipped:.0f} % |")
     passed = [label for label, v in verdicts.items() if len(v) == len(DATASETS) and all(v)]
     lines += ["", "Passes the bar for a default (gain above twice its spread on both sets): "
               + (", ".join(passed) if passed else "none") + "."]
