@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compress the adapter to this rank per module by SVD (default: exact)")
     export.add_argument("--push", metavar="REPO",
                         help="then upload the verified exports to this Hugging Face Hub repository (NAME or "
-                             "OWNER/NAME; private unless --public; needs `hf auth login` or HF_TOKEN)")
+                             "OWNER/NAME; private unless --public; needs `hf auth login` or a token in $HF_TOKEN)")
     export.add_argument("--public", action="store_true", help="with --push: make the repository public")
     export.add_argument("--no-verify", action="store_true",
                         help="skip reloading the export in its runtime and comparing (not recommended)")

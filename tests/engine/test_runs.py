@@ -21,7 +21,8 @@ def two_runs(tmp_path, tiny_config):
     return tmp_path / "runs"
 
 
-def test_a_run_summary_has_its_settings_time_memory_and_scores(two_runs):
+def test_summaries_differences_and_the_runs_command(two_runs, capsys):
+    """One pair of real runs for everything that reads them (each run costs seconds)."""
     a = find_run("a", two_runs)
     assert a.status == "completed" and a.step == 6 and a.setting("boost", "rank") == 2
     assert a.train_seconds > 0 and a.peak_bytes > 2**20 and 0.0 <= a.sample_f1 <= 1.0
@@ -31,20 +32,8 @@ def test_a_run_summary_has_its_settings_time_memory_and_scores(two_runs):
     assert c["step"] == [1, 2, 3, 4, 5, 6] and c["eval_step"] == [0, 3, 6] and len(c["memory"]) == 6
     assert c["time"] == sorted(c["time"]) and c["eval_time"][0] == 0.0
     assert [r.name for r in list_runs(two_runs)] == ["b", "a"]  # newest first
-
-
-def test_the_settings_that_differ(two_runs):
     differ = dict(differing_settings([find_run("a", two_runs), find_run("b", two_runs)]))
     assert differ == {"boost.rank": [2, 1], "train.lr": [1e-2, 5e-3]}
-
-
-def test_a_run_that_is_not_there_is_named_with_what_to_do(two_runs):
-    with pytest.raises(UserError, match="no run called 'c'") as exc:
-        find_run("c", two_runs)
-    assert "xgblora runs" in exc.value.hint
-
-
-def test_xgblora_runs_lists_and_compares(two_runs, capsys):
     assert main(["runs", "--root", str(two_runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:5] == ["Run", "Status", "Model", "Data", "Rank"] and len(lines) == 3
@@ -58,3 +47,9 @@ def test_xgblora_runs_lists_and_compares(two_runs, capsys):
     assert data["runs"][0]["final_eval_loss"] is not None and data["runs"][0]["peak_bytes"] > 0
     assert main(["runs", "nope", "--root", str(two_runs)]) == 2
     assert "no run called 'nope'" in capsys.readouterr().err
+
+
+def test_a_run_that_is_not_there_is_named_with_what_to_do(tmp_path):
+    with pytest.raises(UserError, match="no run called 'c'") as exc:
+        find_run("c", tmp_path)
+    assert "xgblora runs" in exc.value.hint
