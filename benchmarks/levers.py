@@ -6,8 +6,10 @@ deterministic per seed), and a lever passes the bar for a default only when its 
 gain exceeds twice its paired spread on both sets.
 
     python -m benchmarks.levers [--seeds 0,1,2]
+    python -m benchmarks.levers --cost rank 8    # step time and peak of a lever against the defaults
 
-Writes results/levers.{json,md}. Each run is minutes on one core; the harness of
+Writes results/levers.{json,md}; ``--cost`` runs the defaults and the named lever one at a
+time on an otherwise idle machine (40 steps, both sets) into results/levers_cost.{json,md}. Each run is minutes on one core; the harness of
 ``compare`` (a fresh process per run, evaluation every 10 steps).
 """
 
@@ -64,17 +66,37 @@ def report(rows: list[dict]) -> str:
             clipped = statistics.mean(r["clipped_share"] for r in mine)
             lines.append(f"| {label} | {data.split(':')[-1]} | {len(mine)} | "
                          f"{mean_spread([r['final_eval_loss'] for r in mine])} | {mean_spread(diff)} | "
-                         f"{ratio:+.1f} | {100 * clipped:.0f} % |")
+                         f"{'–' if ratio != ratio else f'{ratio:+.1f}'} | {100 * clipped:.0f} % |")
     passed = [label for label, v in verdicts.items() if len(v) == len(DATASETS) and all(v)]
     lines += ["", "Passes the bar for a default (gain above twice its spread on both sets): "
               + (", ".join(passed) if passed else "none") + "."]
     return "\n".join(lines) + "\n"
 
 
+def cost(label: str) -> str:
+    """Step time and peak of the lever and of the defaults, one run at a time."""
+    pair = [Method.engine_defaults("xgb-default"), Method.engine_defaults(label, **LEVERS[label])]
+    lines = ["| set | method | step s | step time × | peak MB | peak × |", "|:--|:--|--:|--:|--:|--:|"]
+    for data, (seq_len, _) in DATASETS.items():
+        setup = Setup(data=data, seq_len=seq_len, steps=40, eval_every=0, eval_examples=8, answer_items=0)
+        base, mine = run_all("levers_cost", [(m, setup) for m in pair])
+        for row in (base, mine):
+            lines.append(f"| {data.split(':')[-1]} | {row['method']['name']} | {row['step_wall_s']:.3f} | "
+                         f"{row['step_wall_s'] / base['step_wall_s']:.3f} | {row['peak_bytes'] / 2**20:.0f} | "
+                         f"{row['peak_bytes'] / base['peak_bytes']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--cost", nargs="+", metavar="LEVER", help="time a lever against the defaults instead")
     args = parser.parse_args()
+    if args.cost:
+        text = cost(" ".join(args.cost))
+        (RESULTS / "levers_cost.md").write_text(text, encoding="utf-8")
+        print(text)
+        return
     rows = run_all("levers", jobs([int(s) for s in args.seeds.split(",")]))
     (RESULTS / "levers.md").write_text(report(rows), encoding="utf-8")
     print(report(rows))
