@@ -38,6 +38,7 @@ class RunSummary:
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # run.json as read
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # config.yaml as read
+    trained_steps: int = 0  # steps in metrics.jsonl: past ``step`` when a run died between checkpoints
     train_seconds: float | None = None  # optimizer steps only (no loading, no evaluation)
     peak_bytes: int | None = None  # the highest memory reading of the run
     sample_f1: float | None = None  # the last sample answers' token F1
@@ -72,6 +73,7 @@ def summarize(path: Path) -> RunSummary:
     metrics = run.metrics()
     steps = [m for m in metrics if "seconds" in m]
     summary.train_seconds = sum(m["seconds"] for m in steps) if steps else None
+    summary.trained_steps = max([summary.step, *(m["step"] for m in steps)])
     memory = [m["memory"] for m in metrics if "memory" in m]
     summary.peak_bytes = max(memory) if memory else None
     scores = [m["token_f1"] for m in metrics if "token_f1" in m]
@@ -142,7 +144,7 @@ def curves(run: RunSummary) -> dict[str, list[float]]:
 
 def cells(run: RunSummary) -> list[str]:
     """The run's row of the runs table (COLUMNS), as text."""
-    steps = f"{run.step}" + (f" / {run.total_steps}" if run.total_steps else "")
+    steps = f"{run.trained_steps}" + (f" / {run.total_steps}" if run.total_steps else "")
     k = run.setting("boost", "layers_per_round")
     return [run.name, run.status, run.model, run.data, _text(run.setting("boost", "rank")), _text(k),
             _text(run.setting("boost", "merge_every")), _text(run.setting("train", "lr")), steps,
@@ -154,7 +156,7 @@ def cells(run: RunSummary) -> list[str]:
 def sort_key(run: RunSummary, column: int):
     """What a column sorts by: numbers as numbers, missing values last."""
     numbers = {4: run.setting("boost", "rank"), 5: run.setting("boost", "layers_per_round"),
-               6: run.setting("boost", "merge_every"), 7: run.setting("train", "lr"), 8: run.step,
+               6: run.setting("boost", "merge_every"), 7: run.setting("train", "lr"), 8: run.trained_steps,
                9: run.final_loss, 10: run.final_eval_loss, 11: run.sample_f1, 12: run.train_seconds,
                13: run.peak_bytes}
     if column in numbers:

@@ -172,6 +172,9 @@ def test_two_runs_compared_side_by_side_and_the_table_sorts(qtbot, panel, studio
 def test_killed_runs_can_be_resumed_from_history(qtbot, panel, studio, runs_root):
     train_run_folder(runs_root, "killed", steps=20, killed_after=6)
     runs = panel(RunsPanel)
+    steps = [runs.table.horizontalHeaderItem(c).text() for c in range(runs.table.columnCount())].index("Steps")
+    assert runs.table.item(0, steps).text() == "6 / 20"  # what it trained, though its checkpoint is at 5
+    assert runs.runs[0].step == 5  # where a resume starts
     runs.table.selectRow(0)
     assert runs.resume_button.isEnabled()
     with qtbot.waitSignal(runs.resume_requested) as blocker:

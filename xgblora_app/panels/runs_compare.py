@@ -81,7 +81,7 @@ class RunsComparison(QWidget):
         rows = [("final training loss", [loss_text(r.final_loss) for r in runs]),
                 ("final held-out loss", [loss_text(r.final_eval_loss) for r in runs]),
                 ("sample token F1", ["–" if r.sample_f1 is None else f"{r.sample_f1:.2f}" for r in runs]),
-                ("steps", [str(r.step) for r in runs]),
+                ("steps", [str(r.trained_steps) for r in runs]),
                 ("training time", [human_duration(r.train_seconds) for r in runs]),
                 ("peak memory", ["–" if r.peak_bytes is None else human_bytes(r.peak_bytes) for r in runs])]
         differ = differing_settings(runs)
