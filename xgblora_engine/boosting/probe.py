@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xgblora_engine.boosting.loss import summed_loss
+from xgblora_engine.boosting.loss import count_targets, input_device, summed_loss
 
 
 def layer_gradient_norms(model: nn.Module, batch: dict[str, torch.Tensor],
@@ -26,7 +26,9 @@ def layer_gradient_norms(model: nn.Module, batch: dict[str, torch.Tensor],
     targeted weights, with the loss normalised per target token. ``reduce`` sums the
     squared norms across data-parallel ranks, so every rank draws the same layers."""
     n_layers = len(targets_by_layer)
-    squares = torch.zeros(n_layers, dtype=torch.float64)
+    # On the batch's device, summed there by every hook: one host sync per probe, not one
+    # per linear, and a tensor NCCL can all-reduce.
+    squares = torch.zeros(n_layers, dtype=torch.float64, device=input_device(model))
     layer_of = {name: layer for layer, names in targets_by_layer.items() for name in names}
     modules = dict(model.named_modules())
     handles = [modules[name].register_forward_hook(_measure(squares, layer))
@@ -39,15 +41,14 @@ def layer_gradient_norms(model: nn.Module, batch: dict[str, torch.Tensor],
     model.train()
     try:
         with torch.enable_grad():
-            n_targets = max(1, int((batch["labels"][:, 1:] != -100).sum()))
-            (summed_loss(model, batch) / n_targets).backward()
+            (summed_loss(model, batch) / max(1, count_targets(batch["labels"]))).backward()
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
     if reduce is not None:
         reduce([squares])
-    return squares.sqrt().tolist()
+    return squares.sqrt().cpu().tolist()
 
 
 def _measure(squares: torch.Tensor, layer: int):
@@ -59,7 +60,7 @@ def _measure(squares: torch.Tensor, layer: int):
         def on_grad(delta: torch.Tensor) -> None:
             xs = x.reshape(-1, x.shape[-1]).float()
             ds = delta.reshape(-1, delta.shape[-1]).float()
-            squares[layer] += float((ds.t() @ xs).square().sum())
+            squares[layer] += (ds.t() @ xs).square().sum().to(squares.device, torch.float64)
 
         output.register_hook(on_grad)
     return on_forward
