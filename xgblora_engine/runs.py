@@ -70,15 +70,34 @@ def summarize(path: Path) -> RunSummary:
                          final_loss=s.get("final_loss"), final_eval_loss=s.get("final_eval_loss"),
                          updated=float(s.get("updated") or s.get("created") or 0.0),
                          message=str(s.get("message", "")), info=s, settings=_settings(run))
+    last_step, summary.train_seconds, summary.peak_bytes, summary.sample_f1 = _from_metrics(run)
+    summary.trained_steps = max(summary.step, last_step)
+    return summary
+
+
+# metrics.jsonl path -> (its size and mtime, what it says): the Runs panel lists every run
+# at each refresh, in the GUI thread, and a finished run's metrics never change.
+_read: dict[Path, tuple[tuple[int, int], tuple]] = {}
+
+
+def _from_metrics(run: RunDir) -> tuple[int, float | None, int | None, float | None]:
+    """(last step, seconds of optimizer steps, peak memory, last sample F1) of a run."""
+    try:
+        stat = run.metrics_path.stat()
+    except OSError:
+        return 0, None, None, None
+    key = (stat.st_size, stat.st_mtime_ns)
+    cached = _read.get(run.metrics_path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     metrics = run.metrics()
     steps = [m for m in metrics if "seconds" in m]
-    summary.train_seconds = sum(m["seconds"] for m in steps) if steps else None
-    summary.trained_steps = max([summary.step, *(m["step"] for m in steps)])
     memory = [m["memory"] for m in metrics if "memory" in m]
-    summary.peak_bytes = max(memory) if memory else None
     scores = [m["token_f1"] for m in metrics if "token_f1" in m]
-    summary.sample_f1 = scores[-1] if scores else None
-    return summary
+    found = (max((m["step"] for m in steps), default=0), sum(m["seconds"] for m in steps) if steps else None,
+             max(memory) if memory else None, scores[-1] if scores else None)
+    _read[run.metrics_path] = (key, found)
+    return found
 
 
 def _settings(run: RunDir) -> dict[str, dict[str, Any]]:

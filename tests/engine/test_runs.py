@@ -53,3 +53,21 @@ def test_a_run_that_is_not_there_is_named_with_what_to_do(tmp_path):
     with pytest.raises(UserError, match="no run called 'c'") as exc:
         find_run("c", tmp_path)
     assert "xgblora runs" in exc.value.hint
+
+
+def test_a_run_s_metrics_are_read_again_only_when_they_change(tmp_path, monkeypatch):
+    from xgblora_engine.rundir import RunDir
+    from xgblora_engine.runs import summarize
+
+    run = RunDir.create(tmp_path / "r", "tiny")
+    run.update_status(status="training", step=0)
+    run.record_event({"type": "StepMetrics", "step": 1, "round": 1, "loss": 2.0, "lr": 1e-3, "grad_norm": 1.0,
+                      "layers": [0], "seconds": 0.5, "tokens": 8})
+    assert summarize(run.path).trained_steps == 1
+    reads = []
+    real = RunDir.metrics
+    monkeypatch.setattr(RunDir, "metrics", lambda self: reads.append(1) or real(self))
+    assert summarize(run.path).train_seconds == 0.5 and not reads  # unchanged: not read again
+    run.record_event({"type": "StepMetrics", "step": 2, "round": 1, "loss": 1.9, "lr": 1e-3, "grad_norm": 1.0,
+                      "layers": [0], "seconds": 0.5, "tokens": 8})
+    assert summarize(run.path).trained_steps == 2 and reads == [1]
