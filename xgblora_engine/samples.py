@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from xgblora_engine.boosting.loss import IGNORE
+from xgblora_engine.boosting.loss import IGNORE, input_device
+from xgblora_engine.export.common import end_of_turn_ids
 from xgblora_engine.payloads import SampleAnswer
 from xgblora_engine.scoring import scored
 
@@ -49,8 +50,6 @@ def last_user_message(tokenizer, ids: list[int], markers: tuple[str, str] | None
 
 def sample_prompts(examples, tokenizer, n: int) -> list[SamplePrompt]:
     """The first ``n`` held-out examples that have a prompt and a learned response."""
-    from xgblora_engine.export.common import end_of_turn_ids
-
     stop = set(end_of_turn_ids(tokenizer))
     markers = user_turn_markers(tokenizer)
     prompts = []
@@ -72,9 +71,6 @@ def sample_prompts(examples, tokenizer, n: int) -> list[SamplePrompt]:
 @torch.no_grad()
 def answer(model, tokenizer, prompts: list[SamplePrompt], max_new_tokens: int) -> tuple[list[SampleAnswer], float]:
     """Greedy answers to every prompt in one left-padded batch, and the seconds they took."""
-    from xgblora_engine.boosting.loss import input_device
-    from xgblora_engine.export.common import end_of_turn_ids
-
     started = time.perf_counter()
     stop = end_of_turn_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]

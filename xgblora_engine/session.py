@@ -283,9 +283,10 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
     except BaseException as exc:
         if main:
             _mark_failed(run, exc, step=trainer.state.step)
-        if report is not None:
-            report.close()
         raise
+    finally:
+        if report is not None:  # nothing after training is drawn in TensorBoard
+            report.close()
     status = "stopped" if trainer.stopped else "completed"
     if main:
         trainer.state.ledger.save(run.ledger_path)
@@ -294,8 +295,6 @@ def _train(run: RunDir, cfg: RunConfig, prepared: Prepared, record: Emit, contro
     record(P.Finished(status=status, run_dir=str(run.path), steps=trainer.state.step,
                       final_loss=trainer.state.last_loss, final_eval_loss=trainer.state.last_eval_loss,
                       message=stopped_in_round_message(trainer.state)))
-    if report is not None:
-        report.close()
     return run
 
 

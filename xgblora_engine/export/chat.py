@@ -10,6 +10,7 @@ base and fine-tuned answers prompt after prompt loads each model once.
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xgblora_engine.errors import UserError
 from xgblora_engine.export.common import chat_ids, end_of_turn_ids
 
 CACHE_SIZE = 2  # base + fine-tuned
@@ -97,8 +99,6 @@ class Sampling:
     seed: int = 0  # with temperature > 0: the same seed, the same answer
 
     def validate(self) -> Sampling:
-        from xgblora_engine.errors import UserError
-
         if self.max_new_tokens < 1:
             raise UserError(f"invalid answer length {self.max_new_tokens}", "use 1 or more new tokens, e.g. 256")
         if not 0 <= self.temperature <= 10:
@@ -201,8 +201,6 @@ def chat_session(spec: str, prompt: str | None = None, compare: bool = False, sa
     """One prompt, or a conversation: every model keeps its own history, rendered with its
     chat template; answers are printed as they are generated, and Ctrl-C stops one.
     With ``compare``, every prompt is answered by the run's base model and by the run."""
-    from xgblora_engine.errors import UserError
-
     stream = stream or sys.stdout
     input_fn = input_fn or input
     sampling = sampling or Sampling()
@@ -254,8 +252,6 @@ class _ctrl_c_stops:
     """While generating in the main thread, Ctrl-C ends the answer instead of the program."""
 
     def __enter__(self) -> threading.Event:
-        import signal
-
         self.flag = threading.Event()
         self.previous = None
         if threading.current_thread() is threading.main_thread():
@@ -263,7 +259,5 @@ class _ctrl_c_stops:
         return self.flag
 
     def __exit__(self, *exc) -> None:
-        import signal
-
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
