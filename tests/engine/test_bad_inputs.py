@@ -115,11 +115,12 @@ def a_run_stopped_before_its_first_merge(t, m, d):
     out = t / "run"
     main(["train", "--model", m, "--data", d, "--out", str(out), "--max-steps", "4", "--merge-every", "2",
           "--stop-after", "1", "--seq-len", "32", "--batch-size", "2"])
-    return ["export", str(out), "--out", "x"]
+    return ["export", str(out), "--out", str(t / "x")]
 
 
 def export_case(*flags, steps=2):
-    return lambda t, m, d: ["export", a_run(t, m, d, steps), *flags]
+    """An export of a finished tiny run into the test's own folder, with ``flags``."""
+    return lambda t, m, d: ["export", a_run(t, m, d, steps), "--out", str(t / "x"), *flags]
 
 
 def resume_case(setup):
@@ -278,8 +279,8 @@ CASES = [
     ("resume-bad-setting", resume_case(run_with_bad_setting), "'train.max_steps' has an invalid value"),
     # export targets
     ("export-not-a-run", lambda t, m, d: ["export", str(t), "--out", str(t / "x")], "is not a run folder"),
-    ("export-format", export_case("--out", "x", "--format", "onnx"), "unknown export format 'onnx'"),
-    ("export-peft-rank", export_case("--out", "x", "--peft-rank", "0"), "invalid adapter rank 0"),
+    ("export-format", export_case("--format", "onnx"), "unknown export format 'onnx'"),
+    ("export-peft-rank", export_case("--peft-rank", "0"), "invalid adapter rank 0"),
     ("export-nothing-merged", a_run_stopped_before_its_first_merge, "no merged round yet"),
     ("export-into-full-folder", export_into_a_full_folder, "target"),
     ("export-below-a-file", export_below_a_file, "plain.txt"),
