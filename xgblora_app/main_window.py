@@ -57,7 +57,10 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("XGBLoRA Studio")
         prefs = settings or QSettings("xgblora-studio", "xgblora-studio")
         run_settings = RunSettings()
-        skipped = run_settings.load(_json(prefs.value("run/settings")))
+        kept = _json(prefs.value("run/overrides"))
+        # "run/settings" (every value) is what versions before the overrides kept
+        skipped = run_settings.load_overrides(kept) if kept is not None else \
+            run_settings.load(_json(prefs.value("run/settings")))
         self.bridge = EngineBridge(client_factory, parent=self)
         self.studio = Studio(self.bridge, run_settings, Session(Path(runs_folder) if runs_folder else runs_root()),
                              prefs)
@@ -248,7 +251,8 @@ class MainWindow(QMainWindow):
         prefs = self.studio.prefs
         prefs.setValue("window/geometry", self.saveGeometry())
         prefs.setValue("window/page", self.nav.currentRow())
-        prefs.setValue("run/settings", json.dumps(self.studio.settings.to_dict()))
+        prefs.setValue("run/overrides", json.dumps(self.studio.settings.overrides()))
+        prefs.remove("run/settings")
         if self.studio.session.run_dir:
             prefs.setValue("run/last", self.studio.session.run_dir)
         prefs.sync()

@@ -1,5 +1,6 @@
 """The window as a whole: pages, shortcuts, persistence, start-up, theme."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from tests.app.helpers import train_run_folder
 from xgblora_app.main_window import PAGES, MainWindow
+from xgblora_engine import config as C
 from xgblora_engine import protocol as P
+from xgblora_engine.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +71,35 @@ def test_settings_page_and_geometry_persist(qtbot, fake, runs_root, tmp_path):
     # the offscreen screen is 800 px wide and clamps the restored width; the height comes back
     assert second.nav.currentRow() == PAGES.index("Method") and second.size().height() == expected.height()
     assert second.studio.session.n_layers == 30  # remembered: no model load needed at start-up
+
+
+def test_only_changed_settings_are_kept_so_new_defaults_reach_the_rest(qtbot, fake, runs_root, tmp_path,
+                                                                        monkeypatch):
+    path = str(tmp_path / "prefs.ini")
+    first = MainWindow(lambda: fake, runs_folder=runs_root, settings=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(first)
+    first.form.set_values({"boost": {"merge_every": 7}})
+    first.close()
+    kept = json.loads(QSettings(path, QSettings.Format.IniFormat).value("run/overrides"))
+    assert kept == {"boost": {"merge_every": 7}}
+    def later_version_defaults():
+        cfg = RunConfig()
+        cfg.boost.rank = 5
+        return cfg
+
+    monkeypatch.setattr(C, "RunConfig", later_version_defaults)
+    second = MainWindow(lambda: fake, runs_folder=runs_root, settings=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(second)
+    assert second.studio.settings.get("boost", "rank") == 5 and second.studio.settings.get("boost", "merge_every") == 7
+
+
+def test_settings_kept_whole_by_an_older_version_still_load(qtbot, fake, runs_root, tmp_path):
+    prefs = QSettings(str(tmp_path / "prefs.ini"), QSettings.Format.IniFormat)
+    prefs.setValue("run/settings", json.dumps({"train": {"lr": 0.01}, "boost": {"rank": 3}}))
+    window = MainWindow(lambda: fake, runs_folder=runs_root, settings=prefs)
+    qtbot.addWidget(window)
+    settings = window.studio.settings
+    assert settings.get("boost", "rank") == 3 and settings.get("train", "lr_rule") == "fixed"  # as it meant then
 
 
 def test_worker_death_in_the_window_offers_resume(qtbot, window, fake):

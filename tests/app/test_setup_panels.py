@@ -244,6 +244,17 @@ def test_presets_and_tooltips(qtbot, panel, studio):
     assert help_text("boost", "merge_every") in method.kappa.toolTip() and "Cost:" in method.kappa.toolTip()
 
 
+def test_defaults_button_resets_the_method_but_keeps_model_and_data(qtbot, panel, studio):
+    method = panel(MethodPanel)
+    studio.settings.set_values({"boost": {"rank": 3, "merge_every": 7}, "train": {"lr": 0.02},
+                                "data": {"seq_len": 96}})
+    qtbot.mouseClick(method.defaults_button, Qt.MouseButton.LeftButton)
+    defaults = RunConfig()
+    assert method.rank.value() == defaults.boost.rank and method.kappa.value() == defaults.boost.merge_every
+    assert studio.settings.get("train", "lr") == defaults.train.lr
+    assert studio.settings.get("data", "seq_len") == 96
+
+
 def test_length_in_epochs_uses_the_data_count(qtbot, panel, studio):
     method = panel(MethodPanel)
     assert not method.epochs.isEnabled()

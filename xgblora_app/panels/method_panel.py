@@ -204,8 +204,13 @@ class MethodPanel(QWidget):
                                     "(the file `xgblora train --config` reads)")
         self.save_button = QPushButton("Save settings…")
         self.save_button.setToolTip("Write every setting to a YAML file that `xgblora train --config FILE` reads")
+        self.defaults_button = QPushButton("Defaults")
+        self.defaults_button.setToolTip("Every boosting and training setting back to the engine's defaults "
+                                        "(the model and the data stay)")
         self.load_button.clicked.connect(lambda: self.load_settings())
         self.save_button.clicked.connect(lambda: self.save_settings())
+        self.defaults_button.clicked.connect(lambda: self.studio.settings.reset())
+        row.addWidget(self.defaults_button)
         row.addWidget(self.load_button)
         row.addWidget(self.save_button)
         return box

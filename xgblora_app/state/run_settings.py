@@ -58,11 +58,12 @@ class RunSettings(Observable):
 
     set_values = update  # the name scripts and older callers use
 
-    def load(self, saved: dict[str, Any]) -> list[str]:
+    def load(self, saved: dict[str, Any], literal: bool = False) -> list[str]:
         """Restore saved settings one value at a time: a stale or bad value is skipped
-        (and named) rather than losing the whole set."""
+        (and named) rather than losing the whole set. A whole saved set is read as of the
+        version that wrote it (``C.as_then``) unless ``literal``."""
         skipped = []
-        for section, values in C.as_then(saved or {}).items():
+        for section, values in (saved or {} if literal else C.as_then(saved or {})).items():
             for key, value in (values or {}).items() if isinstance(values, dict) else ():
                 try:
                     self.set(section, key, value)
@@ -72,6 +73,26 @@ class RunSettings(Observable):
 
     def to_dict(self) -> dict[str, Any]:
         return self.cfg.to_dict()
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Only the values that differ from the engine's defaults: what the window keeps
+        between sessions, so a default that improves in a new version reaches every
+        setting the user never changed."""
+        defaults = C.RunConfig().to_dict()
+        changed = {section: {key: value for key, value in values.items() if defaults[section][key] != value}
+                   for section, values in self.to_dict().items()}
+        return {section: values for section, values in changed.items() if values}
+
+    def load_overrides(self, overrides: dict[str, Any]) -> list[str]:
+        """Restore what ``overrides`` kept, on top of today's defaults (no reading as of
+        an older version: every value in it was set on purpose)."""
+        return self.load(overrides, literal=True)
+
+    def reset(self, sections: tuple[str, ...] = ("boost", "train")) -> None:
+        """Every setting of ``sections`` back to the engine's default (the model and the
+        data stay)."""
+        defaults = C.RunConfig().to_dict()
+        self.update({section: defaults[section] for section in sections})
 
     def copy(self) -> C.RunConfig:
         """The settings as they are now, for a command (later edits do not change it)."""
