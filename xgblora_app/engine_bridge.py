@@ -25,7 +25,7 @@ SIGNAL_OF: dict[type, str] = {
     P.EvalResult: "eval_result", P.SampleAnswers: "sample_answers", P.MemorySample: "memory_sample", P.PreflightResult: "preflight_result",
     P.CheckpointSaved: "checkpoint_saved", P.LogLine: "log_line", P.Warning: "warning", P.Error: "error",
     P.ExportProgress: "export_progress", P.ExportDone: "export_done", P.GenerationChunk: "generation_chunk",
-    P.GenerationResult: "generation_result",
+    P.GenerationResult: "generation_result", P.DownloadProgress: "download_progress",
     P.InspectResult: "inspect_result", P.Finished: "finished", P.WorkerExited: "worker_exited",
 }
 
@@ -46,6 +46,7 @@ class EngineBridge(QObject):
     warning = Signal(object)
     error = Signal(object)
     export_progress = Signal(object)
+    download_progress = Signal(object)
     export_done = Signal(object)
     generation_chunk = Signal(object)
     generation_result = Signal(object)

@@ -26,6 +26,13 @@ def device_label(device: Device) -> str:
     return label
 
 
+def download_text(done: int, total: int, bytes_per_s: float, repo_id: str) -> str:
+    """'Downloading org/model: 120 MB of 724 MB (17 %) at 11 MB/s'."""
+    share = f" ({100 * done / total:.0f} %)" if total else ""
+    return (f"Downloading {repo_id}: {human_bytes(done)} of {human_bytes(total) if total else '?'}{share} "
+            f"at {human_bytes(bytes_per_s)}/s")
+
+
 def human_count(n: float | None) -> str:
     if n is None:
         return "?"

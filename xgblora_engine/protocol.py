@@ -42,10 +42,11 @@ from xgblora_engine.payloads import (
 # 2: typed payloads, job ids on events, the export command as its own field
 # 3: SampleAnswers (answers to held-out prompts at every evaluation); conversations, sampling
 #    and streamed GenerationChunks for Generate
-PROTOCOL_VERSION = 3
+# 4: DownloadProgress (a Hub model fetched before it loads)
+PROTOCOL_VERSION = 4
 # Older envelopes still decode: their payloads have the same field names, and every
 # field added since has a default.
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 __all__ = [
     "PROTOCOL_VERSION", "READABLE_VERSIONS", "ProtocolError", "Command", "Event", "COMMAND_TYPES",
@@ -62,7 +63,7 @@ __all__ = [
     "Hello", "StateChanged", "RunStarted", "StepMetrics", "RoundMerged", "RoundRolledBack",
     "EvalResult", "SampleAnswers", "MemorySample", "PreflightResult", "CheckpointSaved", "LogLine",
     "WarningEvent", "Error", "ExportProgress", "ExportDone", "GenerationChunk", "GenerationResult",
-    "InspectResult", "Finished", "WorkerExited",
+    "InspectResult", "Finished", "WorkerExited", "DownloadProgress",
 ]
 
 
@@ -286,6 +287,15 @@ class Error(_Event, kw_only=True):
     detail: str = ""  # a traceback for "internal", shown folded
 
 
+class DownloadProgress(_Event, kw_only=True):
+    """A Hub model being fetched before it loads (a Stop cancels; what is done is kept)."""
+
+    repo_id: str
+    done_bytes: int
+    total_bytes: int  # grows while the file list is read; 0 until then
+    bytes_per_s: float
+
+
 class ExportProgress(_Event, kw_only=True):
     format: str
     stage: str
@@ -343,7 +353,8 @@ class WorkerExited(_Event, kw_only=True):
 Command = StartRun | ResumeRun | Pause | Resume | Stop | Estimate | Export | Generate | Inspect | Shutdown
 Event = (Hello | StateChanged | RunStarted | StepMetrics | RoundMerged | RoundRolledBack
          | EvalResult | SampleAnswers | MemorySample | PreflightResult | CheckpointSaved | LogLine | Warning | Error
-         | ExportProgress | ExportDone | GenerationChunk | GenerationResult | InspectResult | Finished | WorkerExited)
+         | ExportProgress | ExportDone | GenerationChunk | GenerationResult | InspectResult | Finished | WorkerExited
+         | DownloadProgress)
 COMMAND_TYPES: tuple[type, ...] = Command.__args__
 EVENT_TYPES: tuple[type, ...] = Event.__args__
 # Commands that occupy the worker until it reports "idle" again; it runs one at a time.

@@ -52,11 +52,12 @@ class Prepared:
         return self.loaded.tokenizer.pad_token_id
 
 
-def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
+def prepare(cfg: RunConfig, emit: Emit, should_stop: Callable[[], bool] = lambda: False) -> Prepared:
     from xgblora_engine.data.dataset import prepare_data
     from xgblora_engine.models.loading import load_model, load_tokenizer
 
     cfg.validate()
+    download_if_needed(cfg.model.name, emit, should_stop)
     # Data first (it needs only the tokenizer): a bad file is reported in seconds,
     # not after the model has loaded.
     emit(P.StateChanged(state="loading", detail=f"preparing data {cfg.data.path}"))
@@ -78,6 +79,19 @@ def prepare(cfg: RunConfig, emit: Emit) -> Prepared:
         # Non-reentrant: keeps autograd's early stop at the lowest boosted layer.
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Prepared(loaded, data, targets, k)
+
+
+def download_if_needed(name: str, emit: Emit, should_stop: Callable[[], bool]) -> None:
+    """An uncached Hub model is fetched first, with progress; anything else loads as it is."""
+    from xgblora_engine.models.download import ensure_downloaded
+    from xgblora_engine.models.source import resolve_source
+
+    source = resolve_source(name)
+    if source.kind != "hub":
+        return
+    emit(P.StateChanged(state="loading", detail=f"checking {name} in the Hugging Face cache"))
+    ensure_downloaded(source.path, lambda done, total, rate: emit(
+        P.DownloadProgress(repo_id=source.path, done_bytes=done, total_bytes=total, bytes_per_s=rate)), should_stop)
 
 
 def targets_by_layer(model, names: list[str] | None) -> dict[int, list[str]]:
@@ -181,7 +195,7 @@ def run_training(cfg: RunConfig, out: str | None, emit: Emit, control: RunContro
         if main:
             run.update_status(status="preparing", created=time.time(), model=cfg.model.name, data=cfg.data.path)
         try:
-            prepared = prepare(cfg, record)
+            prepared = prepare(cfg, record, stop_asked(control))
         except BaseException as exc:
             if main:
                 _mark_failed(run, exc)
@@ -214,7 +228,7 @@ def _resume(run: RunDir, cfg: RunConfig, emit: Emit, control: RunControl | None,
         raise UserError(f"no intact checkpoint in {run.checkpoints_path}",
                         f"start it again in a new folder with its settings: "
                         f"`xgblora train --config {run.config_path} --out NEW_FOLDER`")
-    prepared = prepare(cfg, record)
+    prepared = prepare(cfg, record, stop_asked(control))
     state = TrainerState()
     if checkpoint is not None:
         state = TrainerState(step=checkpoint.step, ledger=checkpoint.ledger, last_loss=checkpoint.last_loss,
@@ -350,6 +364,11 @@ class _StepLimit(RunControl):
 
     def wait_if_paused(self) -> None:
         self.inner.wait_if_paused()
+
+
+def stop_asked(control: RunControl | None) -> Callable[[], bool]:
+    """Whether a Stop has come, asked before training starts (a download, say)."""
+    return lambda: control is not None and control.should_stop(0)
 
 
 def _with_step_limit(control: RunControl | None, stop_after: int | None) -> RunControl | None:

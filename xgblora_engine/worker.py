@@ -207,11 +207,11 @@ class Worker:
         resume_training(cmd.run_dir, self._watch_run_dir, self.control, self._options(cmd))
 
     def do_Estimate(self, cmd: P.Estimate) -> None:
-        from xgblora_engine.session import preflight, prepare
+        from xgblora_engine.session import preflight, prepare, stop_asked
 
         cfg = cmd.config
         self.emit(P.StateChanged(state="preflight"))
-        prepared = prepare(cfg, self.emit)
+        prepared = prepare(cfg, self.emit, stop_asked(self.control))
         self.emit(preflight(prepared, cfg, cmd.memory_limit_bytes, cmd.trial))
 
     def do_Export(self, cmd: P.Export) -> None:

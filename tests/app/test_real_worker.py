@@ -139,3 +139,44 @@ def test_the_data_panel_shows_the_real_engine_s_rendered_preview(qtbot, tmp_path
         assert "cut above" in panel.preview.toPlainText() and "(100%)" in panel.counts.text()
     finally:
         bridge.close()
+
+
+def test_a_hub_model_downloads_with_progress_a_stop_cancels_and_a_start_continues(qtbot, tmp_path, prefs,
+                                                                                    monkeypatch, request):
+    """The real worker fetches an uncached Hub id from a local stand-in for the Hub: the
+    Train panel shows the bytes, Stop cancels with what to do next, Start finishes it."""
+    from tests.hub_standin import HubStandIn
+
+    repo = save_tiny_model(tmp_path / "repo", build_tiny_llama())
+    (repo / "model.safetensors").unlink()
+    build_tiny_llama().save_pretrained(repo, max_shard_size="40KB")  # shards served in turn, slowly
+    hub = HubStandIn({"me/tiny": repo}, seconds_per_mb=15, one_at_a_time=True)
+    request.addfinalizer(hub.close)
+    for key, value in hub.env(tmp_path / "hf-cache").items():
+        monkeypatch.setenv(key, value)  # the worker process reads them at its start
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"instruction": f"w{i} w{i + 1}", "output": f"w{i % 9}"}) for i in range(20)))
+    prefs.setValue("run/overrides", json.dumps({
+        "model": {"name": "me/tiny"}, "data": {"path": str(data), "seq_len": 32},
+        "train": {"max_steps": 4, "batch_size": 2, "eval_every": 0}, "boost": {"merge_every": 2}}))
+    w = MainWindow(real_client, runs_folder=tmp_path / "runs", settings=prefs)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.bridge.state == "idle" and not w.bridge.busy and not w.bridge.queue, timeout=120_000)
+    downloads = []
+    w.bridge.download_progress.connect(downloads.append)
+
+    w.start()
+    qtbot.waitUntil(lambda: bool(downloads), timeout=120_000)
+    assert w.train_panel.progress.format() == "%p% downloaded"
+    assert w.status.text().startswith("Downloading me/tiny:") and "Stop cancels it" in w.status.text()
+    qtbot.mouseClick(w.train_panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.status.text() == "The download of 'me/tiny' was stopped.", timeout=60_000)
+    assert "continue it" in w.banner.text()
+    assert 0 < downloads[-1].done_bytes < downloads[-1].total_bytes
+
+    hub.seconds_per_mb = 0
+    w.start()
+    qtbot.waitUntil(lambda: w.status.text().startswith("Run completed after 4 steps"), timeout=120_000)
+    assert downloads[-1].done_bytes == downloads[-1].total_bytes
+    w.close()

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app.context import Studio
-from xgblora_app.format import duration, human_bytes
+from xgblora_app.format import download_text, duration, human_bytes
 from xgblora_app.format import loss as fmt_loss
 from xgblora_app.panels.samples_view import SamplesView
 from xgblora_app.plots import TrainingPlots
@@ -64,6 +64,7 @@ class TrainPanel(QWidget):
         self.status_timer.start()
         b = studio.bridge
         b.run_started.connect(self._on_run_started)
+        b.download_progress.connect(self._on_download)
         b.step_metrics.connect(self._on_step)
         b.round_merged.connect(self._on_merge)
         b.round_rolled_back.connect(self._on_rollback)
@@ -201,10 +202,20 @@ class TrainPanel(QWidget):
             return
         self.studio.session.set_run_dir(e.run_dir)
         self.total_steps = e.total_steps
+        self.progress.setFormat("step %v of %m")
         self.progress.setRange(0, e.total_steps)
         self.progress.setValue(e.start_step)
         self.status.setText(f"Training: {e.total_steps} steps in {e.total_rounds} rounds on {e.n_layers} layers")
         self.log(e.data_report)
+
+    def _on_download(self, e: P.DownloadProgress) -> None:
+        if not self._ours(e):
+            return
+        self.progress.setFormat("%p% downloaded")
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(round(1000 * e.done_bytes / e.total_bytes) if e.total_bytes else 0)
+        self.status.setText(download_text(e.done_bytes, e.total_bytes, e.bytes_per_s, e.repo_id)
+                            + " · Stop cancels it; what is downloaded is kept for the next start")
 
     def _on_step(self, e: P.StepMetrics) -> None:
         if self._ours(e):
@@ -251,6 +262,7 @@ class TrainPanel(QWidget):
         elif self.studio.session.run_dir and e.kind in ("oom", "internal", "crash"):
             actions.append(("Resume run", lambda: self.resume_run()))
         self.banner.show_message("error", e.message, e.hint, actions)
+        self.status.setText(e.message[0].upper() + e.message[1:] + ".")  # a Finished, if one follows, says more
 
     def _on_finished(self, e: P.Finished) -> None:
         if not self._ours(e):

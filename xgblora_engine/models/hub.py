@@ -8,12 +8,14 @@ request that tells "unknown id", "gated" and "Hub unreachable" apart.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from xgblora_engine.errors import UserError
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+TOKENIZER_PATTERNS = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "*.tiktoken")
 PROBE_TIMEOUT_S = 10.0
 
 
@@ -26,18 +28,33 @@ def hub_offline() -> bool:
 
 
 def cached_snapshot(repo_id: str, need_weights: bool) -> Path | None:
-    """The cached snapshot folder of ``repo_id``, or None when it (or its weights) is not cached."""
-    from huggingface_hub import snapshot_download
+    """The cached snapshot folder of ``repo_id``, or None when it (or its weights) is not
+    cached. Read from the cache's layout alone: a snapshot holding just what loading reads
+    (see models/download.py) counts as complete."""
+    from huggingface_hub import try_to_load_from_cache
 
-    try:
-        folder = Path(snapshot_download(repo_id, repo_type="model", local_files_only=True))
-    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError
+    config = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(config, str):  # None: not cached; a sentinel object: known to be missing
         return None
-    if not (folder / "config.json").is_file():
-        return None
-    if need_weights and not any(any(folder.glob(p)) for p in WEIGHT_PATTERNS):
-        return None
+    folder = Path(config).parent
+    if need_weights and not (has_weights(folder) and has_tokenizer(folder)):
+        return None  # e.g. a download stopped half way: it continues at the next start
     return folder
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any(any(folder.glob(p)) for p in TOKENIZER_PATTERNS)
+
+
+def has_weights(folder: Path) -> bool:
+    """Every shard a weight index names, or else any weight file."""
+    for index in folder.glob("*.index.json"):
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(shards) and all((folder / shard).is_file() for shard in shards)
+    return any(any(folder.glob(p)) for p in WEIGHT_PATTERNS)
 
 
 def hub_location(repo_id: str, need_weights: bool = True) -> str:

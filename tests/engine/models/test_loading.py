@@ -168,6 +168,28 @@ def test_cached_hub_id_loads_without_network(tmp_path, monkeypatch, tiny_llama):
     assert loaded.source.kind == "hub" and loaded.info.n_layers == 4
 
 
+def test_a_snapshot_without_its_tokenizer_or_a_shard_is_not_ready_to_load(tmp_path, monkeypatch, tiny_llama):
+    """What a download stopped half way leaves: config.json, but not everything loading reads."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--tiny-org--tiny-llama"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    folder = repo / "snapshots" / commit
+    save_tiny(folder, tiny_llama)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert hub.cached_snapshot("tiny-org/tiny-llama", need_weights=True) == folder
+    (folder / "tokenizer.json").unlink()
+    assert hub.cached_snapshot("tiny-org/tiny-llama", need_weights=True) is None
+    assert hub.cached_snapshot("tiny-org/tiny-llama", need_weights=False) == folder
+    (folder / "model.safetensors").unlink()
+    tiny_llama.save_pretrained(folder, max_shard_size="40KB")
+    assert hub.has_weights(folder)
+    next(folder.glob("model-00002-*.safetensors")).unlink()
+    assert not hub.has_weights(folder)
+
+
 def test_hub_error_reading_of_other_http_errors():
     from huggingface_hub.errors import HfHubHTTPError
 
