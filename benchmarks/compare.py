@@ -52,14 +52,16 @@ def methods(lr: dict[str, float]) -> tuple[list[Method], list[Method]]:
     core = [
         Method("lora-r8", "lora", lora, rank=8),  # the baseline every ratio is taken against
         Method.engine_defaults("xgb-default"),
-        # the defaults before boost.carry: every round a fresh A and fresh Adam moments
-        Method.engine_defaults("xgb-fresh", optimizer_state="fresh"),
+        # the defaults before rank 8 boosters (r = 4, carried), and before boost.carry (r = 4,
+        # every round a fresh A and fresh Adam moments)
+        Method.engine_defaults("xgb-r4", rank=4),
+        Method.engine_defaults("xgb-fresh", rank=4, optimizer_state="fresh"),
     ]
     extra = [
         Method("lora-r1", "lora", lora, rank=1),
         Method.engine_defaults("xgb-fast", k=5, sampling="top-biased"),  # the "fast" preset, 30 layers
         # the defaults before the learning-rate rule: r=4, k≈L/3, κ=20 at a literal 1e-2, fresh rounds
-        Method.engine_defaults("xgb-lr1e-2", lr=1e-2, lr_rule="fixed", optimizer_state="fresh"),
+        Method.engine_defaults("xgb-lr1e-2", rank=4, lr=1e-2, lr_rule="fixed", optimizer_state="fresh"),
     ]
     return core, extra
 

@@ -49,7 +49,7 @@ class DataConfig:
 
 @dataclass
 class BoostConfig:
-    rank: int = field(default=4, metadata={"help": "rank r of each booster; the paper uses r=1, r=4 learned more per step at the same memory (docs/benchmarks.md)"})
+    rank: int = field(default=8, metadata={"help": "rank r of each booster; the paper uses r=1, r=8 learned more per step than r=4 at the same step time and memory, on three seeds of two data sets (docs/benchmarks.md)"})
     alpha: float | None = field(default=None, metadata={"help": "booster scale is alpha/r; default 2r (scale 2)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the booster's input"})
     layers_per_round: int | None = field(default=None, metadata={"help": "k, layers boosted per round; default about a third of the layers"})

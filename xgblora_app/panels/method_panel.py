@@ -45,7 +45,7 @@ COSTS = {
     "init": "gradient: one sketch of the first step's gradient per round, well under 1% of a round",
     "lr_rule": "scaled keeps one learning rate right when rank or layers per round change",
     "carry": "each layer's last A and Adam moments stay in memory: up to 3·r·(in+out) values a layer's "
-             "target, about 120 MB for a 7B model at r = 4",
+             "target, about 240 MB for a 7B model at r = 8",
     "eval_every": "each evaluation pauses training for a pass over the held-out set",
 }
 SAMPLINGS = tuple(s for s in C.SAMPLING if s != "explicit")  # "explicit" comes from a layer list, not from this menu
