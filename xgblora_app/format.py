@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from xgblora_engine.memory.units import human_bytes  # noqa: F401 - one byte format for engine and window
+from xgblora_engine.memory.units import (
+    human_bytes,  # noqa: F401 - one byte format for engine and window
+    transfer_text,  # noqa: F401 - one download line for the CLI and the window
+)
 from xgblora_engine.payloads import Device
 from xgblora_engine.runs import human_duration as duration  # noqa: F401 - one format for the CLI and the window
 from xgblora_engine.runs import loss_text as loss  # noqa: F401
@@ -24,13 +27,6 @@ def device_label(device: Device) -> str:
         if free is not None:
             label += f" ({gigabytes(free)} free)"
     return label
-
-
-def download_text(done: int, total: int, bytes_per_s: float, repo_id: str) -> str:
-    """'Downloading org/model: 120 MB of 724 MB (17 %) at 11 MB/s'."""
-    share = f" ({100 * done / total:.0f} %)" if total else ""
-    return (f"Downloading {repo_id}: {human_bytes(done)} of {human_bytes(total) if total else '?'}{share} "
-            f"at {human_bytes(bytes_per_s)}/s")
 
 
 def human_count(n: float | None) -> str:

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from xgblora_app.context import Studio
 from xgblora_app.engine_bridge import EngineBridge
 from xgblora_app.engine_client import ClientFactory, worker_client
-from xgblora_app.format import download_text
+from xgblora_app.format import transfer_text
 from xgblora_app.panels.chat_panel import ChatPanel
 from xgblora_app.panels.data_panel import DataPanel
 from xgblora_app.panels.export_panel import ExportPanel
@@ -99,7 +99,7 @@ class MainWindow(QMainWindow):
         self.bridge.jobs_changed.connect(lambda: self._show_engine_state(self.bridge.state))
         # whichever job loads the model (a run, a preflight) may have to download it first
         self.bridge.download_progress.connect(lambda e: self.statusBar().showMessage(
-            download_text(e.done_bytes, e.total_bytes, e.bytes_per_s, e.repo_id), 5000))
+            f"Downloading {e.repo_id}: " + transfer_text(e.done_bytes, e.total_bytes, e.bytes_per_s), 5000))
         self.runs_panel.resume_requested.connect(self._resume_from_history)
         self.runs_panel.export_requested.connect(lambda d: self._go("Export", self.export_panel.select_run, d))
         self.runs_panel.try_requested.connect(lambda d: self._go("Try it", self.chat_panel.select_run, d))

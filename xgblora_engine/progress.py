@@ -7,6 +7,7 @@ import sys
 import time
 
 from xgblora_engine import protocol as P
+from xgblora_engine.memory.units import transfer_text
 from xgblora_engine.payloads import VERDICT_WORDS
 
 
@@ -22,6 +23,7 @@ class ConsoleReporter:
         self.first_samples: P.SampleAnswers | None = None  # the base model's answers
         self.last_samples: P.SampleAnswers | None = None
         self.started = time.perf_counter()
+        self.download_tenth = -1
 
     def __enter__(self) -> ConsoleReporter:
         return self
@@ -87,6 +89,13 @@ class ConsoleReporter:
             rows.append((f"step {last.step}", _clip(a.answer)))
             for label, text in rows:
                 self._print(f"  {label + ':':<12}{text}")
+
+    def on_DownloadProgress(self, e: P.DownloadProgress) -> None:
+        """A line at each tenth of a download and at its end: a log stays short."""
+        tenth = int(10 * e.done_bytes / e.total_bytes) if e.total_bytes else 0
+        if tenth > self.download_tenth or e.done_bytes >= e.total_bytes:
+            self.download_tenth = 10 if e.done_bytes >= e.total_bytes else tenth
+            self._print(f"downloading {e.repo_id}: {transfer_text(e.done_bytes, e.total_bytes, e.bytes_per_s)}")
 
     def on_RoundRolledBack(self, e) -> None:
         retry = f"; retrying at {e.retry_lr_factor:g}× LR" if e.retry_lr_factor else ""

@@ -49,3 +49,16 @@ def test_the_run_start_names_the_rate_the_boosters_train_at():
     assert "rank 4 on 10 of 30 layers" in line and "peak learning rate 0.0052 (0.006·√(30/(10·4)))" in line
     cfg.train.lr_rule = "fixed"
     assert "peak learning rate 0.006 (as given)" in boosters_line(cfg, 30)
+
+
+def test_a_download_prints_a_line_at_each_tenth_and_at_its_end():
+    stream = io.StringIO()
+    reporter = ConsoleReporter(stream)
+    for done in (0, 50, 90, 150, 900, 1000):
+        reporter(P.DownloadProgress(repo_id="org/model", done_bytes=done << 20, total_bytes=1000 << 20,
+                                    bytes_per_s=10 << 20))
+    assert stream.getvalue().splitlines() == [
+        "downloading org/model: 0 B of 1000 MB (0 %) at 10 MB/s",
+        "downloading org/model: 150 MB of 1000 MB (15 %) at 10 MB/s",
+        "downloading org/model: 900 MB of 1000 MB (90 %) at 10 MB/s",
+        "downloading org/model: 1000 MB of 1000 MB (100 %) at 10 MB/s"]

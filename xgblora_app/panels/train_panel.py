@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from xgblora_app.context import Studio
-from xgblora_app.format import download_text, duration, human_bytes
+from xgblora_app.format import duration, human_bytes, transfer_text
 from xgblora_app.format import loss as fmt_loss
 from xgblora_app.panels.samples_view import SamplesView
 from xgblora_app.plots import TrainingPlots
@@ -214,7 +214,7 @@ class TrainPanel(QWidget):
         self.progress.setFormat("%p% downloaded")
         self.progress.setRange(0, 1000)
         self.progress.setValue(round(1000 * e.done_bytes / e.total_bytes) if e.total_bytes else 0)
-        self.status.setText(download_text(e.done_bytes, e.total_bytes, e.bytes_per_s, e.repo_id)
+        self.status.setText(f"Downloading {e.repo_id}: " + transfer_text(e.done_bytes, e.total_bytes, e.bytes_per_s)
                             + " · Stop cancels it; what is downloaded is kept for the next start")
 
     def _on_step(self, e: P.StepMetrics) -> None:

@@ -18,6 +18,12 @@ def human_bytes(n: int | float | None) -> str:
     return f"{n:.2f} TB"
 
 
+def transfer_text(done: int, total: int, bytes_per_s: float) -> str:
+    """'120 MB of 724 MB (17 %) at 11 MB/s': a download, in the CLI and the window."""
+    share = f" ({100 * done / total:.0f} %)" if total else ""
+    return f"{human_bytes(done)} of {human_bytes(total) if total else '?'}{share} at {human_bytes(bytes_per_s)}/s"
+
+
 def parse_size(text: str) -> int:
     """'6GB', '512 MiB', '1.5g' -> bytes."""
     m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
