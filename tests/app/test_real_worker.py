@@ -2,6 +2,7 @@
 kill -9 mid-run, resume, and the run history redrawn. Slow: real processes and torch."""
 
 import json
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -9,6 +10,7 @@ from PySide6.QtCore import Qt
 from tests.conftest import build_tiny_llama
 from tests.engine.conftest import save_tiny_model
 from xgblora_app.main_window import MainWindow, real_client
+from xgblora_engine.config import RunConfig, load_config_file
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -79,6 +81,45 @@ def test_inspect_preflight_train_kill_resume_and_history(qtbot, real_window):
     for fmt, row in ex.rows.items():
         assert row.result.text() and row.path == str(run_path / "exports" / "hf+peft-1" / fmt)
     assert ex.past.text().count("✓") == 2  # listed from the records the real engine wrote
+
+
+def test_a_copied_run_has_the_same_settings_overlays_its_source_and_answers_in_a_stream(qtbot, real_window):
+    w = real_window
+    w.form.set_values({"train": {"max_steps": 8, "eval_every": 4}, "boost": {"rank": 3}})
+    w.start()
+    qtbot.waitUntil(lambda: w.status.text().startswith("Run completed after 8 steps"), timeout=120_000)
+    runs = w.runs_panel
+    runs.refresh()
+    first = runs.runs[0].path
+    w.form.set_values({"boost": {"rank": 5}, "train": {"max_steps": 12}})  # edited since
+    runs.select(str(first))
+    qtbot.mouseClick(runs.copy_button, Qt.MouseButton.LeftButton)
+    assert w.studio.settings.get("boost", "rank") == 3 and w.studio.settings.get("train", "max_steps") == 8
+    w.start()
+    qtbot.waitUntil(lambda: w.status.text().startswith("Run completed after 8 steps")
+                    and w.studio.session.run_dir != str(first), timeout=120_000)
+    second = Path(w.studio.session.run_dir)
+    assert RunConfig.from_saved(load_config_file(second / "config.yaml")) == \
+        RunConfig.from_saved(load_config_file(first / "config.yaml"))
+
+    runs.refresh()
+    runs.table.selectAll()
+    assert runs.details.currentWidget() is runs.comparison
+    for plot, _, _ in runs.comparison.plots.values():
+        assert len(plot.listDataItems()) == 2
+
+    chunks = []
+    w.bridge.generation_chunk.connect(chunks.append)
+    chat = w.chat_panel
+    chat.run.select(str(second))
+    chat.compare.setChecked(False)
+    chat.max_tokens.setValue(40)
+    chat.prompt.setPlainText("w1 w2 w3")
+    chat.generate()
+    qtbot.waitUntil(lambda: chat.generate_button.isEnabled(), timeout=60_000)
+    assert len(chat.tuned_pane.turns) == 2 and chat.tuned_pane.turns[-1].content
+    assert len(chunks) >= 2  # the reply arrived in pieces, as it was generated
+    assert "".join(c.text for c in chunks).strip() == chat.tuned_pane.turns[-1].content.strip()
 
 
 def save_chatml_tokenizer(path):
