@@ -63,7 +63,8 @@ class RunSettings(Observable):
         (and named) rather than losing the whole set. A whole saved set is read as of the
         version that wrote it (``C.as_then``) unless ``literal``."""
         skipped = []
-        for section, values in (saved or {} if literal else C.as_then(saved or {})).items():
+        saved = saved or {}
+        for section, values in (saved if literal else C.as_then(saved)).items():
             for key, value in (values or {}).items() if isinstance(values, dict) else ():
                 try:
                     self.set(section, key, value)
