@@ -1,14 +1,15 @@
-"""The levers on top of the defaults, each on three seeds and both bundled sets: rank 8
-boosters, κ 10 and 40, LoRA+ (B's rate ×4 and ×16), layers drawn by gradient norm.
-Every arm changes one thing of the engine's defaults; each is paired by seed with the
-defaults' own run (the comparison's ``xgb-default`` rows, the same runs: a run is
-deterministic per seed), and a lever passes the bar for a default only when its mean
-gain exceeds twice its paired spread on both sets.
+"""The levers on top of the defaults they were screened against (rank 4 boosters, before
+rank 8 passed here and became the default), each on three seeds and both bundled sets:
+rank 8, 16 and 32 boosters, κ 10 and 40, LoRA+ (B's rate ×4 and ×16), layers drawn by
+gradient norm. Every arm changes one thing of that base; each is paired by seed with the
+base's own run (the comparison's ``xgb-r4`` rows, the same runs: a run is deterministic
+per seed), and a lever passes the bar for a default only when its mean gain exceeds
+twice its paired spread on both sets.
 
     python -m benchmarks.levers [--seeds 0,1,2]
     python -m benchmarks.levers --cost rank 8    # step time and peak of a lever against the defaults
 
-Writes results/levers.{json,md}; ``--cost`` runs the defaults and the named lever one at a
+Writes results/levers.{json,md}; ``--cost`` runs the base and the named lever one at a
 time on an otherwise idle machine (40 steps, both sets) into results/levers_cost.{json,md}. Each run is minutes on one core; the harness of
 ``compare`` (a fresh process per run, evaluation every 10 steps).
 """
@@ -23,8 +24,11 @@ from benchmarks.compare import DATASETS, paired
 from benchmarks.harness import RESULTS, Method, Setup
 from benchmarks.suite import mean_spread, run_all
 
-LEVERS = {  # label -> what changes from the engine's defaults
+BASE = {"rank": 4}  # the defaults the levers were screened against
+LEVERS = {  # label -> what changes from that base
     "rank 8": {"rank": 8},
+    "rank 16": {"rank": 16},
+    "rank 32": {"rank": 32},
     "κ 10": {"kappa": 10},
     "κ 40": {"kappa": 40},
     "B ×4 (LoRA+)": {"lr_ratio_b": 4.0},
@@ -39,18 +43,19 @@ def setups(seeds: list[int]) -> list[Setup]:
 
 
 def jobs(seeds: list[int]) -> list[tuple[Method, Setup]]:
-    return [(Method.engine_defaults(label, **changes), s) for label, changes in LEVERS.items() for s in setups(seeds)]
+    return [(Method.engine_defaults(label, **{**BASE, **changes}), s)
+            for label, changes in LEVERS.items() for s in setups(seeds)]
 
 
 def reference(data: str) -> list[dict]:
-    """The defaults' runs of the comparison on ``data`` (one per seed)."""
+    """The base's runs in the comparison on ``data`` (one per seed)."""
     rows = json.loads((RESULTS / f"compare_{data.split(':')[-1]}.json").read_text())["rows"]
-    return [r for r in rows if r["method"]["name"] == "xgb-default"]
+    return [r for r in rows if r["method"]["name"] == "xgb-r4"]
 
 
 def report(rows: list[dict]) -> str:
     # No time column: these runs shared the machine with other work, unlike benchmarks/step_cost.py.
-    lines = ["| lever | set | seeds | held-out loss | − defaults, same seed | gain / paired spread | clipped steps |",
+    lines = ["| lever | set | seeds | held-out loss | − rank 4, same seed | gain / paired spread | clipped steps |",
              "|:--|:--|--:|--:|--:|--:|--:|"]
     verdicts = {}
     for label in LEVERS:
@@ -74,8 +79,8 @@ def report(rows: list[dict]) -> str:
 
 
 def cost(label: str) -> str:
-    """Step time and peak of the lever and of the defaults, one run at a time."""
-    pair = [Method.engine_defaults("xgb-default"), Method.engine_defaults(label, **LEVERS[label])]
+    """Step time and peak of the lever and of its base, one run at a time."""
+    pair = [Method.engine_defaults("xgb-r4", **BASE), Method.engine_defaults(label, **{**BASE, **LEVERS[label]})]
     lines = ["| set | method | step s | step time × | peak MB | peak × |", "|:--|:--|--:|--:|--:|--:|"]
     for data, (seq_len, _) in DATASETS.items():
         setup = Setup(data=data, seq_len=seq_len, steps=40, eval_every=0, eval_examples=8, answer_items=0)
@@ -90,7 +95,7 @@ def cost(label: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--cost", nargs="+", metavar="LEVER", help="time a lever against the defaults instead")
+    parser.add_argument("--cost", nargs="+", metavar="LEVER", help="time a lever against its base instead")
     args = parser.parse_args()
     if args.cost:
         text = cost(" ".join(args.cost))
