@@ -61,21 +61,31 @@ def merge_in_place(model, ledger, progress: Progress = no_progress, fmt: str = "
     modules = ledger.modules()
     with torch.no_grad():
         for i, name in enumerate(modules):
-            try:
-                module = model.get_submodule(name)
-            except AttributeError:
-                from xgblora_engine.errors import UserError
-
-                raise UserError(f"the ledger names a module the base model does not have: {name}",
-                                "the run's config.yaml must point at the model the run was trained on") from None
-            weight = module.weight
-            if weight.dtype != torch.float32:
-                raise RuntimeError(f"{name}: merging needs the fp32 base, got {weight.dtype}")
-            delta = ledger.delta(name, weight.device)
-            weight.add_(delta.t() if is_fan_in_fan_out(module) else delta)
-            del delta
+            module = ledger_module(model, name)
+            if module.weight.dtype != torch.float32:
+                raise RuntimeError(f"{name}: merging needs the fp32 base, got {module.weight.dtype}")
+            add_update(module.weight, ledger, name, is_fan_in_fan_out(module))
             if i % 8 == 0 or i == len(modules) - 1:
                 progress(fmt, "merging the booster ledger", (i + 1) / len(modules))
+
+
+def ledger_module(model, name: str):
+    """The module a ledger entry updates; a ledger from another model is a user error."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        from xgblora_engine.errors import UserError
+
+        raise UserError(f"the ledger names a module the base model does not have: {name}",
+                        "the run's config.yaml must point at the model the run was trained on") from None
+
+
+def add_update(weight, ledger, name: str, fan_in_fan_out: bool) -> None:
+    """weight += Σ scaling·B·A of module ``name``, in place, on an fp32 weight (stored in×out
+    when ``fan_in_fan_out``). The one place the ledger reaches exported weights, so every
+    export path adds exactly the same bits."""
+    delta = ledger.delta(name, weight.device)
+    weight.add_(delta.t() if fan_in_fan_out else delta)
 
 
 def drop_quantizer_marker(model) -> None:
