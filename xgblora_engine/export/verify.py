@@ -197,7 +197,9 @@ def fingerprint(tensor) -> str:
     import torch
 
     t = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return hashlib.blake2b(t.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+    # hashed in place (no bytes copy): a tensor as large as an embedding would otherwise
+    # exist twice while it is fingerprinted
+    return hashlib.blake2b(t.view(torch.uint8).numpy().data, digest_size=16).hexdigest()
 
 
 def fingerprints(model) -> dict[str, tuple[tuple[int, ...], str, str]]:
