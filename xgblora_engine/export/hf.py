@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from xgblora_engine.export.common import (
@@ -55,34 +56,45 @@ def cast_in_place(model, dtype: str) -> None:
 
 
 def write_hf(model, tokenizer, folder: Path, shard_size: str | int = DEFAULT_SHARD_SIZE,
-             progress: Progress = no_progress, fmt: str = "hf") -> None:
+             progress: Progress = no_progress, fmt: str = "hf", streamed=None) -> None:
     """Weights (sharded safetensors), config, generation config and tokenizer into ``folder``.
 
-    transformers writes one shard at a time, so the extra memory is one shard's bytes."""
+    transformers writes one shard at a time, so the extra memory is one shard's bytes. With
+    ``streamed`` (a streamed.StreamedMerge, whose model is on the meta device) the merged
+    weights are made and written one tensor at a time from the base's files instead."""
     progress(fmt, "writing safetensors shards", 0.0)
-    model.save_pretrained(folder, safe_serialization=True, max_shard_size=shard_size)
+    if streamed is None:
+        model.save_pretrained(folder, safe_serialization=True, max_shard_size=shard_size)
+    else:
+        streamed.write(folder, shard_size, progress, fmt)
     tokenizer.save_pretrained(folder)
     progress(fmt, "writing safetensors shards", 1.0)
 
 
 def verify_hf(folder: Path, ref, expected_fingerprints: dict, dtype: str, base_tokenizer,
-              log: Callable[[str], None] = lambda _: None) -> list[Check]:
-    """Reload with plain transformers (as a user would) and compare with the merged model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+              log: Callable[[str], None] = lambda _: None, offload: bool = False) -> list[Check]:
+    """Reload with plain transformers (as a user would) and compare with the reference.
+
+    ``offload``: the model is loaded with its weights left on disk and the weights are read
+    back from the files one at a time, so checking holds about one tensor (a streamed export)."""
+    from transformers import AutoTokenizer
 
     from xgblora_engine.export import verify as V
+    from xgblora_engine.export.streamed import SavedTensors
 
     checks: list[Check] = []
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto").eval()
-    except Exception as exc:  # any reload failure is the finding
-        return [Check("reload with transformers", False, f"{type(exc).__name__}: {exc}")]
-    try:
+    with ExitStack() as stack:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = stack.enter_context(_reloaded(folder, offload))
+        except Exception as exc:  # any reload failure is the finding
+            return [Check("reload with transformers", False, f"{type(exc).__name__}: {exc}")]
         got_dtype = dtype_name(next(model.parameters()).dtype)
         checks.append(Check("reload with transformers", got_dtype == dtype,
-                            f"AutoModelForCausalLM loads it as {got_dtype} (exported {dtype})"))
-        checks.append(V.check_fingerprints("weights", expected_fingerprints, model))
+                            f"AutoModelForCausalLM loads it as {got_dtype} (exported {dtype})"
+                            + (", its weights left on disk" if offload else "")))
+        saved = SavedTensors(folder) if offload else model.state_dict()
+        checks.append(V.check_fingerprints("weights", expected_fingerprints, saved))
         checks.append(check_tokenizer(tokenizer, base_tokenizer, ref))
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
@@ -91,7 +103,8 @@ def verify_hf(folder: Path, ref, expected_fingerprints: dict, dtype: str, base_t
                             f"eos_token_id {eos}" + (f" lacks end-of-turn ids {missing}" if missing else
                                                      " covers the end-of-turn token")))
         got = [V.prompt_logits(model, p.ids) for p in ref.prompts]
-        logits = V.check_logits("logits", got, ref, V.LOGIT_RTOL[dtype], f"the {dtype} merged model")
+        rtol = max(V.LOGIT_RTOL[dtype], V.LOGIT_RTOL[ref.dtype])  # the coarser of the two dtypes
+        logits = V.check_logits("logits", got, ref, rtol, f"the {ref.dtype} {ref.what}")
         if dtype != "fp32" and all(p.fp32_logits is not None for p in ref.prompts):
             drift = max(float((g.float() - p.fp32_logits).abs().max()) for g, p in zip(got, ref.prompts))
             logits.detail += f"; {dtype} rounding moves logits by up to {drift:.3g} from the fp32 merged model"
@@ -99,10 +112,27 @@ def verify_hf(folder: Path, ref, expected_fingerprints: dict, dtype: str, base_t
         runs = [V.greedy(model, p.ids, ref.eot_ids, ref.max_new_tokens, use_model_config=True)[:2]
                 for p in ref.prompts]
         checks.append(V.check_stops("stops at end of turn", runs, ref, tokenizer, "transformers"))
+        del model, saved  # the last references: the model is freed as the reload's context closes
+    return checks
+
+
+@contextmanager
+def _reloaded(folder: Path, offload: bool):
+    """The export loaded as a user would (all in memory), or with its weights left on disk."""
+    from transformers import AutoModelForCausalLM
+
+    from xgblora_engine.export.streamed import offloaded
+
+    if offload:
+        with offloaded(folder, folder) as model:
+            yield model
+        return
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto").eval()
+    try:
+        yield model
     finally:
         del model
         release_memory()
-    return checks
 
 
 def check_tokenizer(tokenizer, base_tokenizer, ref) -> Check:

@@ -5,6 +5,8 @@ from a rounded copy:
 
 1. check the output folders and the free disk space (from the base's config alone);
 2. load the original base in fp32 and add the ledger's updates module by module;
+   or, for an ``hf`` export of a base stored as safetensors, plan a streamed merge
+   (export/streamed.py) that makes and writes the merged tensors one at a time;
 3. take the verification reference (logits and greedy answers on fixed prompts);
 4. write, each into a hidden staging folder: the PEFT adapter, the fp32 HF checkpoint
    (or a temporary one) from which llama.cpp's converter writes the GGUF, the GGUF's
@@ -111,12 +113,14 @@ class ExportPlan:
 
 @dataclass
 class Merged:
-    """The merged model in memory, and what the exports are verified against."""
+    """The merged model in memory, and what the exports are verified against; or, streamed,
+    the model on the meta device and the plan that writes its merged tensors."""
 
     model: object
     tokenizer: object
     source: object
     ref: object = None  # verify.Reference of the fp32 merged model (None without verification)
+    streamed: object = None  # streamed.StreamedMerge
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str | Iterable[str] = ("hf",),
@@ -181,8 +185,16 @@ def _merge(plan: ExportPlan) -> Merged:
         plan.dtype = ckpt_dtype if plan.dtype == "auto" else plan.dtype
         _check_disk(plan, n_params)
 
+    streamed, why_not = _plan_streamed(plan, n_params)
+    if streamed is not None:
+        plan.log("merging shard by shard: each tensor read from the base's safetensors, updated from the "
+                 "booster ledger and written, one at a time (streamed)")
+        H.prepare_for_saving(streamed.model, streamed.tokenizer)
+        return Merged(streamed.model, streamed.tokenizer, streamed.source, streamed=streamed)
+
     plan.progress("export", "loading the base model", 0.0)
-    plan.log(f"rebuilding the merged model from {plan.info.cfg.model.name} (fp32) and the booster ledger")
+    plan.log(f"rebuilding the merged model in memory from {plan.info.cfg.model.name} (fp32) and the booster "
+             f"ledger (not streamed: {why_not})")
     model, tokenizer, source = load_base(plan.info.cfg)
     if n_params is None:  # the config could not be read alone: count now, before writing
         n_params = sum(p.numel() for p in model.parameters())
@@ -195,6 +207,23 @@ def _merge(plan: ExportPlan) -> Merged:
         plan.progress("export", "computing the reference answers", 0.0)
         merged.ref = V.compute_reference(model, tokenizer, plan.prompts, plan.max_new_tokens)
     return merged
+
+
+def _plan_streamed(plan: ExportPlan, n_params: int | None) -> tuple[object, str]:
+    """The streamed merge when this export can be written that way, else (None, why not)."""
+    from xgblora_engine.export import streamed as S
+
+    others = [f for f in plan.formats if f != "hf"]
+    if others:
+        return None, f"{' and '.join(others)} need{'s' if len(others) == 1 else ''} the merged model in memory"
+    if n_params is None:
+        return None, "the base's config cannot be read alone"
+    try:
+        streamed = S.open_streamed(plan.info.cfg, plan.info.ledger, plan.dtype)
+    except S.CannotStream as why:
+        return None, str(why)
+    streamed.take_fingerprints = plan.verify
+    return streamed, ""
 
 
 def _write_and_verify(plan: ExportPlan, merged: Merged) -> list[ExportResult]:
@@ -235,6 +264,8 @@ def _write_all(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging],
     """Write every format into its staging folder; return the runtime checks to run once
     the merged model is freed."""
     later: dict[str, Callable[[], list[Check]]] = {}
+    if merged.streamed is not None:
+        return _write_streamed_hf(plan, merged, stagings["hf"].path)
     if plan.wants("peft"):
         later["peft"] = _write_peft(plan, merged, stagings["peft"].path)
     hf_fingerprints = None
@@ -299,6 +330,27 @@ def _write_hf(plan: ExportPlan, merged: Merged, folder: Path) -> dict:
         return {}
     plan.progress("hf", "fingerprinting the saved tensors", 0.0)
     return V.fingerprints(merged.model)
+
+
+def _write_streamed_hf(plan: ExportPlan, merged: Merged, folder: Path) -> dict[str, Callable[[], list[Check]]]:
+    """The checkpoint merged and written tensor by tensor; its checks (reference answers from
+    the base with the ledger beside it, then the export reloaded), both with the weights left on
+    disk."""
+    plan.progress("hf", "writing the model card and loss plot", 0.0)
+    C.write_card(folder, plan.info, merged.source, plan.dtype)
+    H.write_hf(merged.model, merged.tokenizer, folder, plan.shard_size, plan.progress, streamed=merged.streamed)
+    if not plan.verify:
+        return {}
+    from xgblora_engine.export import streamed as S
+
+    streamed, dtype = merged.streamed, plan.dtype
+
+    def verify() -> list[Check]:
+        plan.progress("hf", "computing the reference answers from the base with the ledger beside it", 0.0)
+        ref = S.reference(streamed, plan.prompts, plan.max_new_tokens, scratch=folder)
+        return H.verify_hf(folder, ref, streamed.fingerprints, dtype, streamed.tokenizer, plan.log, offload=True)
+
+    return {"hf": verify}
 
 
 def _same_dtype_reference(merged: Merged, dtype: str):

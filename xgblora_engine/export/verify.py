@@ -49,6 +49,7 @@ class Reference:
     max_new_tokens: int
     dtype: str = "fp32"
     chat: bool = True  # the tokenizer has a chat template (there is an end of turn to stop at)
+    what: str = "merged model"  # what gave the answers, as the checks name it
 
     def scale(self) -> float:
         return max([1.0] + [float(p.logits.abs().max()) for p in self.prompts])
@@ -61,12 +62,20 @@ def prompt_text(tokenizer, prompt: str) -> str:
     return prompt
 
 
-def prompt_logits(model, ids: list[int]):
+def input_device(model):
+    """Where a model takes its inputs: its first parameter's device, or the CPU for a model
+    whose weights are left on disk (they wait on the meta device between uses)."""
     import torch
 
     device = next(model.parameters()).device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
+def prompt_logits(model, ids: list[int]):
+    import torch
+
     with torch.no_grad():
-        return model(input_ids=torch.tensor([ids], device=device)).logits[0].float().cpu()
+        return model(input_ids=torch.tensor([ids], device=input_device(model))).logits[0].float().cpu()
 
 
 def greedy(model, ids: list[int], eot_ids: list[int], max_new_tokens: int,
@@ -78,7 +87,7 @@ def greedy(model, ids: list[int], eot_ids: list[int], max_new_tokens: int,
     import torch
     from transformers import GenerationConfig
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     if use_model_config:
         cfg = GenerationConfig.from_dict(model.generation_config.to_dict())
         cfg.update(do_sample=False, max_new_tokens=max_new_tokens, temperature=None, top_p=None, top_k=None)
@@ -202,20 +211,23 @@ def fingerprint(tensor) -> str:
     return hashlib.blake2b(t.view(torch.uint8).numpy().data, digest_size=16).hexdigest()
 
 
+def tensor_fingerprint(tensor) -> tuple[tuple[int, ...], str, str]:
+    """(shape, dtype, hash of the bytes)."""
+    return tuple(tensor.shape), str(tensor.dtype), fingerprint(tensor)
+
+
 def fingerprints(model) -> dict[str, tuple[tuple[int, ...], str, str]]:
-    """name -> (shape, dtype, hash of the bytes) for every tensor in the state dict."""
-    return {name: (tuple(t.shape), str(t.dtype), fingerprint(t)) for name, t in model.state_dict().items()}
+    """name -> tensor_fingerprint for every tensor in the state dict."""
+    return {name: tensor_fingerprint(t) for name, t in model.state_dict().items()}
 
 
-def check_fingerprints(name: str, expected: dict, model) -> Check:
-    got = model.state_dict()
+def check_fingerprints(name: str, expected: dict, got) -> Check:
+    """``got``: the reloaded tensors by name (a state dict, or any mapping that reads them)."""
     missing = [k for k in expected if k not in got]
     wrong = []
-    for key, (shape, dtype, digest) in expected.items():
-        if key in got:
-            t = got[key]
-            if tuple(t.shape) != shape or str(t.dtype) != dtype or fingerprint(t) != digest:
-                wrong.append(key)
+    for key, want in expected.items():
+        if key in got and tensor_fingerprint(got[key]) != want:
+            wrong.append(key)
     if missing or wrong:
         parts = []
         if missing:

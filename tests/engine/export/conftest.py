@@ -129,6 +129,16 @@ def make_run(model_dir: Path, run: Path, quantize="none", **ledger_kw) -> Path:
     return run
 
 
+def merge_in_memory(monkeypatch) -> None:
+    """Exports made from now on merge in memory, as they did before the streamed hf export."""
+    from xgblora_engine.export import streamed as S
+
+    def refuse(*args, **kwargs):
+        raise S.CannotStream("asked to merge in memory")
+
+    monkeypatch.setattr(S, "open_streamed", refuse)
+
+
 @pytest.fixture
 def tiny_run(tmp_path, tiny_chat_dir):
     return make_run(tiny_chat_dir, tmp_path / "run")

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from tests.engine.export.conftest import merge_in_memory
 from xgblora_engine.boosting.ledger import BoosterLedger
 from xgblora_engine.export import export_run, load_merged
 from xgblora_engine.export.common import chat_ids
@@ -66,9 +67,12 @@ def test_model_card_has_base_data_settings_rounds_losses_and_plot(tiny_run, tmp_
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bf16_export_is_bf16_and_within_bf16_tolerance(tiny_run, tmp_path):
+def test_bf16_export_is_bf16_and_within_bf16_tolerance(tiny_run, tmp_path, monkeypatch):
+    """In memory, the reload is compared with the merged model cast to bf16 (test_streamed.py
+    has the streamed export's comparison, with the base and the ledger beside it)."""
     from safetensors import safe_open
 
+    merge_in_memory(monkeypatch)
     out = tmp_path / "bf16"
     [result] = export_run(tiny_run, out, ["hf"], dtype="bf16")
     assert result.ok, result.message
