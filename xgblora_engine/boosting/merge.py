@@ -37,12 +37,6 @@ def is_fan_in_fan_out(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
-def low_rank_update(x: torch.Tensor, a_cat: torch.Tensor, b_cat: torch.Tensor) -> torch.Tensor:
-    """x·Aᵀ·Bᵀ in fp32: what merged boosters add to a linear's output when they are kept
-    beside its weight instead of inside it."""
-    return x.to(torch.float32) @ a_cat.t() @ b_cat.t()
-
-
 class MergedLowRank(nn.Module):
     """A quantized linear plus the frozen sum of its merged boosters."""
 
@@ -58,7 +52,7 @@ class MergedLowRank(nn.Module):
         y = self.base_layer(x, *args, **kwargs)
         if self.merged_A.shape[0] == 0:
             return y
-        return y + low_rank_update(x, self.merged_A, self.merged_B).to(y.dtype)
+        return y + (x.to(torch.float32) @ self.merged_A.t() @ self.merged_B.t()).to(y.dtype)
 
     def set_factors(self, b_cat: torch.Tensor, a_cat: torch.Tensor) -> None:
         self.merged_B = b_cat.to(self.merged_B.device, torch.float32)

@@ -104,7 +104,7 @@ def verify_hf(folder: Path, ref, expected_fingerprints: dict, dtype: str, base_t
                                                      " covers the end-of-turn token")))
         got = [V.prompt_logits(model, p.ids) for p in ref.prompts]
         rtol = max(V.LOGIT_RTOL[dtype], V.LOGIT_RTOL[ref.dtype])  # the coarser of the two dtypes
-        logits = V.check_logits("logits", got, ref, rtol, f"the {ref.dtype} {ref.what}")
+        logits = V.check_logits("logits", got, ref, rtol, f"the {ref.dtype} merged model")
         if dtype != "fp32" and all(p.fp32_logits is not None for p in ref.prompts):
             drift = max(float((g.float() - p.fp32_logits).abs().max()) for g, p in zip(got, ref.prompts))
             logits.detail += f"; {dtype} rounding moves logits by up to {drift:.3g} from the fp32 merged model"

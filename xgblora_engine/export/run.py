@@ -333,9 +333,8 @@ def _write_hf(plan: ExportPlan, merged: Merged, folder: Path) -> dict:
 
 
 def _write_streamed_hf(plan: ExportPlan, merged: Merged, folder: Path) -> dict[str, Callable[[], list[Check]]]:
-    """The checkpoint merged and written tensor by tensor; its checks (reference answers from
-    the base with the ledger beside it, then the export reloaded), both with the weights left on
-    disk."""
+    """The checkpoint merged and written tensor by tensor; its checks (the reference answers of
+    the merged model, then the export reloaded), both with the weights left on disk."""
     plan.progress("hf", "writing the model card and loss plot", 0.0)
     C.write_card(folder, plan.info, merged.source, plan.dtype)
     H.write_hf(merged.model, merged.tokenizer, folder, plan.shard_size, plan.progress, streamed=merged.streamed)
@@ -346,7 +345,7 @@ def _write_streamed_hf(plan: ExportPlan, merged: Merged, folder: Path) -> dict[s
     streamed, dtype = merged.streamed, plan.dtype
 
     def verify() -> list[Check]:
-        plan.progress("hf", "computing the reference answers from the base with the ledger beside it", 0.0)
+        plan.progress("hf", "computing the reference answers", 0.0)
         ref = S.reference(streamed, plan.prompts, plan.max_new_tokens, scratch=folder)
         return H.verify_hf(folder, ref, streamed.fingerprints, dtype, streamed.tokenizer, plan.log, offload=True)
 

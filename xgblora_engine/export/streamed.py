@@ -18,8 +18,8 @@ checkpoint, an architecture transformers converts on load, a base whose tensors 
 exactly the model's, a ledger module whose weight is not saved on its own.
 
 Verification needs no merged model in memory either: the base, with its weights left on
-disk and each ledger module's update computed beside it (``reference``), gives the
-reference answers, and the written checkpoint, loaded the same way (``offloaded``), is
+disk and each updated module loading its merged weight when it runs (``reference``), gives
+the reference answers; the written checkpoint, loaded the same way (``offloaded``), is
 compared with them; the written bytes are compared with fingerprints taken as they were
 written (``SavedTensors``).
 """
@@ -104,9 +104,10 @@ class StreamedMerge:
                 if self.take_fingerprints:
                     self.fingerprints[name] = tensor_fingerprint(tensor)
 
-    def merged_tensor(self, name: str) -> torch.Tensor:
+    def merged_tensor(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """One tensor as the in-memory merge and cast make it: an updated weight upcast to fp32
-        with its update added, every floating tensor then cast to the export's dtype."""
+        with its update added, every floating tensor then cast to the export's dtype (or to
+        ``dtype``)."""
         from xgblora_engine.export.merged import add_update
 
         tensor = read_tensor(self.sources[name], name)
@@ -115,7 +116,7 @@ class StreamedMerge:
         if name in self.updates:
             module, fan_in_fan_out = self.updates[name]
             add_update(tensor, self.ledger, module, fan_in_fan_out)
-        return tensor.to(self.layout[name].dtype).contiguous()
+        return tensor.to(dtype or self.layout[name].dtype).contiguous()
 
 
 # --- can this base be streamed? -------------------------------------------------------
@@ -366,31 +367,39 @@ def offloaded(folder: Path, scratch: Path, dtype: torch.dtype | str = "auto"):
 
 
 def reference(streamed: StreamedMerge, prompts, max_new_tokens: int, scratch: Path):
-    """The reference answers without the merged model: the base (weights on disk, in its
-    stored dtype) with each ledger module's update computed beside it in fp32, as the
-    trainer's low-rank path computes it."""
+    """The reference answers without the merged model in memory: the base with its weights
+    left on disk, each updated module loading its merged weight (in the base's dtype: the
+    in-memory merged model's weights, or with a base in the export's dtype, the export's).
+    Everything else is the base's own tensors, which the export copies."""
     from xgblora_engine.export import verify as V
     from xgblora_engine.export.merged import ledger_module
 
-    ledger = streamed.ledger
     with offloaded(streamed.base, scratch, streamed.stored_dtype) as model:
-        hooks = [ledger_module(model, name).register_forward_hook(add_beside(*ledger.factors(name)))
-                 for name in ledger.modules()]
-        try:
-            ref = V.compute_reference(model, streamed.tokenizer, prompts, max_new_tokens,
-                                      dtype_name(streamed.stored_dtype))
-        finally:
-            for hook in hooks:
-                hook.remove()
-    ref.what = "base with the ledger's updates beside it"
-    return ref
+        for name in streamed.ledger.modules():
+            load_merged_weight(ledger_module(model, name), streamed, f"{name}.weight")
+        return V.compute_reference(model, streamed.tokenizer, prompts, max_new_tokens,
+                                   dtype_name(streamed.stored_dtype))
 
 
-def add_beside(b_cat: torch.Tensor, a_cat: torch.Tensor):
-    """A forward hook adding x·Aᵀ·Bᵀ to a module's output (its weight is left as stored)."""
-    from xgblora_engine.boosting.merge import low_rank_update
+def load_merged_weight(module, streamed: StreamedMerge, key: str) -> None:
+    """Before each forward, accelerate's hook on an offloaded module loads its tensors from
+    the hook's ``weights_map``; this one gives it the merged weight instead of the stored one."""
+    hook = module._hf_hook
+    dtype = module.weight.dtype
+    hook.weights_map = MergedWeight(hook.weights_map, lambda: streamed.merged_tensor(key, dtype))
 
-    def hook(module, args, output):
-        return output + low_rank_update(args[0], a_cat, b_cat).to(output.dtype)
 
-    return hook
+class MergedWeight(Mapping):
+    """A module's offloaded tensors, its ``weight`` made by ``merged`` when it is read."""
+
+    def __init__(self, stored: Mapping, merged) -> None:
+        self.stored, self.merged = stored, merged
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.merged() if name == "weight" else self.stored[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stored)
+
+    def __len__(self) -> int:
+        return len(self.stored)

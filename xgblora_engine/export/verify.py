@@ -49,7 +49,6 @@ class Reference:
     max_new_tokens: int
     dtype: str = "fp32"
     chat: bool = True  # the tokenizer has a chat template (there is an end of turn to stop at)
-    what: str = "merged model"  # what gave the answers, as the checks name it
 
     def scale(self) -> float:
         return max([1.0] + [float(p.logits.abs().max()) for p in self.prompts])

@@ -68,8 +68,8 @@ def test_model_card_has_base_data_settings_rounds_losses_and_plot(tiny_run, tmp_
 
 
 def test_bf16_export_is_bf16_and_within_bf16_tolerance(tiny_run, tmp_path, monkeypatch):
-    """In memory, the reload is compared with the merged model cast to bf16 (test_streamed.py
-    has the streamed export's comparison, with the base and the ledger beside it)."""
+    """In memory, the reload is compared with the merged model cast to bf16 (a streamed export
+    is compared with the merged model in the base's dtype: test_streamed.py)."""
     from safetensors import safe_open
 
     merge_in_memory(monkeypatch)
