@@ -134,8 +134,9 @@ def open_streamed(cfg, ledger, dtype: str) -> StreamedMerge:
     if sources is None:
         raise CannotStream(f"the base in {base} has no safetensors weights")
     stored = tensor_specs(sources)
-    model = meta_model(base, getattr(torch, SAVE_DTYPES[dtype]))
-    layout = saved_layout(model, stored)
+    export_dtype = getattr(torch, SAVE_DTYPES[dtype])
+    model = meta_model(base, export_dtype)
+    layout = saved_layout(model, stored, export_dtype)
     updates = ledger_updates(model, ledger, layout)
     tokenizer = load_tokenizer(base_config(cfg), source)
     return StreamedMerge(model, tokenizer, source, base, sources, layout, updates, ledger, most_stored(stored))
@@ -221,9 +222,9 @@ def generation_config(folder: Path):
         return GenerationConfig.from_pretrained(folder, config_file_name="config.json", _from_model_config=True)
 
 
-def saved_layout(model, stored: dict) -> dict[str, torch.Tensor]:
+def saved_layout(model, stored: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """What save_pretrained writes for this model, in its order: name -> meta tensor of the
-    written dtype (floating tensors in the export's dtype, others as stored). The base's
+    written dtype (floating tensors in the export's ``dtype``, others as stored). The base's
     tensors must be exactly these, by name and shape."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import revert_weight_conversion
@@ -240,7 +241,7 @@ def saved_layout(model, stored: dict) -> dict[str, torch.Tensor]:
     model._weight_conversions = []
     state = revert_weight_conversion(model, state)
     check_same_tensors(state, stored)
-    return {name: torch.empty(meta.shape, dtype=written_dtype(stored[name][0], meta.dtype), device="meta")
+    return {name: torch.empty(meta.shape, dtype=written_dtype(stored[name][0], dtype), device="meta")
             for name, meta in state.items()}
 
 
