@@ -103,7 +103,7 @@ def verify_hf(folder: Path, ref, expected_fingerprints: dict, dtype: str, base_t
                             f"eos_token_id {eos}" + (f" lacks end-of-turn ids {missing}" if missing else
                                                      " covers the end-of-turn token")))
         got = [V.prompt_logits(model, p.ids) for p in ref.prompts]
-        rtol = max(V.LOGIT_RTOL[dtype], V.LOGIT_RTOL[ref.dtype])  # the coarser of the two dtypes
+        rtol = max(V.LOGIT_RTOL[dtype], V.LOGIT_RTOL.get(ref.dtype, 0.0))  # the coarser of the two dtypes
         logits = V.check_logits("logits", got, ref, rtol, f"the {ref.dtype} merged model")
         if dtype != "fp32" and all(p.fp32_logits is not None for p in ref.prompts):
             drift = max(float((g.float() - p.fp32_logits).abs().max()) for g, p in zip(got, ref.prompts))
