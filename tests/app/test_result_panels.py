@@ -148,7 +148,7 @@ def test_two_runs_compared_side_by_side_and_the_table_sorts(qtbot, panel, studio
     header = [runs.table.horizontalHeaderItem(c).text() for c in range(runs.table.columnCount())]
     assert header[:9] == ["Run", "Status", "Model", "Data", "Rank", "k", "κ", "lr", "Steps"]
     row = {h: runs.table.item(0, c).text() for c, h in enumerate(header)}
-    assert row["Rank"] == "4" and row["κ"] == "5" and row["Sample F1"] != "–" and row["Peak"].endswith("GB")
+    assert row["Rank"] == "8" and row["κ"] == "5" and row["Sample F1"] != "–" and row["Peak"].endswith("GB")
     runs.sort_by(header.index("Steps"))
     assert [r.name for r in runs.runs] == ["slow-lr", "fast-lr"]
     runs.sort_by(header.index("Steps"))  # again: the other way
