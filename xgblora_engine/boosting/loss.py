@@ -41,8 +41,10 @@ def summed_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 
 def input_device(model: nn.Module) -> torch.device:
-    """Where batches go: the device of the input embeddings (the first GPU of a shard)."""
-    return model.get_input_embeddings().weight.device
+    """Where batches go: the device of the input embeddings (the first GPU of a shard), or
+    the CPU for a model whose weights are left on disk (they wait on the meta device)."""
+    device = model.get_input_embeddings().weight.device
+    return torch.device("cpu") if device.type == "meta" else device
 
 
 def batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

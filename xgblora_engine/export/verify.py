@@ -61,17 +61,10 @@ def prompt_text(tokenizer, prompt: str) -> str:
     return prompt
 
 
-def input_device(model):
-    """Where a model takes its inputs: its first parameter's device, or the CPU for a model
-    whose weights are left on disk (they wait on the meta device between uses)."""
-    import torch
-
-    device = next(model.parameters()).device
-    return torch.device("cpu") if device.type == "meta" else device
-
-
 def prompt_logits(model, ids: list[int]):
     import torch
+
+    from xgblora_engine.boosting.loss import input_device
 
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids], device=input_device(model))).logits[0].float().cpu()
@@ -85,6 +78,8 @@ def greedy(model, ids: list[int], eot_ids: list[int], max_new_tokens: int,
     user of the export gets) instead of ``eot_ids``."""
     import torch
     from transformers import GenerationConfig
+
+    from xgblora_engine.boosting.loss import input_device
 
     device = input_device(model)
     if use_model_config:
