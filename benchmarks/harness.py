@@ -45,7 +45,7 @@ class Method:
     kappa: int = 10  # XGBLoRA steps per round
     sampling: str = "uniform"
     warmup: int = 2  # XGBLoRA: per round; baselines: once at the start
-    optimizer_state: str = "fresh"  # XGBLoRA: "fresh" A and Adam state per round, or "carry" (boost.carry)
+    optimizer_state: str = "fresh"  # XGBLoRA: "fresh" A and Adam state per round, "carry" (boost.carry) or "carry-b" (and boost.carry_b)
     lr_rule: str = "fixed"  # XGBLoRA: "scaled" trains boosters at lr·√(L/(k·r)); "fixed" at lr
     init: str = "kaiming"  # XGBLoRA: how A starts (kaiming | gradient)
     init_pool: int = 1  # XGBLoRA, init=gradient: A from the top pool·r directions
@@ -60,7 +60,7 @@ class Method:
         b, t = cfg.boost, cfg.train
         method = cls(name, "xgblora", t.lr, rank=b.rank, k=b.layers_per_round, kappa=b.merge_every,
                      sampling=b.sampling, warmup=t.round_warmup, lr_rule=t.lr_rule, init=b.init,
-                     optimizer_state="carry" if b.carry else "fresh",
+                     optimizer_state=("carry-b" if b.carry_b else "carry") if b.carry else "fresh",
                      init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b)
         return replace(method, **changes)
 
@@ -95,7 +95,8 @@ def run_config(method: Method, setup: Setup):
     t.round_warmup, t.lr_rule, t.lr_ratio_b = method.warmup, method.lr_rule, method.lr_ratio_b
     b = cfg.boost
     b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
-    b.init, b.init_pool, b.carry = method.init, method.init_pool, method.optimizer_state == "carry"
+    b.init, b.init_pool = method.init, method.init_pool
+    b.carry, b.carry_b = method.optimizer_state.startswith("carry"), method.optimizer_state == "carry-b"
     if method.kind != "xgblora":  # one round of the whole run: warmup once, then cosine
         b.merge_every = setup.steps
     update(cfg, setup.extra)

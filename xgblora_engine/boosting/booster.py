@@ -60,8 +60,13 @@ class BoosterLinear(nn.Module):
             with torch.no_grad():
                 bound = 1.0 / math.sqrt(in_features)  # A's kaiming bound
                 self.B.uniform_(-bound, bound, generator=generator)
-            self.A0, self.B0 = self.A.detach().clone(), self.B.detach().clone()
+            self.start_here()
         self.to(device)
+
+    def start_here(self) -> None:
+        """Make the factors' present values the start that is subtracted (A0, B0): the
+        booster then changes nothing yet, whatever A and B hold."""
+        self.A0, self.B0 = self.A.detach().clone(), self.B.detach().clone()
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base_layer(x, *args, **kwargs)

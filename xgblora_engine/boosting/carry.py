@@ -49,6 +49,10 @@ class CarryStore:
                     if factor in kept:
                         param.copy_(kept[factor])
 
+    def with_b(self, boosters: dict[str, BoosterLinear]) -> list[str]:
+        """The boosters whose module's B was kept (boost.carry_b)."""
+        return [name for name in boosters if "B" in self.by_module.get(name, {})]
+
     def restore_moments(self, optimizer: torch.optim.Optimizer, boosters: dict[str, BoosterLinear]) -> None:
         for name, b in boosters.items():
             kept = self.by_module.get(name, {})

@@ -146,7 +146,7 @@ class BoostingTrainer:
                 detach_boosters(self.model, boosters)
                 return
             if self.cfg.boost.carries:
-                self.state.carried.keep(boosters, optimizer)
+                self.state.carried.keep(boosters, optimizer, with_b=self.cfg.boost.carry_b)
             self.merge(boosters, round_index, layers, lr_factor, round_seconds)
             self.on_round_end(round_index)
             return
@@ -180,6 +180,8 @@ class BoostingTrainer:
                                    self.cfg.train.seed, round_index, offset=b.init == "offset")
         if b.carries:
             self.state.carried.restore_factors(boosters)
+            for name in self.state.carried.with_b(boosters):  # carry_b: continue from the kept B
+                boosters[name].start_here()
         return boosters
 
     def train_round(self, boosters: dict[str, BoosterLinear], optimizer: torch.optim.Optimizer,

@@ -237,3 +237,36 @@ def test_without_carry_every_round_starts_fresh(tiny_llama):
     cfg.boost.layers, cfg.boost.sampling, cfg.boost.carry = [1, 2], "explicit", False
     state = make_trainer(tiny_llama, cfg).fit()
     assert not state.carried
+
+
+def test_carry_b_continues_each_layer_as_if_never_merged(tiny_llama):
+    """With B carried too, merging changes nothing: three rounds of three steps on every
+    layer give the losses and weights of one round of nine."""
+    def run(model, kappa):
+        cfg = config(round_warmup=0)
+        cfg.boost.layers, cfg.boost.sampling, cfg.boost.merge_every = [0, 1, 2, 3], "explicit", kappa
+        cfg.boost.carry = cfg.boost.carry_b = True
+        events = []
+        make_trainer(model, cfg, k=4, events=events).fit()
+        return [e.loss for e in events if isinstance(e, P.StepMetrics)], model
+
+    rounds, merged = run(copy.deepcopy(tiny_llama), 3)
+    single, reference = run(tiny_llama, 9)
+    assert rounds == pytest.approx(single, abs=1e-5)
+    for (name, w), w_ref in zip(merged.named_parameters(), reference.parameters()):
+        assert torch.allclose(w, w_ref, atol=1e-5), name
+
+
+def test_carry_b_starts_a_layer_drawn_again_unchanged(tiny_llama):
+    """The kept B is subtracted at the start: attaching it leaves the logits as they were."""
+    cfg = config(max_steps=3)
+    cfg.boost.layers, cfg.boost.sampling, cfg.boost.carry, cfg.boost.carry_b = [1, 2], "explicit", True, True
+    trainer = make_trainer(tiny_llama, cfg)
+    trainer.fit()
+    ids = make_batches()[0]["input_ids"]
+    with torch.no_grad():
+        before = tiny_llama(input_ids=ids).logits
+        boosters = trainer.attach(2, [1, 2])
+        after = tiny_llama(input_ids=ids).logits
+    assert all(b.B.abs().sum() > 0 for b in boosters.values())  # B resumed, not zero
+    assert torch.allclose(before, after, atol=1e-6)
