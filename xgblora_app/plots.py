@@ -25,6 +25,14 @@ def _pen(name: str, width: float = 2.0, style=Qt.PenStyle.SolidLine):
     return pg.mkPen(theme.SERIES[name], width=width, style=style)
 
 
+class IntegerAxis(pg.AxisItem):
+    """Ticks at whole numbers only: there is no round 1.5 or layer 0.5."""
+
+    def tickSpacing(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph's names
+        levels = [(spacing, offset) for spacing, offset in super().tickSpacing(minVal, maxVal, size) if spacing >= 1]
+        return levels or [(1.0, 0.0)]
+
+
 class TrainingPlots(QWidget):
     def __init__(self, series: TrainingSeries | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -55,8 +63,8 @@ class TrainingPlots(QWidget):
 
     # --- layout ----------------------------------------------------------------
     def _plot(self, row: int, col: int, title: str, left: str, units: str | None = None,
-              bottom: str = "optimizer step") -> pg.PlotItem:
-        plot = self.view.addPlot(row=row, col=col, title=title)
+              bottom: str = "optimizer step", axes: dict[str, pg.AxisItem] | None = None) -> pg.PlotItem:
+        plot = self.view.addPlot(row=row, col=col, title=title, axisItems=axes)
         plot.setLabel("left", left, units=units)
         plot.setLabel("bottom", bottom)
         for name in ("left", "bottom") if units is None else ("bottom",):
@@ -73,7 +81,8 @@ class TrainingPlots(QWidget):
 
     def _build_loss(self) -> None:
         self.loss_plot = self._plot(0, 0, "Training loss", "loss")
-        self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        # bottom left: a falling loss curve leaves that corner empty (top right met its last steps)
+        self.loss_plot.addLegend(offset=(8, -8), labelTextSize="8pt")
         self.raw = self._curve(self.loss_plot, _pen("raw", 1.0), "raw")
         self.smooth = self._curve(self.loss_plot, _pen("smooth", 2.5), "smoothed")
         self.merges = pg.ScatterPlotItem(symbol="t", size=9, pen=pg.mkPen(None),
@@ -81,7 +90,8 @@ class TrainingPlots(QWidget):
         self.loss_plot.addItem(self.merges)  # named: the legend picks it up
 
     def _build_heat(self) -> None:
-        self.heat_plot = self._plot(0, 1, "Layers boosted per round", "layer", bottom="round")
+        self.heat_plot = self._plot(0, 1, "Layers boosted per round", "layer", bottom="round",
+                                    axes={"bottom": IntegerAxis("bottom"), "left": IntegerAxis("left")})
         self.heat_image = pg.ImageItem(axisOrder="row-major")
         self.heat_plot.addItem(self.heat_image)
         self.heat_plot.invertY(False)

@@ -13,3 +13,8 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class Stopped(UserError):
+    """A Stop that ended a job before it had anything to keep (a download, say): the run
+    it was preparing is "stopped", not "failed"."""

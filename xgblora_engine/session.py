@@ -27,7 +27,7 @@ from xgblora_engine.diskspace import (
     run_space_needed,
 )
 from xgblora_engine.distributed import RankSlice, SingleProcess
-from xgblora_engine.errors import UserError
+from xgblora_engine.errors import Stopped, UserError
 from xgblora_engine.fileio import atomic_write_text
 from xgblora_engine.models.shape import shape_of, shares_of
 from xgblora_engine.models.sharding import check_not_data_parallel
@@ -388,9 +388,9 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
 
 def _mark_failed(run: RunDir, exc: BaseException, **fields) -> None:
     """Best effort: the status must not hide the error that ended the run (a full disk
-    fails this write too; run.json is then left as it was)."""
+    fails this write too; run.json is then left as it was). A Stop is no failure."""
     try:
-        run.update_status(status="failed", message=str(exc), **fields)
+        run.update_status(status="stopped" if isinstance(exc, Stopped) else "failed", message=str(exc), **fields)
     except OSError:
         pass
 

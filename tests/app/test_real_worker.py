@@ -11,6 +11,7 @@ from tests.conftest import build_tiny_llama
 from tests.engine.conftest import save_tiny_model
 from xgblora_app.main_window import MainWindow, real_client
 from xgblora_engine.config import RunConfig, load_config_file
+from xgblora_engine.runs import list_runs
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -215,6 +216,8 @@ def test_a_hub_model_downloads_with_progress_a_stop_cancels_and_a_start_continue
     qtbot.waitUntil(lambda: w.status.text() == "The download of 'me/tiny' was stopped.", timeout=60_000)
     assert "continue it" in w.banner.text()
     assert 0 < downloads[-1].done_bytes < downloads[-1].total_bytes
+    [stopped] = list_runs(tmp_path / "runs")
+    assert stopped.status == "stopped"  # a Stop, not a failure
 
     hub.seconds_per_mb = 0
     w.start()

@@ -136,6 +136,9 @@ def test_runs_panel_lists_run_folders_and_redraws_their_plots(qtbot, panel, stud
     assert runs.series.heat.shape == (2, 6) and runs.series.heat[1, [0, 5]].tolist() == [1.0, 1.0]
     runs.plots.refresh(force=True)
     assert runs.plots.heat_image.image.sum() == 4 and runs.plots.predicted_line.isVisible()
+    ticks = [v for axis in ("bottom", "left") for _, values in
+             runs.plots.heat_plot.getAxis(axis).tickValues(0.5, 2.5, 300) for v in values]
+    assert ticks and all(v == int(v) for v in ticks)  # rounds and layers: no halves
     assert "merge_every" in runs.config_view.toPlainText()
     assert runs.export_button.isEnabled() and not runs.resume_button.isEnabled()
     assert runs.selected().path == hand

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
-from xgblora_engine.errors import UserError
+from xgblora_engine.errors import Stopped, UserError
 from xgblora_engine.models.hub import cached_snapshot, hub_error, hub_offline, not_cached_error
 
 SMALL_FILES = (".json", ".txt", ".model", ".tiktoken", ".jinja", ".py")  # config, tokenizer, template
@@ -60,7 +60,7 @@ def ensure_downloaded(repo_id: str, report: Report, should_stop: Callable[[], bo
         snapshot_download(repo_id, repo_type="model", allow_patterns=wanted, tqdm_class=progress_bar_class(
             lambda done, rate: report(min(cached + done, total), total, rate), should_stop))
     except DownloadStopped:
-        raise UserError(f"the download of '{repo_id}' was stopped",
+        raise Stopped(f"the download of '{repo_id}' was stopped",
                         "start again (or Resume) to continue it: what is downloaded is kept "
                         "in the Hugging Face cache") from None
     except UserError:
