@@ -18,6 +18,7 @@ Goal: p99 under 16 ms (one frame at 60 Hz).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -137,6 +138,7 @@ def measure(steps: int, rate: float) -> dict:
     probe.setInterval(PROBE_MS)
     probe.timeout.connect(lambda: gaps.append(clock.restart()))
     redraws = window.plots.redraws
+    collections = _time_collections()
     load_before = os.getloadavg()
     clock.start()
     probe.start()
@@ -145,6 +147,7 @@ def measure(steps: int, rate: float) -> dict:
     _wait(app, lambda: window.status.text().startswith("Run completed"), timeout=600)
     elapsed = time.perf_counter() - started
     probe.stop()
+    gc.callbacks.remove(collections.callback)
     late = np.array(gaps[1:], dtype=float) - PROBE_MS
     drawn = window.plots.redraws - redraws
     window.close()
@@ -155,6 +158,7 @@ def measure(steps: int, rate: float) -> dict:
                         "max": float(late.max()), "ticks": int(len(late))},
         "goal_p99_ms": 16, "redraws": drawn, "redraws_per_s": round(drawn / elapsed, 1),
         "redraw_ms": _spread(draw_ms), "drain_ms": _spread(drain_ms), "status_and_log_ms": _spread(status_ms),
+        "gc_ms": {f"generation {g}": _spread(ms) for g, ms in collections.ms.items()},
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform(),
                     "qt_platform": os.environ.get("QT_QPA_PLATFORM"), "load_before": load_before,
                     "load_after": os.getloadavg()},
@@ -183,6 +187,21 @@ def _spread(ms: list[float]) -> dict | None:
         return None
     return {"median": round(float(np.median(ms)), 2), "p99": round(float(np.percentile(ms, 99)), 2),
             "max": round(float(np.max(ms)), 2), "calls": len(ms)}
+
+
+class _time_collections:
+    """The garbage collector's pauses, by generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._t0 = 0.0
+        gc.callbacks.append(self.callback)
+
+    def callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.ms[info["generation"]].append((time.perf_counter() - self._t0) * 1000)
 
 
 def _time_calls(timer, slot) -> list[float]:

@@ -9,7 +9,8 @@ taken from the llama-cpp-python source distribution on PyPI, which vendors llama
 2. the cache, ``<user cache dir>/xgblora-studio/llama.cpp/llama-cpp-python-<version>/``;
 3. otherwise the sdist is fetched once with ``pip download --no-binary :all: --no-deps
    llama-cpp-python==<version>`` (or read from ``XGBLORA_LLAMA_CPP_SDIST``, a local
-   ``.tar.gz``), and only the converter's files are unpacked into the cache.
+   ``.tar.gz``), its sha256 is checked against the pinned one, and only the converter's
+   files are unpacked into the cache.
 
 ``<version>`` is that of the installed llama-cpp-python when there is one (the converter
 then matches the runtime that verifies its output), else :data:`PINNED_VERSION`.
@@ -17,6 +18,8 @@ then matches the runtime that verifies its output), else :data:`PINNED_VERSION`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +31,12 @@ from pathlib import Path
 from xgblora_engine.errors import UserError
 
 PINNED_VERSION = "0.3.36"
+# sha256 of the sdists on PyPI whose converter was tested here: an archive that differs is
+# refused before any file of it is unpacked. (A runtime of another version installed by the
+# user brings its own converter version, unpinned: pip checked PyPI's hash as it fetched it.)
+SDIST_SHA256 = {"0.3.36": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"}
+SECONDS_PER_GB = 300  # the converter's time limit per GB of weights (it takes ~20 s/GB here)
+MIN_SECONDS = 600
 ENV_DIR = "XGBLORA_LLAMA_CPP"
 ENV_SDIST = "XGBLORA_LLAMA_CPP_SDIST"
 NEEDED = ("convert_hf_to_gguf.py", "conversion", "gguf-py")
@@ -77,6 +86,7 @@ def converter_dir(log=lambda _: None) -> Path:
         else:
             log(f"fetching llama.cpp's GGUF converter (llama-cpp-python {version} source, ~75 MB, once)")
             archive = download_sdist(version, Path(tmp))
+        check_sdist(archive, version, log)
         unpack(archive, folder)
     log(f"GGUF converter cached in {folder}")
     return folder
@@ -102,6 +112,23 @@ def download_sdist(version: str, dest: Path) -> Path:
             f"llama_cpp_python-{version}.tar.gz elsewhere (`pip download --no-binary :all: --no-deps "
             f"llama-cpp-python=={version}`) and set {ENV_SDIST} to it, or set {ENV_DIR} to a llama.cpp checkout")
     return found[0]
+
+
+def check_sdist(archive: Path, version: str, log=lambda _: None) -> None:
+    """Refuse an archive whose sha256 is not the pinned one for its version."""
+    digest = hashlib.sha256()
+    with open(archive, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    expected = SDIST_SHA256.get(version)
+    if expected is None:
+        log(f"no pinned sha256 for llama-cpp-python {version} (the installed runtime's version): "
+            f"using {archive.name} as fetched")
+    elif digest.hexdigest() != expected:
+        raise UserError(f"{archive} is not llama-cpp-python {version}'s source archive as published on PyPI: "
+                        f"its sha256 is {digest.hexdigest()}, the pinned one is {expected}",
+                        f"remove it, then export again to fetch it from PyPI, or set {ENV_SDIST} to the file "
+                        f"`pip download --no-binary :all: --no-deps llama-cpp-python=={version}` gives")
 
 
 def unpack(archive: Path, folder: Path) -> None:
@@ -142,9 +169,12 @@ def unpack(archive: Path, folder: Path) -> None:
         raise UserError(f"could not set up the GGUF converter in {folder}", "check that the cache folder is writable")
 
 
-def run_converter(hf_folder: Path, outfile: Path, outtype: str, log=lambda _: None) -> None:
-    """``convert_hf_to_gguf.py HF_FOLDER --outtype T --outfile F`` with the converter's own
-    gguf-py first on the path (the PyPI ``gguf`` is older than the converter needs)."""
+def run_converter(hf_folder: Path, outfile: Path, outtype: str, log=lambda _: None,
+                  model_name: str | None = None) -> None:
+    """``convert_hf_to_gguf.py HF_FOLDER --outtype T --outfile F [--metadata NAMING]`` with the
+    converter's own gguf-py first on the path (the PyPI ``gguf`` is older than the converter
+    needs), stopped if it runs past a limit set by the weights' size. Without a name the
+    converter would name the model after ``HF_FOLDER``, a temporary folder."""
     folder = converter_dir(log)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(folder / "gguf-py"), str(folder)] + (
@@ -153,11 +183,30 @@ def run_converter(hf_folder: Path, outfile: Path, outtype: str, log=lambda _: No
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     cmd = [sys.executable, str(folder / "convert_hf_to_gguf.py"), str(hf_folder),
            "--outtype", outtype, "--outfile", str(outfile)]
-    result = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+    naming = outfile.with_name(outfile.name + ".metadata.json")
+    if model_name:  # else the name and "finetune" would be taken from the folder's name
+        naming.write_text(json.dumps({"general.name": model_name, "general.finetune": "xgblora"}), encoding="utf-8")
+        cmd += ["--metadata", str(naming)]
+    limit = time_limit(hf_folder)
+    try:
+        result = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        outfile.unlink(missing_ok=True)
+        raise UserError(f"llama.cpp's GGUF converter did not finish within {limit // 60} minutes and was stopped",
+                        "check that the disk is not full or very slow, then export again; --format hf and peft "
+                        "do not need the converter") from None
+    finally:
+        naming.unlink(missing_ok=True)
     if result.returncode != 0 or not outfile.is_file():
         output = result.stderr + result.stdout
         log("convert_hf_to_gguf.py failed; its last lines:\n" + "\n".join(output.strip().splitlines()[-15:]))
         raise UserError(*explain_failure(output))
+
+
+def time_limit(hf_folder: Path) -> int:
+    """Seconds the converter may take: generous for the size of the weights it reads."""
+    gb = sum(f.stat().st_size for f in hf_folder.glob("*.safetensors")) / 1e9
+    return max(MIN_SECONDS, int(gb * SECONDS_PER_GB))
 
 
 def explain_failure(output: str) -> tuple[str, str]:

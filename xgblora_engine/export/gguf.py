@@ -1,8 +1,9 @@
 """The merged model as one GGUF file for llama.cpp-family runtimes (llama.cpp, Ollama,
 LM Studio, …), written by llama.cpp's own converter from a Hugging Face save.
 
-Checked twice: right after conversion, while the merged model is still in memory, every
-tensor of the file is read back (dequantized) and compared with the merged weights, and
+Checked twice: right after conversion every tensor of the file is read back (dequantized)
+and compared with the merged weights (the merged model in memory, or, for a streamed
+export, the fp32 checkpoint the converter read, one tensor at a time), and
 the tokenizer metadata and chat template with the tokenizer's; then the file is run in
 llama.cpp itself (llama-cpp-python, optional) on the fixed prompts: same tokens, logits
 close to transformers', the same greedy text and a stop at the end-of-turn token.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from xgblora_engine.export.common import Check
@@ -39,18 +41,19 @@ def gguf_name(quant: str) -> str:
     return f"model-{quant}.gguf"
 
 
-def convert(hf_folder: Path, outfile: Path, quant: str, log=lambda _: None) -> None:
-    """llama.cpp's converter writes the file; the 4- and 5-bit types are quantized from an
-    f32 file it writes first (beside ``outfile``, deleted afterwards)."""
+def convert(hf_folder: Path, outfile: Path, quant: str, log=lambda _: None, name: str | None = None) -> None:
+    """llama.cpp's converter writes the file (the model called ``name`` in its metadata);
+    the 4- and 5-bit types are quantized from an f32 file it writes first (beside
+    ``outfile``, deleted afterwards)."""
     from xgblora_engine.export.converter import run_converter
     from xgblora_engine.export.requant import LEGACY, requantize
 
     if quant not in LEGACY:
-        run_converter(hf_folder, outfile, quant, log)
+        run_converter(hf_folder, outfile, quant, log, name)
         return
     full = outfile.with_name(outfile.name + ".f32.tmp")
     try:
-        run_converter(hf_folder, full, "f32", log)
+        run_converter(hf_folder, full, "f32", log, name)
         requantize(full, outfile, quant, log)
     finally:
         full.unlink(missing_ok=True)
@@ -66,7 +69,7 @@ def _field(reader, key: str):
         return None
 
 
-def check_metadata(path: Path, tokenizer, model) -> Check:
+def check_metadata(path: Path, tokenizer, config) -> Check:
     from gguf import GGUFReader
 
     from xgblora_engine.export.common import end_of_turn_ids
@@ -82,7 +85,7 @@ def check_metadata(path: Path, tokenizer, model) -> Check:
         problems.append("chat template missing or different" if template else "no chat template in the file")
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     n_tokens = len(tokens.data) if tokens is not None else 0
-    vocab = getattr(model.config, "vocab_size", None)
+    vocab = getattr(config, "vocab_size", None)
     if n_tokens not in (len(tokenizer), vocab):  # the converter pads to the embedding's size
         problems.append(f"{n_tokens} tokens in the file, the tokenizer has {len(tokenizer)}")
     eos = _field(reader, "tokenizer.ggml.eos_token_id")
@@ -91,7 +94,7 @@ def check_metadata(path: Path, tokenizer, model) -> Check:
     if eos not in turn_ends and eot not in turn_ends:
         problems.append(f"eos id {eos} is not an end-of-turn token {turn_ends}")
     blocks = _field(reader, f"{arch}.block_count")
-    n_layers = getattr(model.config, "num_hidden_layers", blocks)
+    n_layers = getattr(config, "num_hidden_layers", blocks)
     if blocks != n_layers:
         problems.append(f"{blocks} blocks, the model has {n_layers}")
     del reader
@@ -108,39 +111,48 @@ def llama_permute(w, n_head: int, n_head_kv: int | None):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def check_weights(path: Path, model, quant: str) -> Check:
-    """Every tensor in the file, dequantized, against the merged weights it came from."""
+def unique_tensors(model) -> dict:
+    """The model's state dict with each tied tensor once (as the checkpoint stores it)."""
+    seen, unique = set(), {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            unique[name] = tensor
+    return unique
+
+
+def check_weights(path: Path, config, tensors: Mapping, quant: str) -> Check:
+    """Every tensor in the file, dequantized, against the merged weights it came from
+    (``tensors``: name -> tensor, tied ones once; read one at a time when it is a lazy
+    mapping such as a written checkpoint's)."""
     import gguf
     import numpy as np
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    arch_name = model.config.model_type
+    arch_name = config.model_type
     if arch_name not in WEIGHT_CHECKED_ARCHS:
         return Check("GGUF weights", True, f"skipped: no tensor mapping known here for {arch_name}", skipped=True)
     arch = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch_name), None)
     if arch is None:
         return Check("GGUF weights", True, f"skipped: the gguf package does not know {arch_name}", skipped=True)
-    n_layers = model.config.num_hidden_layers
+    n_layers = config.num_hidden_layers
     tmap = gguf.get_tensor_name_map(arch, n_layers)
-    n_head = model.config.num_attention_heads
-    n_kv = getattr(model.config, "num_key_value_heads", None)
+    n_head = config.num_attention_heads
+    n_kv = getattr(config, "num_key_value_heads", None)
     try:
         reader = GGUFReader(str(path))
     except Exception as exc:
         return Check("GGUF weights", False, f"the file does not read as GGUF: {exc}")
-    tensors = {t.name: t for t in reader.tensors}
-    seen, compared, worst, bad, missing = set(), 0, (-1.0, ""), [], []
-    for name, param in model.state_dict().items():
-        if param.data_ptr() in seen:  # tied: the file stores it once
-            continue
-        seen.add(param.data_ptr())
+    in_file = {t.name: t for t in reader.tensors}
+    compared, worst, bad, missing = 0, (-1.0, ""), [], []
+    for name in tensors:
         target = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
-        if target is None or target not in tensors:
+        if target is None or target not in in_file:
             missing.append(name)
             continue
-        t = tensors[target]
-        want = param.detach().float().cpu().numpy()
+        t = in_file[target]
+        want = tensors[name].detach().float().cpu().numpy()
         if int(np.prod(t.shape)) != want.size:
             bad.append(f"{target}: {tuple(int(x) for x in t.shape)} elements vs {want.shape}")
             continue
@@ -153,7 +165,7 @@ def check_weights(path: Path, model, quant: str) -> Check:
             bad.append(f"{target} (relative error {err:.3g})")
         if err > worst[0]:
             worst = (err, target)
-    del reader, tensors
+    del reader, in_file
     gc.collect()
     # Tensors the converter legitimately leaves out: none for these architectures.
     if bad or missing:

@@ -5,8 +5,8 @@ from a rounded copy:
 
 1. check the output folders and the free disk space (from the base's config alone);
 2. load the original base in fp32 and add the ledger's updates module by module;
-   or, for an ``hf`` export of a base stored as safetensors, plan a streamed merge
-   (export/streamed.py) that makes and writes the merged tensors one at a time;
+   or, for hf, gguf and ollama exports of a base stored as safetensors, plan a streamed
+   merge (export/streamed.py) that makes and writes the merged tensors one at a time;
 3. take the verification reference (logits and greedy answers on fixed prompts);
 4. write, each into a hidden staging folder: the PEFT adapter, the fp32 HF checkpoint
    (or a temporary one) from which llama.cpp's converter writes the GGUF, the GGUF's
@@ -60,6 +60,8 @@ from xgblora_engine.export.requant import LEGACY
 from xgblora_engine.memory.units import human_bytes
 from xgblora_engine.rundir import EXPORT_RECORD, next_export_folder
 from xgblora_engine.rundir import ollama_name as ollama_safe
+
+STREAMABLE = ("hf", "gguf", "ollama")  # formats written without the merged model in memory
 
 
 def parse_formats(formats: str | Iterable[str]) -> list[str]:
@@ -121,6 +123,15 @@ class Merged:
     source: object
     ref: object = None  # verify.Reference of the fp32 merged model (None without verification)
     streamed: object = None  # streamed.StreamedMerge
+
+    def reference(self, plan: ExportPlan, scratch: Path):
+        """The reference answers; streamed, computed on first use with the weights on disk."""
+        if self.ref is None and self.streamed is not None:
+            from xgblora_engine.export import streamed as S
+
+            plan.progress("export", "computing the reference answers", 0.0)
+            self.ref = S.reference(self.streamed, plan.prompts, plan.max_new_tokens, scratch=scratch)
+        return self.ref
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str | Iterable[str] = ("hf",),
@@ -213,7 +224,7 @@ def _plan_streamed(plan: ExportPlan, n_params: int | None) -> tuple[object, str]
     """The streamed merge when this export can be written that way, else (None, why not)."""
     from xgblora_engine.export import streamed as S
 
-    others = [f for f in plan.formats if f != "hf"]
+    others = [f for f in plan.formats if f not in STREAMABLE]
     if others:
         return None, f"{' and '.join(others)} need{'s' if len(others) == 1 else ''} the merged model in memory"
     if n_params is None:
@@ -265,15 +276,18 @@ def _write_all(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging],
     the merged model is freed."""
     later: dict[str, Callable[[], list[Check]]] = {}
     if merged.streamed is not None:
-        return _write_streamed_hf(plan, merged, stagings["hf"].path)
+        if plan.wants("hf"):
+            later.update(_write_streamed_hf(plan, merged, stagings["hf"].path))
+        if plan.wants("gguf", "ollama"):  # from the hf folder just written when it is fp32
+            later.update(_write_gguf(plan, merged, stagings, checks))
+        return later
     if plan.wants("peft"):
         later["peft"] = _write_peft(plan, merged, stagings["peft"].path)
     hf_fingerprints = None
     if plan.wants("hf") and plan.dtype == "fp32":
         hf_fingerprints = _write_hf(plan, merged, stagings["hf"].path)
-    if plan.wants("gguf", "ollama"):
-        reuse = stagings["hf"].path if hf_fingerprints is not None else None
-        later.update(_write_gguf(plan, merged, stagings, reuse, checks))
+    if plan.wants("gguf", "ollama"):  # from the hf folder just written when it is fp32
+        later.update(_write_gguf(plan, merged, stagings, checks))
     hf_ref = merged.ref
     if plan.wants("hf") and hf_fingerprints is None:
         if plan.verify:
@@ -340,13 +354,10 @@ def _write_streamed_hf(plan: ExportPlan, merged: Merged, folder: Path) -> dict[s
     H.write_hf(merged.model, merged.tokenizer, folder, plan.shard_size, plan.progress, streamed=merged.streamed)
     if not plan.verify:
         return {}
-    from xgblora_engine.export import streamed as S
-
     streamed, dtype = merged.streamed, plan.dtype
 
     def verify() -> list[Check]:
-        plan.progress("hf", "computing the reference answers", 0.0)
-        ref = S.reference(streamed, plan.prompts, plan.max_new_tokens, scratch=folder)
+        ref = merged.reference(plan, scratch=folder)
         return H.verify_hf(folder, ref, streamed.fingerprints, dtype, streamed.tokenizer, plan.log, offload=True)
 
     return {"hf": verify}
@@ -383,29 +394,36 @@ def _write_peft(plan: ExportPlan, merged: Merged, folder: Path) -> Callable[[], 
     return lambda: extra + PF.verify_peft(folder, cfg, peft_ref, factors, tokenizer)
 
 
-def _write_gguf(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging], reuse: Path | None,
+def _write_gguf(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging],
                 checks: dict[str, list[Check]]) -> dict[str, Callable[[], list[Check]]]:
-    """One GGUF (from ``reuse``, an fp32 HF checkpoint already written, or a temporary one),
-    linked into the gguf and ollama folders, with its static checks in ``checks``."""
-    model, tokenizer, quant, progress = merged.model, merged.tokenizer, plan.quant, plan.progress
+    """One GGUF, converted from an fp32 checkpoint (the hf export's when it is fp32, else a
+    temporary one), linked into the gguf and ollama folders, with its static checks in ``checks``."""
+    from xgblora_engine.export import streamed as S
+
+    tokenizer, quant, progress = merged.tokenizer, plan.quant, plan.progress
+    config = merged.model.config
     main = "gguf" if plan.wants("gguf") else "ollama"
     gguf_path = stagings[main].path / G.gguf_name(quant)
-    temp = None
+    fp32 = stagings["hf"].path if plan.wants("hf") and plan.dtype == "fp32" else None
+    temp, static = None, []
     try:
-        if reuse is None:
+        if fp32 is None:
             temp = Staging(plan.out.parent / f"{plan.out.name}-fp32-for-gguf")
             progress(main, "writing a temporary fp32 checkpoint for the converter", 0.0)
-            H.write_hf(model, tokenizer, temp.path, progress=progress, fmt=main)
+            _write_fp32(plan, merged, temp.path, main)
+            fp32 = temp.path
         progress(main, f"converting to GGUF {quant} with llama.cpp's convert_hf_to_gguf.py", 0.0)
         plan.log(f"{main}: converting to GGUF {quant} with llama.cpp's converter")
-        G.convert(reuse or temp.path, gguf_path, quant, plan.log)
+        G.convert(fp32, gguf_path, quant, plan.log, name=plan.info.run.path.name)
+        if plan.verify:
+            progress(main, "reading the GGUF back", 0.0)
+            # streamed: the merged weights are the fp32 checkpoint's, read one tensor at a time
+            weights = G.unique_tensors(merged.model) if merged.streamed is None else S.SavedTensors(fp32)
+            static = [G.check_metadata(gguf_path, tokenizer, config),
+                      G.check_weights(gguf_path, config, weights, quant)]
     finally:
         if temp is not None:
             temp.discard()
-    static = []
-    if plan.verify:
-        progress(main, "reading the GGUF back", 0.0)
-        static = [G.check_metadata(gguf_path, tokenizer, model), G.check_weights(gguf_path, model, quant)]
     for fmt in ("gguf", "ollama"):
         if not plan.wants(fmt):
             continue
@@ -414,18 +432,31 @@ def _write_gguf(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging], 
             _link_or_copy(gguf_path, path)
         checks[fmt] += list(static)
         if fmt == "ollama":
-            checks[fmt] += _write_modelfile(stagings[fmt].path, G.gguf_name(quant), tokenizer, model, plan.verify)
+            checks[fmt] += _write_modelfile(stagings[fmt].path, G.gguf_name(quant), tokenizer, merged.model,
+                                            plan.verify)
     if not plan.verify:
         return {}
     shared: dict[str, list[Check]] = {}
-    ref = merged.ref
 
     def runtime(path=gguf_path):
         if "result" not in shared:
+            ref = merged.reference(plan, scratch=stagings[main].path) if G.runtime_available() else None
             shared["result"] = G.verify_llama_cpp(path, ref, tokenizer, quant)
         return list(shared["result"])
 
     return {fmt: runtime for fmt in ("gguf", "ollama") if plan.wants(fmt)}
+
+
+def _write_fp32(plan: ExportPlan, merged: Merged, folder: Path, fmt: str) -> None:
+    """The merged model as an fp32 Hugging Face checkpoint; streamed, tensor by tensor."""
+    from xgblora_engine.export import streamed as S
+
+    if merged.streamed is None:
+        H.write_hf(merged.model, merged.tokenizer, folder, progress=plan.progress, fmt=fmt)
+        return
+    fp32 = S.open_streamed(plan.info.cfg, plan.info.ledger, "fp32")
+    fp32.take_fingerprints = False
+    H.write_hf(fp32.model, merged.tokenizer, folder, progress=plan.progress, fmt=fmt, streamed=fp32)
 
 
 def _write_modelfile(folder: Path, gguf_name: str, tokenizer, model, verify: bool) -> list[Check]:

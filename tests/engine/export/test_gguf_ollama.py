@@ -26,6 +26,8 @@ def test_gguf_and_ollama_f16(tiny_run, tmp_path, gguf_converter):
     reader = GGUFReader(str(path))
     template = reader.fields["tokenizer.chat_template"].contents()
     assert "<|im_start|>" in template and reader.fields["general.architecture"].contents() == "llama"
+    # named after the run, not after the temporary folder the converter read
+    assert [reader.fields[f"general.{k}"].contents() for k in ("name", "finetune")] == ["run", "xgblora"]
     checks = by_name(gguf_result)
     assert checks["GGUF metadata"].ok and checks["GGUF weights"].ok
     assert "within f16 rounding" in checks["GGUF weights"].detail
@@ -81,8 +83,8 @@ def test_corrupted_gguf_is_caught(tiny_run, tmp_path, gguf_converter, monkeypatc
 
     original = G.convert
 
-    def convert_then_corrupt(hf_folder, outfile, quant, log=lambda _: None):
-        original(hf_folder, outfile, quant, log)
+    def convert_then_corrupt(hf_folder, outfile, quant, log=lambda _: None, name=None):
+        original(hf_folder, outfile, quant, log, name)
         reader = GGUFReader(str(outfile))
         tensor = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
         offset = int(tensor.data_offset)
@@ -134,6 +136,45 @@ def test_converter_is_unpacked_from_a_local_sdist_into_the_cache(tmp_path, monke
     assert not (folder / "conversion" / "evil").exists()
     monkeypatch.delenv(CV.ENV_SDIST)
     assert CV.converter_dir() == folder  # cached: no download, no sdist needed
+
+
+def test_a_tampered_sdist_is_refused_before_anything_is_unpacked(tmp_path, monkeypatch):
+    monkeypatch.delenv(CV.ENV_DIR, raising=False)
+    monkeypatch.setattr(CV, "cache_root", lambda: tmp_path / "cache")
+    monkeypatch.setattr(CV, "runtime_version", lambda: "9.9.9")
+    archive = fake_sdist(tmp_path / "llama_cpp_python-9.9.9.tar.gz")
+    monkeypatch.setenv(CV.ENV_SDIST, str(archive))
+    monkeypatch.setitem(CV.SDIST_SHA256, "9.9.9", "0" * 64)  # what PyPI would have published
+    with pytest.raises(UserError, match="is not llama-cpp-python 9.9.9's source archive as published") as info:
+        CV.converter_dir()
+    assert "the pinned one is " + "0" * 64 in info.value.message and CV.ENV_SDIST in info.value.hint
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    import hashlib
+
+    CV.SDIST_SHA256["9.9.9"] = hashlib.sha256(archive.read_bytes()).hexdigest()  # the genuine file
+    assert CV.is_complete(CV.converter_dir())
+
+
+def test_the_pinned_version_has_a_pinned_hash():
+    assert len(CV.SDIST_SHA256[CV.PINNED_VERSION]) == 64
+
+
+def test_a_converter_that_hangs_is_stopped_with_a_clear_message(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr(CV, "converter_dir", lambda log=None: tmp_path)
+    limits = []
+
+    def hang(cmd, timeout=None, **kwargs):
+        limits.append(timeout)
+        (tmp_path / "out.gguf").write_bytes(b"half")
+        raise subprocess.TimeoutExpired(cmd, timeout)
+
+    monkeypatch.setattr(CV.subprocess, "run", hang)
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(UserError, match="did not finish within 10 minutes and was stopped"):
+        CV.run_converter(tmp_path, tmp_path / "out.gguf", "f16")
+    assert limits == [CV.MIN_SECONDS] and not (tmp_path / "out.gguf").exists()
 
 
 def test_converter_offline_says_how_to_get_it(tmp_path, monkeypatch):

@@ -225,3 +225,26 @@ def test_shards_are_laid_out_as_safetensors_lays_them_out(tmp_path):
     mine = S.safetensors_header(specs) + b"".join(
         tensors[name].reshape(-1).view(torch.uint8).numpy().tobytes() for name in specs)
     assert mine == (tmp_path / "theirs.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("formats,dtype", [(["gguf", "ollama"], "auto"), (["hf", "gguf"], "fp32")])
+def test_gguf_and_ollama_are_streamed_into_the_file_the_in_memory_merge_converts(
+        tiny_run, tmp_path, monkeypatch, gguf_converter, formats, dtype):
+    """The converter reads a streamed fp32 checkpoint (a temporary one, or the hf export's
+    when that is fp32), and the file is the one the in-memory merge gives, byte for byte."""
+    log = []
+    streamed = export_run(tiny_run, tmp_path / "a" / "out", formats, dtype=dtype, quant="q8_0", log=log.append)
+    assert all(r.ok for r in streamed), [r.message for r in streamed]
+    assert any("(streamed)" in line for line in log)
+    assert "temporary fp32" not in " ".join(log) or dtype != "fp32"
+    checks = {c.name: c for c in streamed[formats.index("gguf")].checks}
+    assert checks["GGUF metadata"].ok and "within q8_0 rounding" in checks["GGUF weights"].detail
+    merge_in_memory(monkeypatch)
+    memory = export_run(tiny_run, tmp_path / "b" / "out", formats, dtype=dtype, quant="q8_0")
+    assert all(r.ok for r in memory)
+    for fmt in ("gguf", "ollama"):
+        if fmt in formats:
+            mine, theirs = tmp_path / "a" / "out" / fmt, tmp_path / "b" / "out" / fmt
+            for name in ["model-q8_0.gguf", *(["Modelfile"] if fmt == "ollama" else [])]:
+                assert filecmp.cmp(mine / name, theirs / name, shallow=False), (fmt, name)
+    assert not list(tmp_path.glob("*/out-fp32-for-gguf"))  # the temporary checkpoint is gone
