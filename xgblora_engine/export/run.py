@@ -197,6 +197,8 @@ def _merge(plan: ExportPlan) -> Merged:
         _check_disk(plan, n_params)
 
     streamed, why_not = _plan_streamed(plan, n_params)
+    if n_params is not None:
+        _check_memory(plan, n_params, streamed, why_not)
     if streamed is not None:
         plan.log("merging shard by shard: each tensor read from the base's safetensors, updated from the "
                  "booster ledger and written, one at a time (streamed)")
@@ -299,6 +301,43 @@ def _write_all(plan: ExportPlan, merged: Merged, stagings: dict[str, Staging],
         folder, dtype, tokenizer = stagings["hf"].path, plan.dtype, merged.tokenizer
         later["hf"] = lambda: H.verify_hf(folder, hf_ref, hf_fingerprints, dtype, tokenizer, plan.log)
     return later
+
+
+RUNTIME_BYTES = 600 * 2**20  # Python, torch, transformers and the tokenizer (measured: 0.5–0.6 GB)
+
+
+def memory_needed(n_params: int, streamed) -> int:
+    """RAM the export peaks at. In memory: the fp32 model plus a third for the loader's
+    copies (docs/export.md: 1.50 GB for a 0.54 GB model, 0.6 GB of it the runtime);
+    streamed: the largest tensor in fp32, three times (read, merged, cast)."""
+    if streamed is None:
+        return int(n_params * 4 * 4 / 3) + RUNTIME_BYTES
+    largest = max(t.numel() for t in streamed.layout.values())
+    return 3 * largest * 4 + RUNTIME_BYTES
+
+
+def _check_memory(plan: ExportPlan, n_params: int, streamed, why_not: str) -> None:
+    """Refuse an export that cannot fit in this machine's RAM at all; warn when it will only
+    fit once other programs give memory back."""
+    import psutil
+
+    needed, memory = memory_needed(n_params, streamed), psutil.virtual_memory()
+    how = "streamed" if streamed is not None else "merged in memory"
+    plan.log(f"the export needs about {human_bytes(needed)} of RAM ({how}); "
+             f"{human_bytes(memory.available)} of {human_bytes(memory.total)} is free")
+    if needed > memory.total and streamed is None:
+        raise UserError(
+            f"this export needs about {human_bytes(needed)} of RAM to merge the model in memory, more than "
+            f"this machine has ({human_bytes(memory.total)}); it cannot be streamed: {why_not}",
+            "export hf, gguf or ollama alone (without peft) from a base stored as safetensors (a model folder "
+            "or a Hub id): those are written tensor by tensor in a few GB; or export on a machine with more RAM")
+    if needed > memory.total:
+        raise UserError(f"this export needs about {human_bytes(needed)} of RAM (its largest tensor in fp32, "
+                        f"three times), more than this machine has ({human_bytes(memory.total)})",
+                        "export on a machine with more RAM")
+    if needed > memory.available:
+        plan.log(f"warning: only {human_bytes(memory.available)} of RAM is free; the export may swap or be "
+                 "stopped by the system: close other programs first")
 
 
 def _check_disk(plan: ExportPlan, n_params: int) -> None:

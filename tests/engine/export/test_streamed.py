@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from tests.engine.export.conftest import make_run, merge_in_memory
 from xgblora_engine.boosting.ledger import BoosterLedger, RoundRecord
 from xgblora_engine.config import RunConfig, load_config_file, save_config
+from xgblora_engine.errors import UserError
 from xgblora_engine.export import export_run
 from xgblora_engine.export import streamed as S
 
@@ -248,3 +249,34 @@ def test_gguf_and_ollama_are_streamed_into_the_file_the_in_memory_merge_converts
             for name in ["model-q8_0.gguf", *(["Modelfile"] if fmt == "ollama" else [])]:
                 assert filecmp.cmp(mine / name, theirs / name, shallow=False), (fmt, name)
     assert not list(tmp_path.glob("*/out-fp32-for-gguf"))  # the temporary checkpoint is gone
+
+
+class FakeMemory:
+    def __init__(self, total, available):
+        self.total, self.available = total, available
+
+
+def test_an_export_that_cannot_fit_in_ram_is_refused_before_anything_is_written(tiny_run, tmp_path, monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: FakeMemory(256 * 2**20, 200 * 2**20))
+    with pytest.raises(UserError, match="more than this machine has") as info:
+        export_run(tiny_run, tmp_path / "out", ["hf", "peft"], verify=False)
+    assert "cannot be streamed: peft needs" in info.value.message and "without peft" in info.value.hint
+    assert not (tmp_path / "out").exists()
+
+
+def test_short_free_ram_is_warned_about_and_the_streamed_need_is_one_tensor(tiny_run, tmp_path, monkeypatch):
+    import psutil
+
+    from xgblora_engine.export import run as R
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: FakeMemory(64 * 2**30, 100 * 2**20))
+    log = []
+    [result] = export_run(tiny_run, tmp_path / "out", ["hf"], verify=False, log=log.append)
+    assert result.ok
+    assert any(line.startswith("warning: only 100 MB of RAM is free") for line in log)
+    largest = max(t.numel() for t in load_file(str(tmp_path / "out" / "model.safetensors")).values())
+    layout = type("Streamed", (), {"layout": {"w": torch.empty(largest, device="meta")}})()
+    need = R.memory_needed(10**9, layout)
+    assert need == 12 * largest + R.RUNTIME_BYTES  # one tensor in fp32, three times: not the model's size
