@@ -189,8 +189,15 @@ def test_carrying_between_rounds_is_a_click(qtbot, panel, studio):
     assert help_text("boost", "carry") in method.carry.toolTip() and "Cost:" in method.carry.toolTip()
     studio.settings.set("boost", "carry", not carry)  # and back, from the settings
     assert method.carry.isChecked() is (not carry)
+    studio.settings.set("boost", "carry", True)
+    qtbot.mouseClick(method.carry_b, Qt.MouseButton.LeftButton)  # B too
+    assert studio.settings.get("boost", "carry_b") is not RunConfig().boost.carry_b
+    assert "Cost:" in method.carry_b.toolTip()
+    studio.settings.set("boost", "carry", False)
+    assert not method.carry_b.isEnabled()  # nothing is carried: no B either
+    studio.settings.set("boost", "carry", True)
     method.init.setCurrentText("gradient")  # a start that sets A itself: nothing to carry
-    assert not method.carry.isEnabled()
+    assert not method.carry.isEnabled() and not method.carry_b.isEnabled()
 
 
 def test_the_advanced_settings_are_folded_and_edit_the_settings(qtbot, panel, studio):

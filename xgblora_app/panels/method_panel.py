@@ -46,6 +46,8 @@ COSTS = {
     "lr_rule": "scaled keeps one learning rate right when rank or layers per round change",
     "carry": "each layer's last A and Adam moments stay in memory: up to 3·r·(in+out) values a layer's "
              "target, about 240 MB for a 7B model at r = 8",
+    "carry_b": "B and its moments are kept too (r·out more values a target); a drawn layer's forward "
+               "adds its start's product once more",
     "eval_every": "each evaluation pauses training for a pass over the held-out set",
 }
 SAMPLINGS = tuple(s for s in C.SAMPLING if s != "explicit")  # "explicit" comes from a layer list, not from this menu
@@ -112,6 +114,7 @@ class MethodPanel(QWidget):
         self.warmup = b.spin("train", "round_warmup", 0, 10_000)
         self.init = b.combo("boost", "init", C.INITS)
         self.carry = b.check("boost", "carry", "a layer drawn again keeps its A and Adam moments")
+        self.carry_b = b.check("boost", "carry_b", "…and its B: it continues where it stopped")
         form.addRow("Rank r", self.rank)
         form.addRow("Layers per round k", self.k)
         form.addRow("Layer sampling", self.sampling)
@@ -119,6 +122,7 @@ class MethodPanel(QWidget):
         form.addRow("Warmup steps per round", self.warmup)
         form.addRow("Booster start", self.init)
         form.addRow("Between rounds", self.carry)
+        form.addRow("", self.carry_b)
         return box
 
     def _train_box(self) -> QGroupBox:
@@ -277,6 +281,7 @@ class MethodPanel(QWidget):
             self.epochs.blockSignals(False)
         cfg = s.cfg
         self.carry.setEnabled(cfg.boost.init == "kaiming")  # the other starts set A themselves
+        self.carry_b.setEnabled(cfg.boost.carries)
         text = (f"<b>T = ⌈{cfg.train.max_steps} / {cfg.boost.merge_every}⌉ = {s.rounds()} rounds</b> of "
                 f"{cfg.boost.merge_every} steps, each boosting "
                 + (f"<b>{k} of {n_layers} layers</b>" if k and n_layers else "about a third of the layers")
