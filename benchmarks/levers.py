@@ -1,10 +1,12 @@
-"""The levers on top of the defaults they were screened against (rank 4 boosters, before
-rank 8 passed here and became the default), each on three seeds and both bundled sets:
-rank 8, 16 and 32 boosters, κ 10 and 40, LoRA+ (B's rate ×4 and ×16), layers drawn by
-gradient norm. Every arm changes one thing of that base; each is paired by seed with the
-base's own run (the comparison's ``xgb-r4`` rows, the same runs: a run is deterministic
-per seed), and a lever passes the bar for a default only when its mean gain exceeds
-twice its paired spread on both sets.
+"""The levers on top of the defaults they were screened against, each on three seeds and
+both bundled sets. On the rank 4 defaults (before rank 8 passed here and became the
+default): rank 8, 16 and 32 boosters, κ 10 and 40, LoRA+ (B's rate ×4 and ×16), layers
+drawn by gradient norm. On the rank 8 defaults: B carried between rounds too
+(``boost.carry_b``), with and without the per-round warmup. Every arm changes one thing
+of its base; each is paired by seed with the base's own run (the comparison's ``xgb-r4``
+or ``xgb-default`` rows, the same runs: a run is deterministic per seed), and a lever
+passes the bar for a default only when its mean gain exceeds twice its paired spread on
+both sets.
 
     python -m benchmarks.levers [--seeds 0,1,2]
     python -m benchmarks.levers --cost rank 8    # step time and peak of a lever against the defaults
@@ -24,17 +26,27 @@ from benchmarks.compare import DATASETS, paired
 from benchmarks.harness import RESULTS, Method, Setup
 from benchmarks.suite import mean_spread, run_all
 
-BASE = {"rank": 4}  # the defaults the levers were screened against
-LEVERS = {  # label -> what changes from that base
-    "rank 8": {"rank": 8},
-    "rank 16": {"rank": 16},
-    "rank 32": {"rank": 32},
-    "κ 10": {"kappa": 10},
-    "κ 40": {"kappa": 40},
-    "B ×4 (LoRA+)": {"lr_ratio_b": 4.0},
-    "B ×16 (LoRA+)": {"lr_ratio_b": 16.0},
-    "layers ∝ gradient norm": {"sampling": "gradient"},
+BASES = {  # the comparison's rows a lever is paired with -> (what they are, what they change of the defaults)
+    "xgb-r4": ("rank 4", {"rank": 4}),
+    "xgb-default": ("rank 8", {}),
 }
+LEVERS = {  # label -> (its base, what changes from that base)
+    "rank 8": ("xgb-r4", {"rank": 8}),
+    "rank 16": ("xgb-r4", {"rank": 16}),
+    "rank 32": ("xgb-r4", {"rank": 32}),
+    "κ 10": ("xgb-r4", {"kappa": 10}),
+    "κ 40": ("xgb-r4", {"kappa": 40}),
+    "B ×4 (LoRA+)": ("xgb-r4", {"lr_ratio_b": 4.0}),
+    "B ×16 (LoRA+)": ("xgb-r4", {"lr_ratio_b": 16.0}),
+    "layers ∝ gradient norm": ("xgb-r4", {"sampling": "gradient"}),
+    "B carried too": ("xgb-default", {"optimizer_state": "carry-b"}),
+    "B carried too, no round warmup": ("xgb-default", {"optimizer_state": "carry-b", "warmup": 0}),
+}
+
+
+def lever_method(label: str) -> Method:
+    base, changes = LEVERS[label]
+    return Method.engine_defaults(label, **{**BASES[base][1], **changes})
 
 
 def setups(seeds: list[int]) -> list[Setup]:
@@ -43,25 +55,24 @@ def setups(seeds: list[int]) -> list[Setup]:
 
 
 def jobs(seeds: list[int]) -> list[tuple[Method, Setup]]:
-    return [(Method.engine_defaults(label, **{**BASE, **changes}), s)
-            for label, changes in LEVERS.items() for s in setups(seeds)]
+    return [(lever_method(label), s) for label in LEVERS for s in setups(seeds)]
 
 
-def reference(data: str) -> list[dict]:
+def reference(data: str, base: str) -> list[dict]:
     """The base's runs in the comparison on ``data`` (one per seed)."""
     rows = json.loads((RESULTS / f"compare_{data.split(':')[-1]}.json").read_text())["rows"]
-    return [r for r in rows if r["method"]["name"] == "xgb-r4"]
+    return [r for r in rows if r["method"]["name"] == base]
 
 
 def report(rows: list[dict]) -> str:
     # No time column: these runs shared the machine with other work, unlike benchmarks/step_cost.py.
-    lines = ["| lever | set | seeds | held-out loss | − rank 4, same seed | gain / paired spread | clipped steps |",
-             "|:--|:--|--:|--:|--:|--:|--:|"]
+    lines = ["| lever | on | set | seeds | held-out loss | − its base, same seed | gain / paired spread | clipped steps |",
+             "|:--|:--|:--|--:|--:|--:|--:|--:|"]
     verdicts = {}
-    for label in LEVERS:
+    for label, (base_name, _) in LEVERS.items():
         for data in DATASETS:
             mine = [r for r in rows if r["method"]["name"] == label and r["setup"]["data"] == data]
-            base = reference(data)
+            base = reference(data, base_name)
             if not mine:
                 continue
             diff = paired(mine, base, "final_eval_loss")
@@ -69,7 +80,7 @@ def report(rows: list[dict]) -> str:
             ratio = -statistics.mean(diff) / spread if spread == spread and spread > 0 else float("nan")
             verdicts.setdefault(label, []).append(ratio > 2)
             clipped = statistics.mean(r["clipped_share"] for r in mine)
-            lines.append(f"| {label} | {data.split(':')[-1]} | {len(mine)} | "
+            lines.append(f"| {label} | {BASES[base_name][0]} | {data.split(':')[-1]} | {len(mine)} | "
                          f"{mean_spread([r['final_eval_loss'] for r in mine])} | {mean_spread(diff)} | "
                          f"{'–' if ratio != ratio else f'{ratio:+.1f}'} | {100 * clipped:.0f} % |")
     passed = [label for label, v in verdicts.items() if len(v) == len(DATASETS) and all(v)]
@@ -80,7 +91,8 @@ def report(rows: list[dict]) -> str:
 
 def cost(label: str) -> str:
     """Step time and peak of the lever and of its base, one run at a time."""
-    pair = [Method.engine_defaults("xgb-r4", **BASE), Method.engine_defaults(label, **{**BASE, **LEVERS[label]})]
+    base = LEVERS[label][0]
+    pair = [Method.engine_defaults(base, **BASES[base][1]), lever_method(label)]
     lines = ["| set | method | step s | step time × | peak MB | peak × |", "|:--|:--|--:|--:|--:|--:|"]
     for data, (seq_len, _) in DATASETS.items():
         setup = Setup(data=data, seq_len=seq_len, steps=40, eval_every=0, eval_examples=8, answer_items=0)

@@ -59,6 +59,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--booster-init": ("boost", "init"),
     "--init-pool": ("boost", "init_pool"),
     "--carry": ("boost", "carry"),
+    "--carry-b": ("boost", "carry_b"),
     "--max-steps": ("train", "max_steps"),
     "--lr": ("train", "lr"),
     "--batch-size": ("train", "batch_size"),

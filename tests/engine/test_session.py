@@ -27,10 +27,12 @@ def assert_same_ledger(a, b):
 
 @pytest.mark.parametrize("stop_after,init,carry,sampling", [
     (3, "kaiming", False, "uniform"), (4, "kaiming", False, "uniform"),  # mid-round, boundary
-    (3, "gradient", False, "uniform"), (5, "kaiming", True, "uniform"), (3, "kaiming", True, "gradient")])
+    (3, "gradient", False, "uniform"), (5, "kaiming", True, "uniform"), (3, "kaiming", True, "gradient"),
+    (5, "kaiming", "with B", "uniform")])
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after, init, carry, sampling):
     cfg = copy.deepcopy(tiny_config)
-    cfg.train.max_steps, cfg.boost.init, cfg.boost.carry, cfg.boost.sampling = 8, init, carry, sampling
+    cfg.train.max_steps, cfg.boost.init, cfg.boost.carry, cfg.boost.sampling = 8, init, bool(carry), sampling
+    cfg.boost.carry_b = carry == "with B"
     straight = run_training(copy.deepcopy(cfg), str(tmp_path / "straight"), lambda e: None).path
     events = []
     split = run_training(copy.deepcopy(cfg), str(tmp_path / "split"), events.append,
@@ -53,7 +55,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_af
     assert resumed[-1].status == "completed" and resumed[-1].steps == 8
     assert losses(split) == losses(straight)  # every step, bit for bit
     assert_same_ledger(split, straight)
-    assert all((c / "carried.safetensors").is_file() == carry for c in (split / "checkpoints").iterdir()
+    assert all((c / "carried.safetensors").is_file() == bool(carry) for c in (split / "checkpoints").iterdir()
                if c.name != f"step-{stop_after:07d}" or stop_after > 2)
 
 
