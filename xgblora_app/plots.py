@@ -21,8 +21,25 @@ from xgblora_app.state.series import TrainingSeries
 REDRAW_MS = 50  # at most 20 redraws a second
 
 
-def _pen(name: str, width: float = 2.0, style=Qt.PenStyle.SolidLine):
+def _pen(name: str, width: float = 1.0, style=Qt.PenStyle.SolidLine):
+    # One pixel wide: Qt draws a wider line as separate segments (pyqtgraph's segmented mode),
+    # which took the paint of a frame from 6 to 12 ms (benchmarks/gui_latency.py).
     return pg.mkPen(theme.SERIES[name], width=width, style=style)
+
+
+def _fit_y(plot: pg.PlotItem, values: np.ndarray) -> None:
+    """The y range around ``values``, moved only when they leave it or fill less than half
+    of it: each move lays the axis out again. The margin (a fifth of the data's span) lets a
+    falling loss go a while before the range follows it."""
+    finite = values[np.isfinite(values)] if len(values) else values
+    if not len(finite):
+        return
+    lo, hi = float(finite.min()), float(finite.max())
+    bottom, top = plot.vb.viewRange()[1]
+    span = hi - lo or abs(hi) or 1.0
+    if bottom <= lo and hi <= top and span >= 0.5 * (top - bottom):
+        return
+    plot.setYRange(lo - 0.2 * span, hi + 0.2 * span, padding=0)
 
 
 class IntegerAxis(pg.AxisItem):
@@ -71,6 +88,9 @@ class TrainingPlots(QWidget):
             plot.getAxis(name).enableAutoSIPrefix(False)  # else its label is re-laid out on every range change
         # no grid: translucent grid lines made a full repaint 5x slower (10 → 52 ms for six plots)
         plot.setMenuEnabled(False)
+        # y is set in refresh, in steps (``_fit_y``): pyqtgraph's auto-range moves it while a
+        # frame is painted, which asks for a second paint of every plot, every frame
+        plot.enableAutoRange(y=False)
         return plot
 
     def _curve(self, plot: pg.PlotItem, pen, name: str | None = None, **kw) -> pg.PlotDataItem:
@@ -83,8 +103,8 @@ class TrainingPlots(QWidget):
         self.loss_plot = self._plot(0, 0, "Training loss", "loss")
         # bottom left: a falling loss curve leaves that corner empty (top right met its last steps)
         self.loss_plot.addLegend(offset=(8, -8), labelTextSize="8pt")
-        self.raw = self._curve(self.loss_plot, _pen("raw", 1.0), "raw")
-        self.smooth = self._curve(self.loss_plot, _pen("smooth", 2.5), "smoothed")
+        self.raw = self._curve(self.loss_plot, _pen("raw"), "raw")
+        self.smooth = self._curve(self.loss_plot, _pen("smooth"), "smoothed")
         self.merges = pg.ScatterPlotItem(symbol="t", size=9, pen=pg.mkPen(None),
                                          brush=pg.mkBrush(*theme.SERIES["merge"]), name="merge")
         self.loss_plot.addItem(self.merges)  # named: the legend picks it up
@@ -98,7 +118,7 @@ class TrainingPlots(QWidget):
 
     def _build_eval(self) -> None:
         self.eval_plot = self._plot(1, 0, "Held-out loss", "loss")
-        self.eval = self._curve(self.eval_plot, _pen("eval", 2.0), symbol="o", symbolSize=6,
+        self.eval = self._curve(self.eval_plot, _pen("eval"), symbol="o", symbolSize=6,
                                 symbolBrush=theme.SERIES["eval"], symbolPen=None)
         # The sample answers' token F1, on its own 0–1 axis at the right (pyqtgraph's
         # MultiplePlotAxes pattern: a second view box that follows the plot's geometry).
@@ -110,7 +130,7 @@ class TrainingPlots(QWidget):
         right.enableAutoSIPrefix(False)
         self.f1_view.setXLink(self.eval_plot)
         self.f1_view.setYRange(0, 1, padding=0.02)
-        self.f1 = pg.PlotDataItem(pen=_pen("f1", 1.5, Qt.PenStyle.DashLine), symbol="s", symbolSize=5,
+        self.f1 = pg.PlotDataItem(pen=_pen("f1", style=Qt.PenStyle.DashLine), symbol="s", symbolSize=5,
                                   symbolBrush=theme.SERIES["f1"], symbolPen=None)
         self.f1_view.addItem(self.f1)
 
@@ -122,9 +142,8 @@ class TrainingPlots(QWidget):
 
     def _build_memory(self) -> None:
         self.memory_plot = self._plot(1, 1, "Memory", "bytes", units="B")
-        # y from zero (set in refresh), so the gap to the predicted peak reads true; the legend
-        # sits in the room this leaves under the curves
-        self.memory_plot.enableAutoRange(y=False)
+        # y from zero (``_grow_memory_axis``), so the gap to the predicted peak reads true; the
+        # legend sits in the room this leaves under the curves
         self.memory_plot.addLegend(offset=(8, -8), labelTextSize="8pt")
         self.rss_curve = self._curve(self.memory_plot, _pen("rss"), "process RSS")
         self.allocated_curve = self._curve(self.memory_plot, _pen("allocated"), connect="finite")
@@ -136,9 +155,9 @@ class TrainingPlots(QWidget):
 
     def _build_speed(self) -> None:
         self.speed_plot = self._plot(2, 0, "Throughput", "tokens/s")
-        self.speed = self._curve(self.speed_plot, _pen("speed", 1.5))
+        self.speed = self._curve(self.speed_plot, _pen("speed"))
         self.lr_plot = self._plot(2, 1, "Learning rate", "lr")
-        self.lr = self._curve(self.lr_plot, _pen("lr", 1.5))
+        self.lr = self._curve(self.lr_plot, _pen("lr"))
 
     # --- drawing -----------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -153,10 +172,12 @@ class TrainingPlots(QWidget):
         self.redraws += 1
         self._span_steps(s.total_steps)
         if "loss" in dirty:
+            _fit_y(self.loss_plot, s.loss.view())
             self.raw.setData(s.steps.view(), s.loss.view())
             self.smooth.setData(s.steps.view(), s.smooth.view())
             self.merges.setData(s.merge_steps.view(), s.merge_loss.view())
         if "eval" in dirty:
+            _fit_y(self.eval_plot, s.eval_loss.view())
             self.eval.setData(s.eval_steps.view(), s.eval_loss.view())
             self.f1.setData(s.sample_steps.view(), s.sample_f1.view())
             self.eval_plot.showAxis("right", len(s.sample_steps) > 0)  # only runs that answer samples
@@ -178,6 +199,8 @@ class TrainingPlots(QWidget):
             else:
                 self.predicted_line.hide()
         if "speed" in dirty:
+            _fit_y(self.speed_plot, s.tokens_per_s.view())
+            _fit_y(self.lr_plot, s.lr.view())
             self.speed.setData(s.speed_steps.view(), s.tokens_per_s.view())
             self.lr.setData(s.speed_steps.view(), s.lr.view())
         if "heat" in dirty:

@@ -34,6 +34,34 @@ def test_start_sends_the_settings_and_the_plots_fill(qtbot, panel, studio, fake)
     assert studio.session.run_dir == start.run_dir
 
 
+def test_y_ranges_hold_the_data_and_move_only_in_steps(qtbot, panel, studio, fake):
+    """The plots set their y ranges themselves: pyqtgraph's auto-range would move them while
+    each frame is painted and paint every plot twice. A range contains its data and moves
+    when the data leave it, not for every new point."""
+    short_run(studio)
+    train = panel(TrainPanel)
+    train.start()
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
+    train.plots.refresh(force=True)
+    for plot, values in ((train.plots.loss_plot, train.series.loss.view()),
+                         (train.plots.speed_plot, train.series.tokens_per_s.view()),
+                         (train.plots.lr_plot, train.series.lr.view())):
+        assert not plot.vb.autoRangeEnabled()[1]
+        bottom, top = plot.vb.viewRange()[1]
+        assert bottom <= values.min() and values.max() <= top
+    loss_range = train.plots.loss_plot.vb.viewRange()[1]
+    series = train.series
+    inside = (loss_range[0] + loss_range[1]) / 2
+    series.add(P.StepMetrics(step=21, round=5, loss=inside, lr=1e-3, grad_norm=1.0, layers=[0],
+                                     seconds=0.1, tokens=64, tokens_per_s=640.0))
+    train.plots.refresh(force=True)
+    assert train.plots.loss_plot.vb.viewRange()[1] == loss_range  # a point inside: nothing moves
+    series.add(P.StepMetrics(step=22, round=5, loss=loss_range[0] - 1.0, lr=1e-3, grad_norm=1.0,
+                                     layers=[0], seconds=0.1, tokens=64, tokens_per_s=640.0))
+    train.plots.refresh(force=True)
+    assert train.plots.loss_plot.vb.viewRange()[1][0] < loss_range[0] - 1.0  # below it: the range follows
+
+
 def test_heatmap_fills_round_by_round(qtbot, panel, studio, fake):
     short_run(studio, steps=30, kappa=3)
     studio.settings.set("boost", "layers_per_round", 4)
