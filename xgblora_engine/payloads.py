@@ -32,7 +32,8 @@ VERDICTS: tuple[str, ...] = Verdict.__args__
 
 # GGUF tensor types an export offers (export.gguf, `xgblora export --quant`, the Export panel):
 # llama.cpp's converter writes f16, bf16, q8_0 and f32; export.requant the 4- and 5-bit ones.
-GGUF_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "f32")
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q6_K", "q5_K_M", "q5_1", "q5_0", "q4_K_M", "q4_1", "q4_0", "f32")
+K_QUANTS = ("q6_K", "q5_K_M", "q4_K_M")  # quantized by llama.cpp itself: need llama-cpp-python
 
 class _Record(msgspec.Struct, kw_only=True):
     pass

@@ -120,7 +120,9 @@ class ExportPanel(QWidget):
         self.quant.addItems(GGUF_TYPES)
         self.quant.setToolTip("GGUF tensor type for gguf/ollama: f16 is exact to 3 digits; q8_0 is half its size, "
                               "q5_* and q4_* about a third and a quarter, and drift further from the fine-tuned "
-                              "model's answers (docs/export.md has the measured drift)")
+                              "model's answers (docs/export.md has the measured drift). The K-types (q6_K, "
+                              "q5_K_M, q4_K_M) drift least for their size; llama.cpp's own quantizer makes them, "
+                              "which needs llama-cpp-python (pip install 'xgblora-studio[gguf-runtime]')")
         self.verify = QCheckBox("Verify each export in its runtime (reload and compare outputs)")
         self.verify.setChecked(True)
         options = QHBoxLayout()

@@ -17,21 +17,24 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from xgblora_engine.export.common import Check
-from xgblora_engine.payloads import GGUF_TYPES
+from xgblora_engine.payloads import GGUF_TYPES, K_QUANTS
 
 QUANTS = GGUF_TYPES
 # Bytes per weight: a block of 32 values and its scale (and minimum for the _1 types).
-QUANT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32,
-               "q5_1": 24 / 32, "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32}
+# K-types: a 256-value super-block (q6_K 210 bytes, q5_K 176, q4_K 144); the _M mixes give
+# some tensors (attention v, ffn down, the output) a finer type, about +5 %.
+QUANT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q6_K": 210 / 256,
+               "q5_K_M": 1.05 * 176 / 256, "q5_1": 24 / 32, "q5_0": 22 / 32, "q4_K_M": 1.05 * 144 / 256,
+               "q4_1": 20 / 32, "q4_0": 18 / 32}
 # Relative Frobenius error of a tensor read back from the file, by file type.
 # Measured on SmolLM2-135M: q5_1 ≤ 0.053, q4_0 ≤ 0.10 (1.5× that: a wrong tensor is ~1.4).
-WEIGHT_RTOL = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2,
-               "q5_1": 0.08, "q5_0": 0.08, "q4_1": 0.15, "q4_0": 0.15}
+WEIGHT_RTOL = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2, "q6_K": 0.04, "q5_K_M": 0.08,
+               "q5_1": 0.08, "q5_0": 0.08, "q4_K_M": 0.15, "q4_1": 0.15, "q4_0": 0.15}
 # llama.cpp's logits vs the fp32 merged model in transformers, relative to the largest logit.
 # Measured on SmolLM2-135M: f16 ≤ 0.0016, q8_0 ≤ 0.05 (llama.cpp also quantizes activations).
 # The 4- and 5-bit bounds scale q8_0's by the weights' rounding error (not yet run in llama.cpp here).
-LLAMA_CPP_RTOL = {"f32": 2e-3, "f16": 6e-3, "bf16": 2e-2, "q8_0": 0.1,
-                  "q5_1": 0.3, "q5_0": 0.3, "q4_1": 0.5, "q4_0": 0.5}
+LLAMA_CPP_RTOL = {"f32": 2e-3, "f16": 6e-3, "bf16": 2e-2, "q8_0": 0.1, "q6_K": 0.2, "q5_K_M": 0.3,
+                  "q5_1": 0.3, "q5_0": 0.3, "q4_K_M": 0.5, "q4_1": 0.5, "q4_0": 0.5}
 # Architectures whose converter transformations are known here (llama's q/k row permutation).
 WEIGHT_CHECKED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 RUNTIME_HINT = "pip install 'xgblora-studio[gguf-runtime]' (llama-cpp-python; builds llama.cpp, ~8 min)"
@@ -44,19 +47,42 @@ def gguf_name(quant: str) -> str:
 def convert(hf_folder: Path, outfile: Path, quant: str, log=lambda _: None, name: str | None = None) -> None:
     """llama.cpp's converter writes the file (the model called ``name`` in its metadata);
     the 4- and 5-bit types are quantized from an f32 file it writes first (beside
-    ``outfile``, deleted afterwards)."""
+    ``outfile``, deleted afterwards): the legacy ones here, the K-types by llama.cpp."""
     from xgblora_engine.export.converter import run_converter
     from xgblora_engine.export.requant import LEGACY, requantize
 
-    if quant not in LEGACY:
+    if quant not in LEGACY + K_QUANTS:
         run_converter(hf_folder, outfile, quant, log, name)
         return
     full = outfile.with_name(outfile.name + ".f32.tmp")
     try:
         run_converter(hf_folder, full, "f32", log, name)
-        requantize(full, outfile, quant, log)
+        (llama_quantize if quant in K_QUANTS else requantize)(full, outfile, quant, log)
     finally:
         full.unlink(missing_ok=True)
+
+
+# llama.h's llama_ftype of each K-type (LLAMA_FTYPE_MOSTLY_*)
+K_FTYPES = {"q4_K_M": 15, "q5_K_M": 17, "q6_K": 18}
+
+
+def llama_quantize(src: Path, dst: Path, quant: str, log=lambda _: None) -> None:
+    """``dst``: ``src`` (an f32 GGUF) quantized to a K-type by llama.cpp's own quantizer,
+    the code behind ``llama-quantize``, with its rules for which tensor takes which type."""
+    import ctypes
+
+    import llama_cpp
+
+    from xgblora_engine.errors import UserError
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = K_FTYPES[quant]
+    log(f"quantizing to {quant} with llama.cpp's quantizer (llama-cpp-python {llama_cpp.__version__})")
+    status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if status != 0 or not dst.is_file():
+        dst.unlink(missing_ok=True)
+        raise UserError(f"llama.cpp could not quantize the model to {quant} (status {status})",
+                        "choose q8_0 or a legacy type (q5_0, q4_0), which do not need llama.cpp's quantizer")
 
 
 def _field(reader, key: str):

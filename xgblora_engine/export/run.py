@@ -151,7 +151,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
     are then uploaded to that Hub repository (private unless ``public``): one more result."""
     formats = parse_formats(formats)
     dtype, quant = dtype or "auto", quant or "f16"
-    _check_options(dtype, quant, peft_rank)
+    _check_options(formats, dtype, quant, peft_rank)
     if push_to is not None:
         check_repo_id(push_to)
     info = _open_exportable(run_dir)
@@ -170,11 +170,14 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, formats: str 
     return results
 
 
-def _check_options(dtype: str, quant: str, peft_rank: int | None) -> None:
+def _check_options(formats: list[str], dtype: str, quant: str, peft_rank: int | None) -> None:
     if dtype not in ("auto", *DTYPE_BYTES):
         raise UserError(f"invalid dtype '{dtype}'", "choose auto, fp32, bf16 or fp16")
     if quant not in G.QUANTS:
         raise UserError(f"invalid GGUF type '{quant}'", f"choose one of: {', '.join(G.QUANTS)}")
+    if quant in G.K_QUANTS and {"gguf", "ollama"} & set(formats) and not G.runtime_available():
+        raise UserError(f"GGUF type {quant} is made by llama.cpp's own quantizer, which needs llama-cpp-python",
+                        f"{G.RUNTIME_HINT}; or choose q8_0, q5_0 or q4_0, which need nothing more")
     if peft_rank is not None and peft_rank < 1:
         raise UserError(f"invalid adapter rank {peft_rank}", "use --peft-rank 1 or more, or leave it out (exact)")
 
@@ -367,7 +370,7 @@ def estimate_bytes(plan: ExportPlan, n_params: int) -> tuple[int, str]:
         if not (plan.wants("hf") and plan.dtype == "fp32"):
             total += n_params * 4
             parts.append(f"temporary fp32 checkpoint for the converter {human_bytes(n_params * 4)}")
-        if plan.quant in LEGACY:  # the converter's f32 file, quantized from and then deleted
+        if plan.quant in LEGACY + G.K_QUANTS:  # the converter's f32 file, quantized from and then deleted
             total += n_params * 4
             parts.append(f"temporary f32 GGUF {human_bytes(n_params * 4)}")
     return int(total), ", ".join(parts)

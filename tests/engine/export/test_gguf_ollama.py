@@ -77,6 +77,35 @@ def test_gguf_4_and_5_bit_types(tiny_run, tmp_path, gguf_converter, quant):
     assert reader.fields["tokenizer.chat_template"].contents()  # the metadata came along
 
 
+@pytest.mark.skipif(not G.runtime_available(), reason="K-types are made by llama.cpp's quantizer: "
+                    "llama-cpp-python (the gguf-runtime extra) is not installed")
+def test_gguf_k_quant_by_llama_cpp_s_own_quantizer(tiny_run, tmp_path, gguf_converter):
+    from gguf import GGMLQuantizationType as T
+    from gguf import GGUFReader, LlamaFileType
+
+    [result] = export_run(tiny_run, tmp_path / "k", ["gguf"], quant="q4_K_M")
+    assert result.ok, result.message
+    checks = by_name(result)
+    assert "within q4_K_M rounding" in checks["GGUF weights"].detail
+    assert checks["llama.cpp greedy text"].ok and not checks["llama.cpp greedy text"].skipped
+    path = tmp_path / "k" / "model-q4_K_M.gguf"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["export.json", path.name]  # no f32 file left
+    reader = GGUFReader(str(path))
+    assert reader.fields["general.file_type"].contents() == LlamaFileType.MOSTLY_Q4_K_M
+    types = {t.tensor_type for t in reader.tensors}
+    assert {T.Q4_K, T.F32} <= types  # llama.cpp's mix: 4-bit K blocks, norms left in f32
+
+
+def test_a_k_quant_without_llama_cpp_says_how_to_get_it(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "runtime_available", lambda: False)
+    with pytest.raises(UserError, match="q5_K_M is made by llama.cpp's own quantizer") as info:
+        export_run(tiny_run, tmp_path / "k", ["ollama"], quant="q5_K_M")
+    assert "gguf-runtime" in info.value.hint and "q4_0" in info.value.hint
+    assert not (tmp_path / "k").exists()
+    [hf] = export_run(tiny_run, tmp_path / "hf", ["hf"], quant="q5_K_M", verify=False)  # no GGUF asked: fine
+    assert hf.ok
+
+
 def test_corrupted_gguf_is_caught(tiny_run, tmp_path, gguf_converter, monkeypatch):
     import numpy as np
     from gguf import GGUFReader
