@@ -27,10 +27,11 @@ def _pen(name: str, width: float = 1.0, style=Qt.PenStyle.SolidLine):
     return pg.mkPen(theme.SERIES[name], width=width, style=style)
 
 
-def _fit_y(plot: pg.PlotItem, values: np.ndarray) -> None:
+def _fit_y(plot: pg.PlotItem, values: np.ndarray, top_room: float = 0.2) -> None:
     """The y range around ``values``, moved only when they leave it or fill less than half
     of it: each move lays the axis out again. The margin (a fifth of the data's span) lets a
-    falling loss go a while before the range follows it."""
+    falling loss go a while before the range follows it; ``top_room`` keeps a band above
+    the data free (for a legend)."""
     finite = values[np.isfinite(values)] if len(values) else values
     if not len(finite):
         return
@@ -39,7 +40,7 @@ def _fit_y(plot: pg.PlotItem, values: np.ndarray) -> None:
     span = hi - lo or abs(hi) or 1.0
     if bottom <= lo and hi <= top and span >= 0.5 * (top - bottom):
         return
-    plot.setYRange(lo - 0.2 * span, hi + 0.2 * span, padding=0)
+    plot.setYRange(lo - 0.2 * span, hi + top_room * span, padding=0)
 
 
 class IntegerAxis(pg.AxisItem):
@@ -101,8 +102,8 @@ class TrainingPlots(QWidget):
 
     def _build_loss(self) -> None:
         self.loss_plot = self._plot(0, 0, "Training loss", "loss")
-        # bottom left: a falling loss curve leaves that corner empty (top right met its last steps)
-        self.loss_plot.addLegend(offset=(8, -8), labelTextSize="8pt")
+        # in one row along the top, in a band the y range keeps free above the curve
+        self.loss_plot.addLegend(offset=(-8, 2), labelTextSize="8pt", colCount=3)
         self.raw = self._curve(self.loss_plot, _pen("raw"), "raw")
         self.smooth = self._curve(self.loss_plot, _pen("smooth"), "smoothed")
         self.merges = pg.ScatterPlotItem(symbol="t", size=9, pen=pg.mkPen(None),
@@ -172,7 +173,7 @@ class TrainingPlots(QWidget):
         self.redraws += 1
         self._span_steps(s.total_steps)
         if "loss" in dirty:
-            _fit_y(self.loss_plot, s.loss.view())
+            _fit_y(self.loss_plot, s.loss.view(), top_room=0.45)
             self.raw.setData(s.steps.view(), s.loss.view())
             self.smooth.setData(s.steps.view(), s.smooth.view())
             self.merges.setData(s.merge_steps.view(), s.merge_loss.view())
