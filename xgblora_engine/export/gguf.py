@@ -11,6 +11,7 @@ close to transformers', the same greedy text and a stop at the end-of-turn token
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from collections.abc import Mapping
@@ -221,10 +222,14 @@ def _relative_error(t, want, dequantize, rows_per_chunk: int = 4096) -> float:
     return err_sq ** 0.5 / norm
 
 
+@functools.cache
 def runtime_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
+    """Whether llama-cpp-python imports (installed, with its dependencies and its library)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken install is as good as none: say how to get it
+        return False
+    return True
 
 
 def verify_llama_cpp(path: Path, ref, tokenizer, quant: str) -> list[Check]:

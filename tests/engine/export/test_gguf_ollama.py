@@ -92,8 +92,10 @@ def test_gguf_k_quant_by_llama_cpp_s_own_quantizer(tiny_run, tmp_path, gguf_conv
     assert sorted(p.name for p in path.parent.iterdir()) == ["export.json", path.name]  # no f32 file left
     reader = GGUFReader(str(path))
     assert reader.fields["general.file_type"].contents() == LlamaFileType.MOSTLY_Q4_K_M
-    types = {t.tensor_type for t in reader.tensors}
-    assert {T.Q4_K, T.F32} <= types  # llama.cpp's mix: 4-bit K blocks, norms left in f32
+    # llama.cpp's own mix: norms stay f32; the tiny model's rows (64 values) are shorter than a
+    # K super-block (256), so its quantizer gives them q5_0 and q8_0 instead, as it says
+    weights = {t.tensor_type for t in reader.tensors if len(t.shape) == 2}
+    assert weights and weights <= {T.Q4_K, T.Q5_K, T.Q6_K, T.Q5_0, T.Q8_0}
 
 
 def test_a_k_quant_without_llama_cpp_says_how_to_get_it(tiny_run, tmp_path, monkeypatch):
