@@ -169,7 +169,7 @@ def unpack(archive: Path, folder: Path) -> None:
         raise UserError(f"could not set up the GGUF converter in {folder}", "check that the cache folder is writable")
 
 
-def run_converter(hf_folder: Path, outfile: Path, outtype: str, log=lambda _: None,
+def run_converter(hf_folder: str | Path, outfile: Path, outtype: str, log=lambda _: None,
                   model_name: str | None = None) -> None:
     """``convert_hf_to_gguf.py HF_FOLDER --outtype T --outfile F [--metadata NAMING]`` with the
     converter's own gguf-py first on the path (the PyPI ``gguf`` is older than the converter
@@ -203,9 +203,9 @@ def run_converter(hf_folder: Path, outfile: Path, outtype: str, log=lambda _: No
         raise UserError(*explain_failure(output))
 
 
-def time_limit(hf_folder: Path) -> int:
+def time_limit(hf_folder: str | Path) -> int:
     """Seconds the converter may take: generous for the size of the weights it reads."""
-    gb = sum(f.stat().st_size for f in hf_folder.glob("*.safetensors")) / 1e9
+    gb = sum(f.stat().st_size for f in Path(hf_folder).glob("*.safetensors")) / 1e9
     return max(MIN_SECONDS, int(gb * SECONDS_PER_GB))
 
 
