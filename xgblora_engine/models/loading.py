@@ -13,6 +13,7 @@ from torch import nn
 from xgblora_engine.config import DTYPES, QUANTIZE, ModelConfig, RunConfig
 from xgblora_engine.devices import BF16_MIN_MAJOR
 from xgblora_engine.errors import UserError
+from xgblora_engine.models import gguf_cache
 from xgblora_engine.models.hub import hub_location
 from xgblora_engine.models.quantize import bnb_config, logical_numel, quantize_in_place
 from xgblora_engine.models.sharding import shard_device_map, shard_gpus_to_use
@@ -117,14 +118,18 @@ def load_tokenizer(cfg: ModelConfig, source: ModelSource | None = None):
     from transformers import AutoTokenizer
 
     source = source or resolve_source(cfg.name)
-    location = _location(source, need_weights=False)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **_gguf_kwargs(source, for_model=False))
-    except Exception as exc:
-        # A damaged .gguf fails inside its reader with any kind of error.
-        if not (source.gguf_file or isinstance(exc, (OSError, ValueError, KeyError, RuntimeError))):
-            raise
-        raise _load_error(source, exc) from None
+    tokenizer = _from_gguf_cache(source, "tokenizer", AutoTokenizer.from_pretrained)
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(_location(source, need_weights=False),
+                                                      **_gguf_kwargs(source, for_model=False))
+        except Exception as exc:
+            # A damaged .gguf fails inside its reader with any kind of error.
+            if not (source.gguf_file or isinstance(exc, (OSError, ValueError, KeyError, RuntimeError))):
+                raise
+            raise _load_error(source, exc) from None
+        if source.gguf_file:
+            gguf_cache.keep(source, "tokenizer", tokenizer.save_pretrained, nbytes=0)
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -168,8 +173,10 @@ def model_info(cfg: ModelConfig, run: RunConfig | None = None) -> ModelInfo:
 def _describe_from_config(source: ModelSource, dtype: str, device: str) -> ModelInfo:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    location = _location(source, need_weights=False)
-    config = AutoConfig.from_pretrained(location, **_gguf_kwargs(source, for_model=False))
+    location, kwargs = _location(source, need_weights=False), _gguf_kwargs(source, for_model=False)
+    if source.gguf_file and (copy := gguf_cache.any_weights(source)):
+        location, kwargs = str(copy), {}  # reading a .gguf's config takes seconds
+    config = AutoConfig.from_pretrained(location, **kwargs)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=TORCH_DTYPES[dtype])
     return msgspec.structs.replace(describe(model, source, dtype, device, "none"), devices=[device])
@@ -183,12 +190,19 @@ def _load_weights(source: ModelSource, device_map: dict, dtype: torch.dtype, qua
     kwargs: dict = {"dtype": dtype, "device_map": device_map, **_gguf_kwargs(source, for_model=True)}
     if quantize != "none" and not source.gguf_file:
         kwargs["quantization_config"] = bnb_config(quantize, dtype)
+    # a .gguf loaded on one device once is read from its dequantized copy after that
+    copy = str(dtype).removeprefix("torch.") if device is not None else None
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-        if source.gguf_file:
-            drop_gguf_marker(model)
-            if quantize != "none":
-                quantize_in_place(model, quantize, dtype, device)
+        model = copy and _from_gguf_cache(
+            source, copy, lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map))
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+            if source.gguf_file:
+                drop_gguf_marker(model)
+                if copy:
+                    gguf_cache.keep(source, copy, model.save_pretrained, nbytes=_bytes(model))
+        if source.gguf_file and quantize != "none":
+            quantize_in_place(model, quantize, dtype, device)
     except UserError:
         raise
     except Exception as exc:
@@ -196,6 +210,26 @@ def _load_weights(source: ModelSource, device_map: dict, dtype: torch.dtype, qua
             raise _other_load_error(source, exc, quantize, device) from None
         raise _load_oom_error(source, exc, dtype, quantize, device_map) from None
     return model
+
+
+def _from_gguf_cache(source: ModelSource, part: str, load):
+    """``load(folder)`` of the kept dequantized copy of a .gguf's ``part`` (models/gguf_cache.py),
+    or None: not a .gguf, no copy yet, or a copy that no longer loads (dropped, so the .gguf
+    is read again and copied anew)."""
+    folder = gguf_cache.cached(source, part) if source.gguf_file else None
+    if folder is None:
+        return None
+    try:
+        return load(str(folder))
+    except Exception as exc:  # noqa: BLE001 - the .gguf itself is the fallback
+        if is_out_of_memory(exc):
+            raise
+        gguf_cache.drop(source, part)
+        return None
+
+
+def _bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 # What torch, the CUDA runtime, cuBLAS and bitsandbytes say when memory runs out.
