@@ -19,6 +19,7 @@ from xgblora_app import theme
 from xgblora_app.state.series import TrainingSeries
 
 REDRAW_MS = 50  # at most 20 redraws a second
+AXIS_PX = 62  # a vertical axis: its label and tick labels of up to six characters ("0.0055")
 
 
 def _pen(name: str, width: float = 1.0, style=Qt.PenStyle.SolidLine):
@@ -65,8 +66,13 @@ class TrainingPlots(QWidget):
         self._build_eval()
         self._build_memory()
         self._build_speed()
-        for plot in (self.eval_plot, self.memory_plot, self.speed_plot, self.lr_plot):
+        for plot in (self.memory_plot, self.speed_plot, self.lr_plot):
             plot.setXLink(self.loss_plot)  # zooming one step axis zooms them all
+        # A linked view lines up with its neighbour above by screen position, and the held-out
+        # plot is narrower (its F1 axis at the right): linked, its last steps were cut off. It
+        # follows the step range by value instead (a range that did not change emits nothing).
+        self.loss_plot.sigXRangeChanged.connect(lambda _, r: self.eval_plot.setXRange(*r, padding=0))
+        self.eval_plot.sigXRangeChanged.connect(lambda _, r: self.loss_plot.setXRange(*r, padding=0))
         self.plots = [self.loss_plot, self.heat_plot, self.eval_plot, self.memory_plot, self.speed_plot,
                       self.lr_plot]
         self.redraws = 0
@@ -87,6 +93,9 @@ class TrainingPlots(QWidget):
         plot.setLabel("bottom", bottom)
         for name in ("left", "bottom") if units is None else ("bottom",):
             plot.getAxis(name).enableAutoSIPrefix(False)  # else its label is re-laid out on every range change
+        # A fixed width: sized to its tick labels, an axis whose range moved ("2.5" → "2.25")
+        # changed the grid's layout, and all six plots were laid out and painted again.
+        plot.getAxis("left").setWidth(AXIS_PX)
         # no grid: translucent grid lines made a full repaint 5x slower (10 → 52 ms for six plots)
         plot.setMenuEnabled(False)
         # y is set in refresh, in steps (``_fit_y``): pyqtgraph's auto-range moves it while a
@@ -129,6 +138,7 @@ class TrainingPlots(QWidget):
         right.linkToView(self.f1_view)
         right.setLabel("sample token F1")
         right.enableAutoSIPrefix(False)
+        right.setWidth(AXIS_PX)
         self.f1_view.setXLink(self.eval_plot)
         self.f1_view.setYRange(0, 1, padding=0.02)
         self.f1 = pg.PlotDataItem(pen=_pen("f1", style=Qt.PenStyle.DashLine), symbol="s", symbolSize=5,

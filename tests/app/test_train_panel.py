@@ -1,5 +1,6 @@
 """Train panel: start → live plots; pause/continue/stop commands; warnings; a dead worker."""
 
+import pytest
 from PySide6.QtCore import Qt
 
 from xgblora_app.panels.train_panel import TrainPanel
@@ -60,6 +61,24 @@ def test_y_ranges_hold_the_data_and_move_only_in_steps(qtbot, panel, studio, fak
                                      layers=[0], seconds=0.1, tokens=64, tokens_per_s=640.0))
     train.plots.refresh(force=True)
     assert train.plots.loss_plot.vb.viewRange()[1][0] < loss_range[0] - 1.0  # below it: the range follows
+
+
+def test_held_out_plot_shows_the_last_evaluation(qtbot, panel, studio, fake):
+    """The held-out plot is narrower than the loss plot above it (its F1 axis is at the right);
+    lined up by screen position, its step axis stopped short of the run's last evaluation."""
+    short_run(studio)
+    train = panel(TrainPanel)
+    train.start()
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
+    train.plots.refresh(force=True)
+    qtbot.wait(50)  # the layout settles: the right axis is shown once sample answers arrive
+    plots = train.plots
+    assert plots.eval_plot.getAxis("right").isVisible()
+    assert plots.eval_plot.vb.width() < plots.loss_plot.vb.width()
+    loss_steps, eval_steps = plots.loss_plot.vb.viewRange()[0], plots.eval_plot.vb.viewRange()[0]
+    assert eval_steps == pytest.approx(loss_steps) and eval_steps[1] >= 20
+    plots.loss_plot.setXRange(5, 15, padding=0)  # zooming one zooms the other, by value
+    assert plots.eval_plot.vb.viewRange()[0] == pytest.approx([5, 15])
 
 
 def test_heatmap_fills_round_by_round(qtbot, panel, studio, fake):
