@@ -241,8 +241,8 @@ def test_gguf_and_ollama_are_streamed_into_the_file_the_in_memory_merge_converts
     checks = {c.name: c for c in streamed[formats.index("gguf")].checks}
     assert checks["GGUF metadata"].ok and "within q8_0 rounding" in checks["GGUF weights"].detail
     merge_in_memory(monkeypatch)
-    memory = export_run(tiny_run, tmp_path / "b" / "out", formats, dtype=dtype, quant="q8_0")
-    assert all(r.ok for r in memory)
+    memory = export_run(tiny_run, tmp_path / "b" / "out", formats, dtype=dtype, quant="q8_0", verify=False)
+    assert all(r.ok for r in memory)  # not verified again: the files are compared byte for byte
     for fmt in ("gguf", "ollama"):
         if fmt in formats:
             mine, theirs = tmp_path / "a" / "out" / fmt, tmp_path / "b" / "out" / fmt
