@@ -81,6 +81,17 @@ def keep(source, part: str, save: Callable[[Path], None], nbytes: int) -> None:
         os.replace(tmp, dest)  # fails if another process renamed its copy first
     except Exception:  # noqa: BLE001 - see the docstring
         shutil.rmtree(tmp, ignore_errors=True)
+        return
+    _drop_stale(dest.parent)
+
+
+def _drop_stale(current: Path) -> None:
+    """Copies of an earlier version of the same file (or of another transformers): one copy
+    per file name is kept, so the cache does not grow with every update."""
+    stem = current.name.rsplit("-", 1)[0]
+    for other in current.parent.glob(f"{stem}-*"):
+        if other != current and other.name.rsplit("-", 1)[0] == stem:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _sync(folder: Path) -> None:

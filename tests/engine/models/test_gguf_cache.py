@@ -88,6 +88,8 @@ def test_a_copy_is_written_whole_or_not_at_all(cache, tmp_path):
 
     gguf.write_bytes(b"GGUF, changed")  # another file under the same name: not its copy
     assert gguf_cache.cached(source, "float32") is None
+    gguf_cache.keep(source, "float32", lambda folder: (folder / "config.json").write_text("{}"), nbytes=1)
+    assert len(list(cache.iterdir())) == 1  # the earlier version's copies are dropped
 
 
 def test_a_tokenizer_copy_that_no_longer_loads_is_read_from_the_gguf_again(cache, tmp_path, monkeypatch):
