@@ -57,7 +57,9 @@ def test_the_embedded_gguf_is_dequantized_once_and_its_copy_loads_the_same_model
     assert model_info(cfg) == first.info  # described from the copy's config
 
     # a damaged copy is dropped and made again from the .gguf
-    (gguf_cache.cached(source, "float32") / "model.safetensors").write_bytes(b"not safetensors")
+    weights = gguf_cache.cached(source, "float32") / "model.safetensors"
+    weights.unlink()  # not overwritten in place: the loaded models may still map the file
+    weights.write_bytes(b"not safetensors")
     repaired = load_model(cfg, tokenizer=again.tokenizer)
     assert reads[-1][1] is not None
     assert torch.equal(repaired.model.state_dict()["lm_head.weight"], a["lm_head.weight"])
