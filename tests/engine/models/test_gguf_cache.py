@@ -55,6 +55,11 @@ def test_the_embedded_gguf_is_dequantized_once_and_its_copy_loads_the_same_model
     assert (first.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
             == again.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True))
     assert model_info(cfg) == first.info  # described from the copy's config
+    with torch.no_grad():  # training merges into the weights in place: never into the copy
+        for p in again.model.parameters():
+            p.add_(1.0)
+    third = load_model(cfg, tokenizer=again.tokenizer).model.state_dict()
+    assert all(torch.equal(a[k], third[k]) for k in a)
 
     # a damaged copy is dropped and made again from the .gguf
     weights = gguf_cache.cached(source, "float32") / "model.safetensors"
