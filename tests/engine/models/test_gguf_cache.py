@@ -1,5 +1,7 @@
 """A .gguf base is dequantized once: later loads read the kept safetensors copy, which gives
-the same weights and tokenizer, and a damaged copy is dropped instead of trusted."""
+the same weights and tokenizer, and a damaged copy is dropped instead of trusted (shown with
+the tokenizer's copy: weights and tokenizer share the fallback, and re-reading the embedded
+model's weights from its .gguf takes 20 s)."""
 
 import importlib.util
 
@@ -60,15 +62,6 @@ def test_the_embedded_gguf_is_dequantized_once_and_its_copy_loads_the_same_model
             p.add_(1.0)
     third = load_model(cfg, tokenizer=again.tokenizer).model.state_dict()
     assert all(torch.equal(a[k], third[k]) for k in a)
-
-    # a damaged copy is dropped and made again from the .gguf
-    weights = gguf_cache.cached(source, "float32") / "model.safetensors"
-    weights.unlink()  # not overwritten in place: the loaded models may still map the file
-    weights.write_bytes(b"not safetensors")
-    repaired = load_model(cfg, tokenizer=again.tokenizer)
-    assert reads[-1][1] is not None
-    assert torch.equal(repaired.model.state_dict()["lm_head.weight"], a["lm_head.weight"])
-    assert (gguf_cache.cached(source, "float32") / "model.safetensors").stat().st_size > 10**8
 
 
 def test_a_copy_is_written_whole_or_not_at_all(cache, tmp_path):
