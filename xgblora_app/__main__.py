@@ -11,9 +11,33 @@ def main(argv: list[str] | None = None) -> int:
     # In a frozen bundle the worker is spawned by re-running this executable: this call
     # turns such a re-run into the worker instead of a second window. No-op otherwise.
     multiprocessing.freeze_support()
+    if missing := missing_display_library():
+        print(f"xgblora-studio: {missing}", file=sys.stderr)
+        return 2
     from xgblora_app.main_window import run_app
 
     return run_app(sys.argv if argv is None else argv)
+
+
+# The X11 libraries Qt's xcb plugin (6.5+) loads, and the Debian/Ubuntu package of each.
+XCB_LIBRARIES = {"xcb-cursor": "libxcb-cursor0", "xcb-icccm": "libxcb-icccm4", "xcb-keysyms": "libxcb-keysyms1",
+                 "xcb-image": "libxcb-image0", "xcb-render-util": "libxcb-render-util0",
+                 "xkbcommon-x11": "libxkbcommon-x11-0", "xcb-shape": "libxcb-shape0", "xcb-xkb": "libxcb-xkb1"}
+
+
+def missing_display_library() -> str | None:
+    """Some Linux desktops lack a library Qt's X11 plugin needs; Qt then aborts with a
+    message that names the wrong one. Say which packages to install instead."""
+    import ctypes.util
+    import os
+
+    on_x11 = sys.platform.startswith("linux") and os.environ.get("DISPLAY") and \
+        os.environ.get("QT_QPA_PLATFORM", "xcb") == "xcb"
+    missing = [pkg for lib, pkg in XCB_LIBRARIES.items() if on_x11 and not ctypes.util.find_library(lib)]
+    if not missing:
+        return None
+    return (f"Qt cannot open a window on X11 without these libraries: {', '.join(missing)}. "
+            f"Install them (Debian, Ubuntu: sudo apt install {' '.join(missing)}), then start again.")
 
 
 if __name__ == "__main__":
