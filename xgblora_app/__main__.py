@@ -28,16 +28,27 @@ XCB_LIBRARIES = {"xcb-cursor": "libxcb-cursor0", "xcb-icccm": "libxcb-icccm4", "
 def missing_display_library() -> str | None:
     """Some Linux desktops lack a library Qt's X11 plugin needs; Qt then aborts with a
     message that names the wrong one. Say which packages to install instead."""
-    import ctypes.util
     import os
 
     on_x11 = sys.platform.startswith("linux") and os.environ.get("DISPLAY") and \
         os.environ.get("QT_QPA_PLATFORM", "xcb") == "xcb"
-    missing = [pkg for lib, pkg in XCB_LIBRARIES.items() if on_x11 and not ctypes.util.find_library(lib)]
+    installed = _shared_libraries() if on_x11 else None
+    missing = [pkg for lib, pkg in XCB_LIBRARIES.items() if installed is not None and f"lib{lib}.so" not in installed]
     if not missing:
         return None
     return (f"Qt cannot open a window on X11 without these libraries: {', '.join(missing)}. "
             f"Install them (Debian, Ubuntu: sudo apt install {' '.join(missing)}), then start again.")
+
+
+def _shared_libraries() -> str | None:
+    """The linker cache's list, read once (``ctypes.util.find_library`` runs ldconfig per
+    library); None where it cannot be read, and then nothing is checked."""
+    import subprocess
+
+    try:
+        return subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 if __name__ == "__main__":
