@@ -8,7 +8,7 @@ or ``xgb-default`` rows, the same runs: a run is deterministic per seed), and a 
 passes the bar for a default only when its mean gain exceeds twice its paired spread on
 both sets.
 
-    python -m benchmarks.levers [--seeds 0,1,2]
+    python -m benchmarks.levers [--seeds 0,1,2] [--only LEVER]
     python -m benchmarks.levers --cost rank 8    # step time and peak of a lever against the defaults
 
 Writes results/levers.{json,md}; ``--cost`` runs the base and the named lever one at a
@@ -24,7 +24,7 @@ import statistics
 
 from benchmarks.compare import DATASETS, paired
 from benchmarks.harness import RESULTS, Method, Setup
-from benchmarks.suite import mean_spread, run_all
+from benchmarks.suite import load_rows, mean_spread, run_all
 
 BASES = {  # the comparison's rows a lever is paired with -> (what they are, what they change of the defaults)
     "xgb-r4": ("rank 4", {"rank": 4}),
@@ -41,6 +41,9 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "layers ∝ gradient norm": ("xgb-r4", {"sampling": "gradient"}),
     "B carried too": ("xgb-default", {"optimizer_state": "carry-b"}),
     "B carried too, no round warmup": ("xgb-default", {"optimizer_state": "carry-b", "warmup": 0}),
+    "lr ∝ L/k": ("xgb-default", {"lr_rule": "linear"}),
+    "lr ∝ L/k, B carried, no round warmup": ("xgb-default", {"lr_rule": "linear", "optimizer_state": "carry-b",
+                                                              "warmup": 0}),
 }
 
 
@@ -54,8 +57,8 @@ def setups(seeds: list[int]) -> list[Setup]:
             for data, (seq_len, steps) in DATASETS.items() for seed in seeds]
 
 
-def jobs(seeds: list[int]) -> list[tuple[Method, Setup]]:
-    return [(lever_method(label), s) for label in LEVERS for s in setups(seeds)]
+def jobs(seeds: list[int], labels: list[str]) -> list[tuple[Method, Setup]]:
+    return [(lever_method(label), s) for label in labels for s in setups(seeds)]
 
 
 def reference(data: str, base: str) -> list[dict]:
@@ -107,6 +110,7 @@ def cost(label: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", nargs="+", metavar="LEVER", help="run this lever only (the table still shows all)")
     parser.add_argument("--cost", nargs="+", metavar="LEVER", help="time a lever against its base instead")
     args = parser.parse_args()
     if args.cost:
@@ -114,7 +118,9 @@ def main() -> None:
         (RESULTS / "levers_cost.md").write_text(text, encoding="utf-8")
         print(text)
         return
-    rows = run_all("levers", jobs([int(s) for s in args.seeds.split(",")]))
+    labels = [" ".join(args.only)] if args.only else list(LEVERS)
+    run_all("levers", jobs([int(s) for s in args.seeds.split(",")], labels))
+    rows = load_rows("levers")
     (RESULTS / "levers.md").write_text(report(rows), encoding="utf-8")
     print(report(rows))
 

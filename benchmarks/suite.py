@@ -13,11 +13,11 @@ MB = 2**20
 
 
 def run_all(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:
-    """Results of every job, saved to results/<name>.json after each one; jobs already in
-    that file are not run again (a long suite survives an interruption)."""
+    """Results of every job, added to results/<name>.json as soon as each exists; jobs
+    already in that file are not run again (a long suite survives an interruption, and two
+    scripts with a thread each can share one file)."""
     path = RESULTS / f"{name}.json"
-    saved = json.loads(path.read_text())["rows"] if path.exists() else []
-    results = {job_key_of(r): r for r in saved}
+    results = {job_key_of(r): r for r in load_rows(name)}
     for method, setup in jobs:
         key = job_key(method, setup)
         if key not in results:
@@ -26,8 +26,25 @@ def run_all(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:
             print(f"[{name}] {method.name}: eval loss {row['initial_eval_loss']:.3f} -> {row['final_eval_loss']:.3f}, "
                   f"step {row['step_wall_s']:.3f}s, peak {row['peak_bytes'] / MB:.0f} MB", flush=True)
             results[key] = row
-            save(path, list(results.values()))
+            add_row(path, row)
     return [results[job_key(m, s)] for m, s in jobs]
+
+
+def load_rows(name: str) -> list[dict]:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def add_row(path: Path, row: dict) -> None:
+    """Add ``row`` to the file, re-read under a lock so rows another script added stay."""
+    import fcntl
+
+    RESULTS.mkdir(exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = {job_key_of(r): r for r in load_rows(path.stem)}
+        rows[job_key_of(row)] = row
+        save(path, list(rows.values()))
 
 
 def job_key(method: Method, setup: Setup) -> str:

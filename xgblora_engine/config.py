@@ -20,7 +20,7 @@ REPORT_TO = ("none", "tensorboard")
 SAMPLING = ("uniform", "cyclic", "stratified", "top-biased", "gradient", "explicit")
 TRAIN_ON = ("response", "all")
 INITS = ("kaiming", "gradient", "offset")
-LR_RULES = ("scaled", "fixed")
+LR_RULES = ("scaled", "linear", "fixed")
 FORMATS = ("auto", "alpaca", "chat", "prompt_completion", "text")
 
 

@@ -167,11 +167,11 @@ def _layers(layers: list[int]) -> str:
 def boosters_line(cfg, n_layers: int) -> str:
     """What each round trains and the rate it trains at, as the learning-rate rule gives it."""
     from xgblora_engine.boosting.sampling import resolve_k
-    from xgblora_engine.boosting.schedule import booster_lr
+    from xgblora_engine.boosting.schedule import booster_lr, lr_rule_text
 
     b, t = cfg.boost, cfg.train
     k = resolve_k(b.layers, b.layers_per_round, n_layers)
     lr = booster_lr(t.lr, b.rank, k, n_layers, t.lr_rule)
-    rule = "as given" if t.lr_rule == "fixed" else f"{t.lr:g}·√({n_layers}/({k}·{b.rank}))"
+    rule = lr_rule_text(t.lr, b.rank, k, n_layers, t.lr_rule)
     return (f"boosters: rank {b.rank} on {k} of {n_layers} layers a round, merged every {b.merge_every} "
             f"steps, {b.init} start; peak learning rate {lr:.3g} ({rule})")

@@ -75,7 +75,7 @@ def test_only_the_kaiming_start_carries():
 
 
 @pytest.mark.parametrize("section,key,value", [("boost", "init", "orthogonal"), ("boost", "init_pool", 0),
-                                               ("train", "lr_rule", "linear"), ("train", "lr_ratio_b", -1)])
+                                               ("train", "lr_rule", "cubic"), ("train", "lr_ratio_b", -1)])
 def test_new_method_settings_are_validated(section, key, value):
     with pytest.raises(UserError):
         RunConfig.from_dict({section: {key: value}}).validate()

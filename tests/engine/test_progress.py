@@ -46,7 +46,7 @@ def test_the_run_start_names_the_rate_the_boosters_train_at():
     cfg = RunConfig()
     cfg.train.lr, cfg.boost.rank, cfg.boost.layers_per_round = 6e-3, 4, 10
     line = boosters_line(cfg, 30)
-    assert "rank 4 on 10 of 30 layers" in line and "peak learning rate 0.0052 (0.006·√(30/(10·4)))" in line
+    assert "rank 4 on 10 of 30 layers" in line and "peak learning rate 0.0052 (lr·√(L/(k·r)) = 0.006·√(30/(10·4)))" in line
     cfg.train.lr_rule = "fixed"
     assert "peak learning rate 0.006 (as given)" in boosters_line(cfg, 30)
 

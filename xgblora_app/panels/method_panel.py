@@ -28,6 +28,7 @@ from xgblora_app.panels.layer_picture import LayerPicture
 from xgblora_app.state.presets import PRESETS, preset_changes
 from xgblora_app.widgets import Banner, section_title
 from xgblora_engine import config as C
+from xgblora_engine.boosting.schedule import lr_rule_text
 from xgblora_engine.errors import UserError
 
 # What each setting costs, beside what it does (its help text comes from the config).
@@ -43,7 +44,8 @@ COSTS = {
     "seq_len": "activation and logits memory grow linearly with the sequence length",
     "round_warmup": "a few damped steps at the start of every round",
     "init": "gradient: one sketch of the first step's gradient per round, well under 1% of a round",
-    "lr_rule": "scaled keeps one learning rate right when rank or layers per round change",
+    "lr_rule": "scaled and linear keep one learning rate right when rank or layers per round change "
+               "(scaled: lr·√(L/(k·r)); linear: lr·(L/k)/√r); fixed trains at the rate as given",
     "carry": "each layer's last A and Adam moments stay in memory: up to 3·r·(in+out) values a layer's "
              "target, about 240 MB for a 7B model at r = 8",
     "carry_b": "B and its moments are kept too (r·out more values a target); a drawn layer's forward "
@@ -295,7 +297,7 @@ class MethodPanel(QWidget):
             text += "Trainable parameters appear once the model is loaded (Model panel). "
         booster_lr = s.effective_lr(n_layers)
         if booster_lr is not None:
-            rule = "as given" if cfg.train.lr_rule == "fixed" else f"lr·√(L/(k·r)) = {cfg.train.lr:g}·√({n_layers}/({k}·{cfg.boost.rank}))"
+            rule = lr_rule_text(cfg.train.lr, cfg.boost.rank, k, n_layers, cfg.train.lr_rule)
             text += f"Boosters train at a peak rate of <b>{booster_lr:.3g}</b> ({rule}). "
         if cfg.boost.carries:
             text += "A layer drawn again starts from its last A and Adam moments. "

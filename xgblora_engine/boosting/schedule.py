@@ -18,11 +18,24 @@ def booster_lr(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled"
     module by about scale·lr·√(r·out/3) and the model by √k times that: the change per
     step grows as √(k·r). "scaled" divides it out, lr·√(L/(k·r)), so one ``lr`` (the rate
     of a rank-1 booster on every layer) carries across r and k without a new sweep.
-    "fixed" takes ``lr`` as it is.
+    "linear" scales with L/k instead, lr·(L/k)/√r: a round trains k of L layers, so Adam's
+    first-order loss decrease per step (lr·Σ|g| over the trained values) matches training
+    every layer only if the rate grows by L/k. "fixed" takes ``lr`` as it is.
     """
     if rule == "fixed":
         return lr
+    if rule == "linear":
+        return lr * (n_layers / k) / math.sqrt(rank)
     return lr * math.sqrt(n_layers / (k * rank))
+
+
+def lr_rule_text(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled") -> str:
+    """How ``booster_lr`` got its value, for the Method panel and the train log."""
+    if rule == "fixed":
+        return "as given"
+    if rule == "linear":
+        return f"lr·(L/k)/√r = {lr:g}·({n_layers}/{k})/√{rank}"
+    return f"lr·√(L/(k·r)) = {lr:g}·√({n_layers}/({k}·{rank}))"
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,14 @@ def test_the_scaled_rule_keeps_the_per_step_change_of_the_model_constant():
     for rank, k in [(1, 5), (2, 10), (8, 3), (4, 30)]:
         assert booster_lr(4e-3, rank, k, 30) * (k * rank) ** 0.5 == pytest.approx(4e-3 * 30**0.5)
     assert booster_lr(4e-3, rank=4, k=10, n_layers=30, rule="fixed") == 4e-3
+
+
+def test_the_linear_rule_grows_with_the_share_of_layers_left_out():
+    from xgblora_engine.boosting.schedule import booster_lr, lr_rule_text
+
+    assert booster_lr(4e-3, rank=1, k=30, n_layers=30, rule="linear") == pytest.approx(4e-3)
+    # a third of the layers a round: three times the rate, where "scaled" gives √3 times
+    assert booster_lr(4e-3, rank=1, k=10, n_layers=30, rule="linear") == pytest.approx(12e-3)
+    assert booster_lr(4e-3, rank=4, k=10, n_layers=30, rule="linear") == pytest.approx(6e-3)
+    assert lr_rule_text(4e-3, 4, 10, 30, "linear") == "lr·(L/k)/√r = 0.004·(30/10)/√4"
+    assert lr_rule_text(4e-3, 4, 10, 30, "fixed") == "as given"
