@@ -54,7 +54,7 @@ class Prepared:
 
 def prepare(cfg: RunConfig, emit: Emit, should_stop: Callable[[], bool] = lambda: False) -> Prepared:
     from xgblora_engine.data.dataset import prepare_data
-    from xgblora_engine.models.loading import load_model, load_tokenizer
+    from xgblora_engine.models.loading import dequantizes_gguf, load_model, load_tokenizer
 
     cfg.validate()
     download_if_needed(cfg.model.name, emit, should_stop)
@@ -70,6 +70,9 @@ def prepare(cfg: RunConfig, emit: Emit, should_stop: Callable[[], bool] = lambda
                                f"alone is longer than {cfg.data.seq_len} tokens",
                        hint=f"raise --seq-len above {cfg.data.seq_len} to train on them"))
     emit(P.StateChanged(state="loading", detail=f"loading model {cfg.model.name}"))
+    if dequantizes_gguf(cfg.model):
+        emit(P.LogLine(level="info", text="first load of this .gguf: dequantizing its weights can take a minute "
+                                          "or more; the result is kept, so later loads take seconds"))
     loaded = load_model(cfg.model, tokenizer, run=cfg)
     emit(P.LogLine(level="info", text=f"model: {describe_model(loaded.info)}"))
     targets = targets_by_layer(loaded.model, cfg.model.target_modules)

@@ -155,6 +155,16 @@ def load_model(cfg: ModelConfig, tokenizer=None, run: RunConfig | None = None) -
     return LoadedModel(model, tokenizer, source, describe(model, source, dtype, device, cfg.quantize))
 
 
+def dequantizes_gguf(cfg: ModelConfig) -> bool:
+    """Whether loading ``cfg`` turns a .gguf into weights: its one slow load, before the
+    dequantized copy is kept (sharded loads always read the .gguf)."""
+    source = resolve_source(cfg.name)
+    if not source.gguf_file:
+        return False
+    _, dtype, gpus = _device_and_dtype(cfg)
+    return bool(gpus) or gguf_cache.cached(source, str(TORCH_DTYPES[dtype]).removeprefix("torch.")) is None
+
+
 def model_info(cfg: ModelConfig, run: RunConfig | None = None) -> ModelInfo:
     """What ``load_model(cfg).info`` says, without reading the weights when it can: the
     model is built from its config on the meta device (shapes, no memory), so "Load model
@@ -193,8 +203,10 @@ def _load_weights(source: ModelSource, device_map: dict, dtype: torch.dtype, qua
     # a .gguf loaded on one device once is read from its dequantized copy after that
     copy = str(dtype).removeprefix("torch.") if device is not None else None
     try:
-        model = copy and _from_gguf_cache(
-            source, copy, lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map))
+        model = None
+        if copy:
+            model = _from_gguf_cache(source, copy, lambda folder: AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, device_map=device_map))
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
             if source.gguf_file:
@@ -229,7 +241,8 @@ def _from_gguf_cache(source: ModelSource, part: str, load):
 
 
 def _bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    """What the weights and buffers take in memory (tied weights once)."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 # What torch, the CUDA runtime, cuBLAS and bitsandbytes say when memory runs out.
@@ -287,7 +300,6 @@ def drop_gguf_marker(model: nn.Module) -> None:
 def describe(model: nn.Module, source: ModelSource, dtype: str, device: str, quantize: str) -> ModelInfo:
     layers_path, layers = find_layers(model)
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    tensors = list(model.parameters()) + list(model.buffers())
     return ModelInfo(
         name=source.display_name,
         architecture=str(getattr(model.config, "model_type", type(model).__name__)),
@@ -296,7 +308,7 @@ def describe(model: nn.Module, source: ModelSource, dtype: str, device: str, qua
         vocab_size=int(getattr(config, "vocab_size", 0) or 0),
         n_params=sum(logical_numel(p) for p in model.parameters()),
         dtype=dtype, device=device, quantization=quantize,
-        weight_bytes=sum(t.numel() * t.element_size() for t in tensors),
+        weight_bytes=_bytes(model),
         layers_path=layers_path,
         targets=target_names(model),
         devices=list(dict.fromkeys([str(model.get_input_embeddings().weight.device),

