@@ -8,7 +8,7 @@ or ``xgb-default`` rows, the same runs: a run is deterministic per seed), and a 
 passes the bar for a default only when its mean gain exceeds twice its paired spread on
 both sets.
 
-    python -m benchmarks.levers [--seeds 0,1,2] [--only LEVER]
+    python -m benchmarks.levers [--seeds 0,1,2] [--only LEVER] [--data SET]
     python -m benchmarks.levers --cost rank 8    # step time and peak of a lever against the defaults
 
 Writes results/levers.{json,md}; ``--cost`` runs the base and the named lever one at a
@@ -52,13 +52,13 @@ def lever_method(label: str) -> Method:
     return Method.engine_defaults(label, **{**BASES[base][1], **changes})
 
 
-def setups(seeds: list[int]) -> list[Setup]:
+def setups(seeds: list[int], sets: list[str]) -> list[Setup]:
     return [Setup(data=data, seq_len=seq_len, steps=steps, seed=seed, eval_every=10, answer_items=0)
-            for data, (seq_len, steps) in DATASETS.items() for seed in seeds]
+            for data, (seq_len, steps) in DATASETS.items() if data in sets for seed in seeds]
 
 
-def jobs(seeds: list[int], labels: list[str]) -> list[tuple[Method, Setup]]:
-    return [(lever_method(label), s) for label in labels for s in setups(seeds)]
+def jobs(seeds: list[int], labels: list[str], sets: list[str]) -> list[tuple[Method, Setup]]:
+    return [(lever_method(label), s) for label in labels for s in setups(seeds, sets)]
 
 
 def reference(data: str, base: str) -> list[dict]:
@@ -110,6 +110,7 @@ def cost(label: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--data", choices=list(DATASETS), help="one of the two sets only")
     parser.add_argument("--only", nargs="+", metavar="LEVER", help="run this lever only (the table still shows all)")
     parser.add_argument("--cost", nargs="+", metavar="LEVER", help="time a lever against its base instead")
     args = parser.parse_args()
@@ -119,7 +120,8 @@ def main() -> None:
         print(text)
         return
     labels = [" ".join(args.only)] if args.only else list(LEVERS)
-    run_all("levers", jobs([int(s) for s in args.seeds.split(",")], labels))
+    sets = [args.data] if args.data else list(DATASETS)
+    run_all("levers", jobs([int(s) for s in args.seeds.split(",")], labels, sets))
     rows = load_rows("levers")
     (RESULTS / "levers.md").write_text(report(rows), encoding="utf-8")
     print(report(rows))

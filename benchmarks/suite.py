@@ -31,7 +31,10 @@ def run_all(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:
 
 
 def load_rows(name: str) -> list[dict]:
-    path = RESULTS / f"{name}.json"
+    return _rows(RESULTS / f"{name}.json")
+
+
+def _rows(path: Path) -> list[dict]:
     return json.loads(path.read_text())["rows"] if path.exists() else []
 
 
@@ -39,10 +42,10 @@ def add_row(path: Path, row: dict) -> None:
     """Add ``row`` to the file, re-read under a lock so rows another script added stay."""
     import fcntl
 
-    RESULTS.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = {job_key_of(r): r for r in load_rows(path.stem)}
+        rows = {job_key_of(r): r for r in _rows(path)}
         rows[job_key_of(row)] = row
         save(path, list(rows.values()))
 
