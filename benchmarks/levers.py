@@ -2,7 +2,8 @@
 both bundled sets. On the rank 4 defaults (before rank 8 passed here and became the
 default): rank 8, 16 and 32 boosters, κ 10 and 40, LoRA+ (B's rate ×4 and ×16), layers
 drawn by gradient norm. On the rank 8 defaults: B carried between rounds too
-(``boost.carry_b``), with and without the per-round warmup. Every arm changes one thing
+(``boost.carry_b``), with and without the per-round warmup, and the rate that grows as
+L/k (``train.lr_rule = linear``), alone and with B carried. Every arm changes one thing
 of its base; each is paired by seed with the base's own run (the comparison's ``xgb-r4``
 or ``xgb-default`` rows, the same runs: a run is deterministic per seed), and a lever
 passes the bar for a default only when its mean gain exceeds twice its paired spread on
