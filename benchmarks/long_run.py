@@ -5,7 +5,7 @@ that the comparison's 150 (100) steps leave, or widen it?
 python-topics' 291, so the run also shows which method overfits first. Evaluation every
 50 steps; seeds 0, 1 and 2; each run in its own process (the harness of ``compare``).
 
-    python -m benchmarks.long_run [--data sample:python-topics] [--steps 600] [--seeds 0,1,2]
+    python -m benchmarks.long_run [--data sample:python-topics] [--steps 600] [--seeds 0,1,2] [--only lora|xgblora]
 
 Writes results/long_run.{json,md} and results/long_run_<data>.png; the report covers every
 run saved in long_run.json (unicode-names ran on seeds 0–2, python-topics on seed 0 so far:
@@ -26,12 +26,12 @@ SEQ_LEN = {"sample:unicode-names": 128, "sample:python-topics": 192}  # as in co
 ARMS = ("lora-r8", "xgb-default", "xgb-r4")
 
 
-def jobs(data: str, steps: int, seeds: list[int]) -> list[tuple[Method, Setup]]:
+def jobs(data: str, steps: int, seeds: list[int], kinds=("lora", "xgblora")) -> list[tuple[Method, Setup]]:
     lora = Method("lora-r8", "lora", chosen_lr()["lora"], rank=8)
     xgb = Method.engine_defaults("xgb-r4", rank=4) if data == "sample:unicode-names" \
         else Method.engine_defaults("xgb-default")
     return [(m, Setup(data=data, seq_len=SEQ_LEN[data], steps=steps, seed=seed, eval_every=50, answer_items=0))
-            for seed in seeds for m in (lora, xgb)]
+            for seed in seeds for m in (lora, xgb) if m.kind in kinds]
 
 
 def best(row: dict) -> tuple[float, int]:
@@ -65,10 +65,11 @@ def main() -> None:
                         help="a data set (repeatable; default: both)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", choices=("lora", "xgblora"), help="one of the two methods (to run both side by side)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     for data in args.data or list(SEQ_LEN):
-        run_all("long_run", jobs(data, args.steps, seeds))
+        run_all("long_run", jobs(data, args.steps, seeds, [args.only] if args.only else ("lora", "xgblora")))
     # the report covers every run saved so far, of either set and any seeds
     rows = json.loads((RESULTS / "long_run.json").read_text())["rows"]
     sections = []
