@@ -32,8 +32,9 @@ def missing_display_library() -> str | None:
 
     on_x11 = sys.platform.startswith("linux") and os.environ.get("DISPLAY") and \
         os.environ.get("QT_QPA_PLATFORM", "xcb") == "xcb"
-    installed = _shared_libraries() if on_x11 else None
-    missing = [pkg for lib, pkg in XCB_LIBRARIES.items() if installed is not None and f"lib{lib}.so" not in installed]
+    if not on_x11 or (installed := _shared_libraries()) is None:
+        return None
+    missing = [pkg for lib, pkg in XCB_LIBRARIES.items() if f"lib{lib}.so" not in installed]
     if not missing:
         return None
     return (f"Qt cannot open a window on X11 without these libraries: {', '.join(missing)}. "
