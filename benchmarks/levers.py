@@ -3,7 +3,8 @@ both bundled sets. On the rank 4 defaults (before rank 8 passed here and became 
 default): rank 8, 16 and 32 boosters, κ 10 and 40, LoRA+ (B's rate ×4 and ×16), layers
 drawn by gradient norm. On the rank 8 defaults: B carried between rounds too
 (``boost.carry_b``), with and without the per-round warmup, and the rate that grows as
-L/k (``train.lr_rule = linear``), alone and with B carried. Every arm changes one thing
+L/k (``train.lr_rule = linear``), alone and with B carried; and the quality preset's
+k = 2L/3 (20 of the embedded model's 30 layers). Every arm changes one thing
 of its base; each is paired by seed with the base's own run (the comparison's ``xgb-r4``
 or ``xgb-default`` rows, the same runs: a run is deterministic per seed), and a lever
 passes the bar for a default only when its mean gain exceeds twice its paired spread on
@@ -45,6 +46,7 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "lr ∝ L/k": ("xgb-default", {"lr_rule": "linear"}),
     "lr ∝ L/k, B carried, no round warmup": ("xgb-default", {"lr_rule": "linear", "optimizer_state": "carry-b",
                                                               "warmup": 0}),
+    "k 2L/3 (the quality preset)": ("xgb-default", {"k": 20}),
 }
 
 
