@@ -8,7 +8,7 @@ python-topics' 291, so the run also shows which method overfits first. Evaluatio
     python -m benchmarks.long_run [--data sample:python-topics] [--steps 600] [--seeds 0,1,2] [--only lora|xgblora]
 
 Writes results/long_run.{json,md} and results/long_run_<data>.png; the report covers every
-run saved in long_run.json (unicode-names ran on seeds 0–2, python-topics on seeds 0 and 1 so far).
+run saved in long_run.json (both sets on seeds 0–2).
 """
 
 from __future__ import annotations
