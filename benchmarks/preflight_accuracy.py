@@ -19,7 +19,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID = [  # (batch, seq, k, rank, quantize)
     (1, 64, 10, 1, "none"), (2, 128, 10, 1, "none"), (4, 128, 10, 1, "none"), (8, 128, 10, 1, "none"),
-    (4, 256, 10, 1, "none"), (4, 128, 30, 1, "none"), (4, 128, 10, 16, "none"),
+    (4, 256, 10, 1, "none"), (4, 128, 20, 1, "none"), (4, 128, 30, 1, "none"), (4, 128, 10, 16, "none"),
+    (4, 128, 30, 8, "none"),
 ]
 
 

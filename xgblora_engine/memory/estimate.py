@@ -8,11 +8,15 @@ The analytic estimate adds up what a step holds at its peak:
   3·r·(in+out) fp32 values a target
 * merged originals: the CPU copy of each boosted bf16/fp16 linear's W0 (host memory; counted
   on CPU runs; fp32 weights take merges in place and need none)
-* activations: tokens × layers reached × per-token-per-layer values × bytes. The worst
-  round samples layer 0, so backward reaches every layer. Per token and layer a llama-style
-  block saves about 12·hidden + 5·intermediate values (measured with saved-tensor hooks on
-  SmolLM2, see benchmarks/depth_cost.py); with checkpointing only the block inputs stay,
-  plus one block recomputed.
+* activations: tokens × (layers reached × a frozen layer's values + k × a boosted layer's
+  extra values) × bytes. The worst round samples layer 0, so backward reaches every layer.
+  A llama-style block that backward passes through holds about 11·hidden + 3·intermediate
+  values a token; a boosted one holds about 8·hidden + 3·intermediate more: the booster
+  paths' saved inputs (2·hidden + intermediate, counted with saved-tensor hooks) and the
+  input gradients its seven linears add in backward. Fitted to the process's measured
+  peak on SmolLM2 at k = 10, 20 and 30 (benchmarks/preflight_accuracy.py): without the
+  boosted term the estimate fell to 0.90× the peak at k = L. With checkpointing only the
+  block inputs stay, plus one boosted block recomputed.
 * logits: labelled tokens × vocab × fp32 × 3 (logits, log-softmax, gradient)
 * runtime: the CUDA context and allocator slack, or the Python/torch process on CPU.
 
@@ -82,11 +86,13 @@ def estimate(shape: Shape, cfg, device: str, dtype: str, labelled_tokens: int | 
     k = resolve_k(b.layers, b.layers_per_round, shape.n_layers)
     booster = k * b.rank * shape.linear_dims_per_layer * 4 * 4
     tokens = tokens if tokens is not None else t.batch_size * d.seq_len
-    per_token_layer = 12 * shape.hidden + 5 * shape.intermediate
+    frozen_layer = 11 * shape.hidden + 3 * shape.intermediate
+    boosted_extra = 8 * shape.hidden + 3 * shape.intermediate
     if cfg.model.gradient_checkpointing:
-        activations = tokens * (shape.n_layers * shape.hidden + per_token_layer) * act_bytes
+        per_token = shape.n_layers * shape.hidden + frozen_layer + boosted_extra
     else:
-        activations = tokens * shape.n_layers * per_token_layer * act_bytes
+        per_token = shape.n_layers * frozen_layer + k * boosted_extra
+    activations = tokens * per_token * act_bytes
     labelled = labelled_tokens if labelled_tokens is not None else tokens
     logits = labelled * shape.vocab * 4 * 3
     parts = {"weights": int(weights), "boosters + optimizer": int(booster),
