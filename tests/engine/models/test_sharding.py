@@ -191,13 +191,17 @@ def test_reserve_holds_activations_boosters_and_runtime_and_logits_on_the_head_g
     layers = math.ceil(8 / 4) + 1
     full = memory.estimate(shape, cfg, "cuda", "bf16")
     logits = full.parts["logits"]
-    per_layer_activations = full.parts["activations"] // 8
+    more = RunConfig()
+    more.boost.layers_per_round = 4
+    boosted = memory.estimate(shape, more, "cuda", "bf16").parts["activations"] - full.parts["activations"]
+    frozen = (full.parts["activations"] - 3 * boosted) / 8  # a layer backward passes through
+    activations = layers * frozen + 3 * boosted  # all three drawn layers may be this GPU's
     assert untied[3] - untied[0] == pytest.approx(logits * 1.1, rel=1e-6)  # logits (+ allocator slack) on the last
     assert tied[0] == untied[3] and tied[3] == untied[0]
     without_logits = untied[0]
     carried = layers * cfg.boost.rank * shape.linear_dims_per_layer * 12  # every layer here: A and 2+2 moments
-    expected = (layers * per_layer_activations + 3 * cfg.boost.rank * shape.linear_dims_per_layer * 16
-                + carried + memory.CUDA_RUNTIME + 0.1 * layers * per_layer_activations)
+    expected = (activations + 3 * cfg.boost.rank * shape.linear_dims_per_layer * 16
+                + carried + memory.CUDA_RUNTIME + 0.1 * activations)
     assert without_logits == pytest.approx(expected, rel=1e-6)
 
 
