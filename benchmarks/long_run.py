@@ -25,12 +25,13 @@ SEQ_LEN = {"sample:unicode-names": 128, "sample:python-topics": 192}  # as in co
 ARMS = ("lora-r8", "xgb-default", "xgb-r4")
 
 
-def jobs(data: str, steps: int, seeds: list[int], kinds=("lora", "xgblora")) -> list[tuple[Method, Setup]]:
+def jobs(data: str, steps: int, seeds: list[int], only: str | None = None) -> list[tuple[Method, Setup]]:
+    """LoRA r=8 and the defaults on every seed, or ``only`` one of the two kinds."""
     lora = Method("lora-r8", "lora", chosen_lr()["lora"], rank=8)
     xgb = Method.engine_defaults("xgb-r4", rank=4) if data == "sample:unicode-names" \
         else Method.engine_defaults("xgb-default")
     return [(m, Setup(data=data, seq_len=SEQ_LEN[data], steps=steps, seed=seed, eval_every=50, answer_items=0))
-            for seed in seeds for m in (lora, xgb) if m.kind in kinds]
+            for seed in seeds for m in (lora, xgb) if only in (None, m.kind)]
 
 
 def best(row: dict) -> tuple[float, int]:
@@ -68,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     for data in args.data or list(SEQ_LEN):
-        run_all("long_run", jobs(data, args.steps, seeds, [args.only] if args.only else ("lora", "xgblora")))
+        run_all("long_run", jobs(data, args.steps, seeds, args.only))
     # the report covers every run saved so far, of either set and any seeds
     rows = json.loads((RESULTS / "long_run.json").read_text())["rows"]
     sections = []

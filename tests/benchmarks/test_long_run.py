@@ -31,4 +31,4 @@ def test_the_jobs_are_lora_and_the_defaults_on_every_seed():
     # unicode-names was run before rank 8 was the default, and keeps its rank 4 rows
     assert [m.name for m, _ in jobs("sample:unicode-names", 600, [0])] == ["lora-r8", "xgb-r4"]
     # one method only, for two scripts side by side
-    assert [m.name for m, _ in jobs("sample:python-topics", 600, [1], ["xgblora"])] == ["xgb-default"]
+    assert [m.name for m, _ in jobs("sample:python-topics", 600, [1], "xgblora")] == ["xgb-default"]
