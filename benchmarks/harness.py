@@ -82,6 +82,20 @@ class Setup:
     extra: dict = field(default_factory=dict)  # {section: {key: value}} passed to the RunConfig
 
 
+def data_name(data: str) -> str:
+    """A data set's short name, for files and tables: "sample:unicode-names" and
+    "benchmarks/data/word-definitions.jsonl" -> "unicode-names", "word-definitions"."""
+    return Path(data.split(":")[-1]).stem
+
+
+def data_path(data: str) -> str:
+    """A sample, or a file given relative to the repository (so results keep one key on
+    every clone), as the engine reads it."""
+    if data.startswith("sample:") or Path(data).is_absolute() or not (ROOT / data).exists():
+        return data
+    return str(ROOT / data)
+
+
 # --- set-up -------------------------------------------------------------------------
 def run_config(method: Method, setup: Setup):
     from xgblora_engine.config import RunConfig, update
@@ -89,7 +103,7 @@ def run_config(method: Method, setup: Setup):
     cfg = RunConfig()
     cfg.model.name, cfg.model.device, cfg.model.dtype = setup.model, setup.device, setup.dtype
     cfg.model.quantize = setup.quantize
-    cfg.data.path, cfg.data.seq_len, cfg.data.max_eval_examples = setup.data, setup.seq_len, setup.eval_examples
+    cfg.data.path, cfg.data.seq_len, cfg.data.max_eval_examples = data_path(setup.data), setup.seq_len, setup.eval_examples
     t = cfg.train
     t.max_steps, t.batch_size, t.seed, t.lr, t.eval_every = setup.steps, setup.batch, setup.seed, method.lr, setup.eval_every
     t.round_warmup, t.lr_rule, t.lr_ratio_b = method.warmup, method.lr_rule, method.lr_ratio_b

@@ -17,7 +17,7 @@ import argparse
 import json
 
 from benchmarks.compare import chosen_lr, paired
-from benchmarks.harness import RESULTS, Method, Setup
+from benchmarks.harness import RESULTS, Method, Setup, data_name
 from benchmarks.suite import describe, mean_spread, plot_mean_curves, run_all
 
 SEQ_LEN = {"sample:unicode-names": 128, "sample:python-topics": 192}  # as in compare
@@ -79,7 +79,7 @@ def main() -> None:
             continue
         sections.append(report(mine))
         groups = [g for g in ([r for r in mine if r["method"]["name"] == n] for n in ARMS) if g]
-        plot_mean_curves(groups, RESULTS / f"long_run_{data.split(':')[-1]}.png", f"{data}, {args.steps} steps")
+        plot_mean_curves(groups, RESULTS / f"long_run_{data_name(data)}.png", f"{data}, {args.steps} steps")
     (RESULTS / "long_run.md").write_text("\n".join(sections), encoding="utf-8")
     print("\n".join(sections))
 

@@ -23,7 +23,7 @@ import argparse
 import json
 
 from benchmarks.compare import DATASETS
-from benchmarks.harness import RESULTS, Method, Setup, run_config
+from benchmarks.harness import RESULTS, Method, Setup, data_name, run_config
 
 BATCH = 4
 
@@ -85,12 +85,12 @@ def report(rows: list[dict]) -> str:
              "best rate ∝ 1/(1 + B_noise/B) |", "|:--|--:|--:|:--|--:|"]
     for r in rows:
         thirds = ", ".join(f"{x:.2f}" for x in r["noise_scale_thirds"])
-        lines.append(f"| {r['data'].split(':')[-1]} | {r['batches']} | {r['noise_scale']:.2f} | {thirds} | "
+        lines.append(f"| {data_name(r['data'])} | {r['batches']} | {r['noise_scale']:.2f} | {thirds} | "
                      f"{r['rate_factor']:.3f} |")
     if len(rows) == 2:
         a, b = rows
-        lines += ["", f"Predicted ratio of the best rates ({a['data'].split(':')[-1]} / "
-                  f"{b['data'].split(':')[-1]}): {a['rate_factor'] / b['rate_factor']:.2f}."]
+        lines += ["", f"Predicted ratio of the best rates ({data_name(a['data'])} / "
+                  f"{data_name(b['data'])}): {a['rate_factor'] / b['rate_factor']:.2f}."]
     return "\n".join(lines) + "\n"
 
 

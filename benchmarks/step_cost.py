@@ -14,7 +14,7 @@ import argparse
 from dataclasses import replace
 
 from benchmarks.compare import DATASETS, chosen_lr, methods, where
-from benchmarks.harness import RESULTS, add_common_flags, setup_from_args
+from benchmarks.harness import RESULTS, add_common_flags, data_name, setup_from_args
 from benchmarks.suite import MB, describe, run_all, table
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     sections = []
     for data, (seq_len, _) in list(DATASETS.items())[:1 if args.quick else None]:
         setup = replace(base, data=args.data or data, seq_len=seq_len)
-        stem = ("step_cost_quick_" if args.quick else "step_cost_") + data.split(":")[-1]
+        stem = ("step_cost_quick_" if args.quick else "step_cost_") + data_name(data)
         rows = run_all(stem, [(m, setup) for m in chosen])
         sections.append(f"### {setup.data} ({setup.steps} steps, batch {setup.batch}, seq {setup.seq_len}, "
                         f"{where(rows[0])}, one run at a time)\n\n{report(rows)}")

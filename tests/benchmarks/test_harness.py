@@ -65,3 +65,14 @@ def test_mean_spread_reports_the_sample_standard_deviation_over_seeds():
     assert mean_spread([1.0, 2.0, 3.0]) == "2.000 ± 1.000"
     assert mean_spread([2.0]) == "2.000"
     assert mean_spread([1.0, 3.0], scale=0.5) == "1.000 ± 0.707"
+
+
+def test_a_data_set_is_named_by_its_sample_or_file_and_found_from_any_folder(monkeypatch, tmp_path):
+    from benchmarks.harness import ROOT, data_name, data_path
+
+    assert data_name("sample:unicode-names") == "unicode-names"
+    assert data_name("benchmarks/data/word-definitions.jsonl") == "word-definitions"
+    monkeypatch.chdir(tmp_path)  # the key stays relative; the engine gets a path that exists
+    assert data_path("benchmarks/data/word-definitions.jsonl") == str(ROOT / "benchmarks/data/word-definitions.jsonl")
+    assert data_path("sample:python-topics") == "sample:python-topics"
+    assert data_path("/elsewhere/mine.jsonl") == "/elsewhere/mine.jsonl"

@@ -7,3 +7,20 @@ def test_a_levers_cost_table_replaces_its_own_and_keeps_the_others(tmp_path):
     add_section(path, "#### κ 40\n\n| b | 2 |\n")
     add_section(path, "#### rank 8\n\n| a | 3 |\n")  # measured again
     assert path.read_text() == "#### rank 8\n\n| a | 3 |\n\n#### κ 40\n\n| b | 2 |\n"
+
+
+def _row(name, data, seed, loss):
+    return {"method": {"name": name}, "setup": {"data": data, "seed": seed},
+            "final_eval_loss": loss, "clipped_share": 0.0}
+
+
+def test_a_lever_passes_only_with_a_clear_gain_on_every_set_it_ran_on(monkeypatch):
+    from benchmarks import levers
+
+    sets = ["sample:unicode-names", "sample:python-topics"]
+    monkeypatch.setattr(levers, "reference", lambda data, base: [_row(base, data, s, 2.0) for s in (0, 1, 2)])
+    clear = [_row("κ 40", d, s, 2.0 - g) for d in sets for s, g in zip((0, 1, 2), (0.10, 0.11, 0.12))]
+    noisy = [_row("rank 16", d, s, 2.0 - g) for d in sets for s, g in zip((0, 1, 2), (0.10, -0.05, 0.12))]
+    one_set = [_row("rank 32", sets[0], s, 2.0 - g) for s, g in zip((0, 1, 2), (0.10, 0.11, 0.12))]
+    verdict = levers.report(clear + noisy + one_set).splitlines()[-1]
+    assert verdict.endswith(": κ 40.")
