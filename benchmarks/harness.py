@@ -50,6 +50,7 @@ class Method:
     init: str = "kaiming"  # XGBLoRA: how A starts (kaiming | gradient)
     init_pool: int = 1  # XGBLoRA, init=gradient: A from the top pool·r directions
     lr_ratio_b: float = 1.0  # XGBLoRA: B's learning rate over A's (LoRA+)
+    line_search: bool = False  # XGBLoRA: each round merged at the multiple that lowers the loss most
 
     @classmethod
     def engine_defaults(cls, name: str, **changes) -> Method:
@@ -61,7 +62,7 @@ class Method:
         method = cls(name, "xgblora", t.lr, rank=b.rank, k=b.layers_per_round, kappa=b.merge_every,
                      sampling=b.sampling, warmup=t.round_warmup, lr_rule=t.lr_rule, init=b.init,
                      optimizer_state=("carry-b" if b.carry_b else "carry") if b.carry else "fresh",
-                     init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b)
+                     init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b, line_search=b.line_search)
         return replace(method, **changes)
 
 
@@ -109,7 +110,7 @@ def run_config(method: Method, setup: Setup):
     t.round_warmup, t.lr_rule, t.lr_ratio_b = method.warmup, method.lr_rule, method.lr_ratio_b
     b = cfg.boost
     b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
-    b.init, b.init_pool = method.init, method.init_pool
+    b.init, b.init_pool, b.line_search = method.init, method.init_pool, method.line_search
     b.carry, b.carry_b = method.optimizer_state.startswith("carry"), method.optimizer_state == "carry-b"
     if method.kind != "xgblora":  # one round of the whole run: warmup once, then cosine
         b.merge_every = setup.steps
@@ -156,7 +157,8 @@ def train_xgblora(prepared, cfg, record: Record, clock: Clock) -> int:
                                  "cpu": now[1] - last[1], "grad_norm": event.grad_norm})
         elif isinstance(event, P.RoundMerged):
             record.merges.append({"round": event.round, "merge_seconds": event.merge_seconds,
-                                  "round_seconds": event.round_seconds, "booster_norm": event.booster_norm})
+                                  "round_seconds": event.round_seconds, "booster_norm": event.booster_norm,
+                                  "update_multiple": event.update_multiple})
         elif isinstance(event, P.EvalResult):
             clock.stop()
             record.evals.append({"step": event.step, "train_seconds": clock.wall, "train_cpu": clock.cpu,
@@ -350,7 +352,8 @@ def per_round(record: Record, cfg) -> list[dict]:
         steps = record.steps[(m["round"] - 1) * kappa:m["round"] * kappa]
         norms = [s["grad_norm"] for s in steps] or [0.0]
         out.append({"round": m["round"], "booster_norm": m["booster_norm"], "grad_norm": statistics.mean(norms),
-                    "clipped_share": sum(n > limit for n in norms) / len(norms)})
+                    "clipped_share": sum(n > limit for n in norms) / len(norms),
+                    "update_multiple": m["update_multiple"]})
     return out
 
 

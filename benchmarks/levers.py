@@ -49,6 +49,7 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "lr ∝ L/k, B carried, no round warmup": ("xgb-default", {"lr_rule": "linear", "optimizer_state": "carry-b",
                                                               "warmup": 0}),
     "k 2L/3 (the quality preset)": ("xgb-default", {"k": 20}),
+    "line search": ("xgb-default", {"line_search": True}),
 }
 
 

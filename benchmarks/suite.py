@@ -57,7 +57,14 @@ def job_key(method: Method, setup: Setup) -> str:
 
 
 def job_key_of(row: dict) -> str:
-    return json.dumps([row["method"], row["setup"]], sort_keys=True)
+    """The key of a saved row; a row written before a field existed ran at its default."""
+    return json.dumps([{**_defaults(Method), **row["method"]}, {**_defaults(Setup), **row["setup"]}], sort_keys=True)
+
+
+def _defaults(cls) -> dict:
+    from dataclasses import MISSING, fields
+
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
 def save(path: Path, rows: list[dict]) -> None:

@@ -202,6 +202,7 @@ class RoundMerged(_Event, kw_only=True):
     booster_norm: float
     merge_seconds: float
     round_seconds: float
+    update_multiple: float = 1.0  # the multiple of the round's update merged (boost.line_search)
 
 
 class RoundRolledBack(_Event, kw_only=True):

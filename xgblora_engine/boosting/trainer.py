@@ -26,6 +26,7 @@ from xgblora_engine.boosting.booster import (
 )
 from xgblora_engine.boosting.carry import CarryStore
 from xgblora_engine.boosting.ledger import BoosterLedger, RoundRecord
+from xgblora_engine.boosting.line_search import best_multiple
 from xgblora_engine.boosting.loss import (
     batch_to,
     count_targets,
@@ -168,10 +169,14 @@ class BoostingTrainer:
     def probe(self) -> list[float]:
         """Each layer's gradient norm on the round's first batch, which the round then
         trains on as usual (the stream is rewound)."""
+        return layer_gradient_norms(self.model, self.peek_batch(), self.targets_by_layer, self.dist.all_reduce_tensors)
+
+    def peek_batch(self) -> dict[str, torch.Tensor]:
+        """The stream's next batch, left in the stream for training to take."""
         position = self.stream.state()
         batch = batch_to(self.stream.next_batch(), self.device)
         self.stream.load_state(position)
-        return layer_gradient_norms(self.model, batch, self.targets_by_layer, self.dist.all_reduce_tensors)
+        return batch
 
     def attach(self, round_index: int, layers: list[int]) -> dict[str, BoosterLinear]:
         b = self.cfg.boost
@@ -267,6 +272,11 @@ class BoostingTrainer:
     def merge(self, boosters: dict[str, BoosterLinear], round_index: int, layers: list[int],
               lr_factor: float, round_seconds: float) -> None:
         started = time.perf_counter()
+        multiple = 1.0
+        if self.cfg.boost.line_search:  # on a batch the round has not trained on
+            multiple = best_multiple(self.model, boosters, self.peek_batch(), self.dist.sum_float)
+            for b in boosters.values():
+                b.scaling *= multiple
         factors = {name: (*b.factors(), b.scaling) for name, b in boosters.items()}
         norm = math.sqrt(sum(float(b.delta_weight().square().sum()) for b in boosters.values()))
         detach_boosters(self.model, boosters)
@@ -274,7 +284,7 @@ class BoostingTrainer:
         self.merger.merge_modules(self.state.ledger, list(boosters))
         self.emit(P.RoundMerged(round=round_index, step=self.state.step, layers=layers, modules=len(boosters),
                                 booster_norm=norm, merge_seconds=time.perf_counter() - started,
-                                round_seconds=round_seconds))
+                                round_seconds=round_seconds, update_multiple=multiple))
 
     def evaluate(self, round_index: int = 0) -> float | None:
         self.model.eval()
