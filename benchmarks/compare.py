@@ -2,10 +2,11 @@
 target linear), on the same model, data order, steps, batch and sequence length, each arm
 on several seeds (mean and spread in every table).
 
-Two data sets, both built offline from the Python standard library and redistributable:
-``unicode-names`` (a checkable answer: the character's Unicode name, scored by exact
-match of the greedy answer) and ``python-topics`` (instruction following: the first
-sentences of the official documentation, scored by token F1).
+Three data sets, built offline and redistributable: the bundled ``unicode-names`` (a
+checkable answer: the character's Unicode name, scored by exact match of the greedy
+answer) and ``python-topics`` (instruction following: the first sentences of the official
+documentation, scored by token F1), and ``word-definitions`` (3000 WordNet definitions of
+common English words, larger and tuned on by nothing; benchmarks/word_definitions.py).
 
 LoRA's learning rate comes from a sweep (``--sweep``, results/lr_sweep_best.json);
 XGBLoRA runs at the engine's own defaults, learning-rate rule included, so what is
@@ -14,6 +15,7 @@ measured is what a user gets without tuning.
     python -m benchmarks.compare --sweep      # once: learning rate per method family
     python -m benchmarks.compare              # the tables: results/compare.{json,md}, plots
     python -m benchmarks.compare --model HuggingFaceTB/SmolLM2-360M-Instruct --device cuda
+    python -m benchmarks.compare --data benchmarks/data/word-definitions.jsonl --only lora-r8 xgb-default
     python -m benchmarks.compare --quick      # two methods, a few steps: the script works
 """
 
@@ -28,6 +30,9 @@ from benchmarks.harness import RESULTS, Method, Setup, add_common_flags, data_na
 from benchmarks.suite import (
     MB,
     describe,
+    job_key,
+    job_key_of,
+    load_rows,
     loss_at_seconds,
     mean_spread,
     plot_mean_curves,
@@ -164,6 +169,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="choose each family's learning rate first")
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--all-seeds", action="store_true", help="run LoRA r=1 and the fast preset on every seed too")
+    ap.add_argument("--only", nargs="+", metavar="METHOD", help="run these arms only, e.g. lora-r8 xgb-default "
+                    "(the tables show every arm run so far)")
     args = ap.parse_args()
     base = setup_from_args(args, eval_every=10, answer_items=16)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -181,22 +188,38 @@ def main() -> None:
     # seed-major, core arms first: an interrupted suite still has every core arm on the first seeds
     order = [(m, s) for s in seeds for m in core] + [(m, s) for s in seeds[:None if args.all_seeds else 1] for m in extra]
     out = "compare_quick" if args.quick else "compare"
-    sections = []
-    for data in datasets:
+
+    def jobs(data: str) -> list[tuple[Method, Setup]]:
         seq_len, steps = DATASETS.get(data, (base.seq_len, base.steps))
         setup = replace(base, data=data, seq_len=seq_len, steps=base.steps if args.steps or args.quick else steps)
-        stem = f"{out}_{data_name(data)}"
-        rows = run_all(stem, [(m, replace(setup, seed=s)) for m, s in order])
-        groups = list(by_method(rows).values())
-        plot_mean_curves(groups, RESULTS / f"{stem}_steps.png", f"{data}: held-out loss by step")
-        plot_mean_curves(groups, RESULTS / f"{stem}_time.png", f"{data}: held-out loss by training CPU time",
-                         x="train_cpu")
-        sections.append(f"### {data} ({setup.steps} steps, batch {setup.batch}, seq {setup.seq_len}, "
-                        f"model {setup.model}, {where(rows[0])}, seeds {','.join(map(str, seeds))}; "
-                        f"mean ± standard deviation over seeds)\n\n{report(rows, data)}")
+        return [(m, replace(setup, seed=s)) for m, s in order]
+
+    for data in datasets:
+        run_all(f"{out}_{data_name(data)}", [(m, s) for m, s in jobs(data) if not args.only or m.name in args.only])
+    # the tables and plots of every set measured so far, not only of the one just run
+    sections = [section(data, rows, out) for data in dict.fromkeys(datasets + list(DATASETS))
+                if (rows := saved(f"{out}_{data_name(data)}", jobs(data)))]
     (RESULTS / f"{out}.md").write_text("\n".join(sections))
     print("\n".join(sections))
 
+
+def saved(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:
+    """The rows of ``jobs`` already in results/<name>.json, in the jobs' order."""
+    rows = {job_key_of(r): r for r in load_rows(name)}
+    return [rows[key] for key in (job_key(m, s) for m, s in jobs) if key in rows]
+
+def section(data: str, rows: list[dict], out: str) -> str:
+    """One set's plots (written beside) and its table under a heading that says how it was run."""
+    stem = f"{out}_{data_name(data)}"
+    groups = list(by_method(rows).values())
+    plot_mean_curves(groups, RESULTS / f"{stem}_steps.png", f"{data}: held-out loss by step")
+    plot_mean_curves(groups, RESULTS / f"{stem}_time.png", f"{data}: held-out loss by training CPU time",
+                     x="train_cpu")
+    setup = rows[0]["setup"]
+    seeds = sorted({r["setup"]["seed"] for r in rows})
+    return (f"### {data} ({setup['steps']} steps, batch {setup['batch']}, seq {setup['seq_len']}, "
+            f"model {setup['model']}, {where(rows[0])}, seeds {','.join(map(str, seeds))}; "
+            f"mean ± standard deviation over seeds)\n\n{report(rows, data)}")
 
 if __name__ == "__main__":
     main()

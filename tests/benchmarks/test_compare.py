@@ -27,3 +27,19 @@ def test_differences_are_taken_within_a_seed():
 
     base = [row(0, 1.5), row(1, 1.8)]
     assert paired([row(1, 2.0), row(0, 1.6), row(2, 9.0)], base, "final_eval_loss") == pytest.approx([0.2, 0.1])
+
+
+def test_a_table_shows_the_saved_runs_of_the_present_arms_only(monkeypatch, tmp_path):
+    from dataclasses import asdict
+
+    from benchmarks import compare, suite
+    from benchmarks.harness import Method, Setup
+
+    monkeypatch.setattr(suite, "RESULTS", tmp_path)
+    now, before = Method("lora-r8", "lora", rank=8), Method("xgb-old", lr=1e-2)
+    jobs = [(now, Setup(seed=0)), (now, Setup(seed=1)), (Method.engine_defaults("xgb-default"), Setup(seed=0))]
+    rows = [{"method": asdict(m), "setup": asdict(s), "final_eval_loss": 2.0}
+            for m, s in [jobs[1], (before, Setup(seed=0)), jobs[0]]]  # an arm since dropped; one not yet run
+    suite.save(tmp_path / "compare_x.json", rows)
+    assert [(r["method"]["name"], r["setup"]["seed"]) for r in compare.saved("compare_x", jobs)] == \
+        [("lora-r8", 0), ("lora-r8", 1)]
