@@ -240,7 +240,8 @@ class DemoEngine:
                               P.Warning(message=f"round {rnd} produced a NaN loss and was rolled back",
                                         hint="it is retried at half the learning rate")]
                 chunk += [P.RoundMerged(round=rnd, step=step, layers=layers, modules=7 * k, booster_norm=0.02 + 0.01 * rng.random(),
-                                        merge_seconds=0.05, round_seconds=0.8 * kappa),
+                                        merge_seconds=0.05, round_seconds=0.8 * kappa,
+                                        update_multiple=0.8 + 0.8 * rng.random() if cfg.boost.line_search else 1.0),
                           P.CheckpointSaved(step=step, round=rnd, path=str(run.checkpoints_path / f"step-{step}") if run else "")]
                 if run:
                     run.update_status(step=step)

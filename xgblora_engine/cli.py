@@ -60,6 +60,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--init-pool": ("boost", "init_pool"),
     "--carry": ("boost", "carry"),
     "--carry-b": ("boost", "carry_b"),
+    "--line-search": ("boost", "line_search"),
     "--max-steps": ("train", "max_steps"),
     "--lr": ("train", "lr"),
     "--batch-size": ("train", "batch_size"),

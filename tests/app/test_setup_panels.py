@@ -196,6 +196,9 @@ def test_carrying_between_rounds_is_a_click(qtbot, panel, studio):
     studio.settings.set("boost", "carry", False)
     assert not method.carry_b.isEnabled()  # nothing is carried: no B either
     studio.settings.set("boost", "carry", True)
+    qtbot.mouseClick(method.line_search, Qt.MouseButton.LeftButton)
+    assert studio.settings.get("boost", "line_search") is not RunConfig().boost.line_search
+    assert help_text("boost", "line_search") in method.line_search.toolTip() and "Cost:" in method.line_search.toolTip()
     method.init.setCurrentText("gradient")  # a start that sets A itself: nothing to carry
     assert not method.carry.isEnabled() and not method.carry_b.isEnabled()
 

@@ -132,6 +132,17 @@ def test_worker_death_keeps_the_window_says_why_and_resumes(qtbot, panel, studio
     assert steps[0] == 1 and steps[-1] == 40 and len(steps) == 40  # resumed steps replace none twice
 
 
+def test_the_log_says_at_what_multiple_a_line_searched_round_was_merged(qtbot, panel, studio, fake):
+    short_run(studio)
+    studio.settings.set("boost", "line_search", True)
+    train = panel(TrainPanel)
+    train.start()
+    qtbot.waitUntil(lambda: train.status.text().startswith("Run completed"), timeout=5000)
+    qtbot.waitUntil(lambda: "round 4 merged at " in train.log_view.toPlainText(), timeout=2000)
+    merges = [line for line in train.log_view.toPlainText().splitlines() if " merged " in line]
+    assert len(merges) == 4 and all("× its update at step" in line for line in merges)
+
+
 def test_nan_round_rollback_is_shown_with_what_happens_next(qtbot, panel, studio, fake):
     short_run(studio)
     fake.nan_round = 2

@@ -100,7 +100,7 @@ def test_help_shows_values_not_internals(command):
     assert not re.search(r"(?<!\$)\b[A-Z]+_[A-Z_]+\b", text), "a dest name as a metavar ($NAME: the environment's)"
     if command == "train":
         assert "--rank N" in text and "--sampling {uniform,cyclic,stratified,top-biased,gradient}" in text
-        assert "~30% slower" in text and "--carry, --no-carry" in text
+        assert "~30% slower" in text and "--carry, --no-carry" in text and "--line-search, --no-line-search" in text
 
 
 def test_version(capsys):

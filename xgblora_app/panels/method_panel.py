@@ -50,6 +50,7 @@ COSTS = {
              "target, about 240 MB for a 7B model at r = 8",
     "carry_b": "B and its moments are kept too (r·out more values a target); a drawn layer's forward "
                "adds its start's product once more",
+    "line_search": "three forward passes without gradients on one batch a round",
     "eval_every": "each evaluation pauses training for a pass over the held-out set",
 }
 SAMPLINGS = tuple(s for s in C.SAMPLING if s != "explicit")  # "explicit" comes from a layer list, not from this menu
@@ -117,6 +118,7 @@ class MethodPanel(QWidget):
         self.init = b.combo("boost", "init", C.INITS)
         self.carry = b.check("boost", "carry", "a layer drawn again keeps its A and Adam moments")
         self.carry_b = b.check("boost", "carry_b", "…and its B: it continues where it stopped")
+        self.line_search = b.check("boost", "line_search", "at the multiple that lowers the loss most")
         form.addRow("Rank r", self.rank)
         form.addRow("Layers per round k", self.k)
         form.addRow("Layer sampling", self.sampling)
@@ -125,6 +127,7 @@ class MethodPanel(QWidget):
         form.addRow("Booster start", self.init)
         form.addRow("Between rounds", self.carry)
         form.addRow("", self.carry_b)
+        form.addRow("Merge each round", self.line_search)
         return box
 
     def _train_box(self) -> QGroupBox:

@@ -237,7 +237,8 @@ class TrainPanel(QWidget):
 
     def _on_merge(self, e: P.RoundMerged) -> None:
         if self._ours(e):
-            self.log(f"round {e.round} merged at step {e.step}: layers {e.layers}, booster norm {e.booster_norm:.3g}")
+            at = f" at {e.update_multiple:.2f}× its update" if e.update_multiple != 1.0 else ""
+            self.log(f"round {e.round} merged{at} at step {e.step}: layers {e.layers}, booster norm {e.booster_norm:.3g}")
 
     def _on_rollback(self, e: P.RoundRolledBack) -> None:
         if not self._ours(e):
