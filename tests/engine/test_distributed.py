@@ -34,12 +34,13 @@ def metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("init", ["kaiming", "gradient"])  # the gradient start sums its sketches over ranks
-def test_two_processes_match_one_process_with_the_whole_batch(tmp_path, tiny_model_dir, tiny_data, init):
+# the gradient start sums its sketches over ranks; the line search its losses
+@pytest.mark.parametrize("extra", [["--booster-init", "kaiming"], ["--booster-init", "gradient"], ["--line-search"]],
+                         ids=["kaiming", "gradient", "line-search"])
+def test_two_processes_match_one_process_with_the_whole_batch(tmp_path, tiny_model_dir, tiny_data, extra):
     single, double = tmp_path / "single", tmp_path / "double"
-    train(single, tiny_model_dir, tiny_data, "--batch-size", "4", "--booster-init", init)
-    train(double, tiny_model_dir, tiny_data, "--batch-size", "2", "--num-processes", "2", "--stop-after", "3",
-          "--booster-init", init)
+    train(single, tiny_model_dir, tiny_data, "--batch-size", "4", *extra)
+    train(double, tiny_model_dir, tiny_data, "--batch-size", "2", "--num-processes", "2", "--stop-after", "3", *extra)
     resumed = subprocess.run([sys.executable, "-m", "xgblora_engine.cli", "resume", str(double), "--num-processes", "2"],
                              capture_output=True, text=True, timeout=300, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -52,9 +53,10 @@ def test_two_processes_match_one_process_with_the_whole_batch(tmp_path, tiny_mod
     assert [r.layers for r in la.rounds] == [r.layers for r in lb.rounds]
     # The gradient start factorises sketches summed in another order; the SVD turns their
     # 1e-7 rounding differences into ~1e-5 ones in A (the losses above still agree to 1e-5).
-    atol = 1e-4 if init == "gradient" else 1e-5
+    atol = 1e-4 if "gradient" in extra else 1e-5
     for x, y in zip(la.entries, lb.entries):
         assert torch.allclose(x.A, y.A, atol=atol) and torch.allclose(x.B, y.B, atol=atol)
+        assert x.scaling == pytest.approx(y.scaling, abs=1e-5)  # the line search's multiple, agreed by the ranks
     assert json.loads((double / "run.json").read_text())["processes"] == 2
     assert not list(tmp_path.glob("double/*rank*")), "only rank 0 writes run files"
 
