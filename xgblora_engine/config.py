@@ -59,7 +59,7 @@ class BoostConfig:
     init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (A along the top directions of the round's first weight gradient) or offset (A and B both random, their start subtracted)"})
     init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
     carry: bool = field(default=True, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (B still starts at 0), instead of a fresh A and fresh moments; with the kaiming start (the gradient and offset starts set A themselves)"})
-    line_search: bool = field(default=False, metadata={"help": "merge each round's update at the multiple (0 to 2) that lowers the loss of the next batch most, a parabola through 0, 1 and 2 (gradient boosting's line search), instead of as trained; three forward passes a round"})
+    line_search: bool = field(default=False, metadata={"help": "merge each round's update at the multiple (0 to 2) that lowers the loss of the next batch most, a parabola through 0, 1 and 2 (gradient boosting's line search), instead of as trained; three forward passes a round. Measured worse than merging as trained on both bundled sets: one batch is too noisy a judge (docs/benchmarks.md)"})
     carry_b: bool = field(default=False, metadata={"help": "with carry: B too resumes from the layer's last booster, and that start B0·A0 is subtracted, so attaching still changes nothing; a layer drawn again continues where it stopped instead of growing B from 0"})
 
     @property
