@@ -208,6 +208,7 @@ def saved(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:
     rows = {job_key_of(r): r for r in load_rows(name)}
     return [rows[key] for key in (job_key(m, s) for m, s in jobs) if key in rows]
 
+
 def section(data: str, rows: list[dict], out: str) -> str:
     """One set's plots (written beside) and its table under a heading that says how it was run."""
     stem = f"{out}_{data_name(data)}"
@@ -220,6 +221,7 @@ def section(data: str, rows: list[dict], out: str) -> str:
     return (f"### {data} ({setup['steps']} steps, batch {setup['batch']}, seq {setup['seq_len']}, "
             f"model {setup['model']}, {where(rows[0])}, seeds {','.join(map(str, seeds))}; "
             f"mean ± standard deviation over seeds)\n\n{report(rows, data)}")
+
 
 if __name__ == "__main__":
     main()
