@@ -13,6 +13,7 @@ XGBLoRA runs at the engine's own defaults, learning-rate rule included, so what 
 measured is what a user gets without tuning.
 
     python -m benchmarks.compare --sweep      # once: learning rate per method family
+    python -m benchmarks.compare --sweep --data benchmarks/data/word-definitions.jsonl --only lora  # a check
     python -m benchmarks.compare              # the tables: results/compare.{json,md}, plots
     python -m benchmarks.compare --model HuggingFaceTB/SmolLM2-360M-Instruct --device cuda
     python -m benchmarks.compare --data benchmarks/data/word-definitions.jsonl --only lora-r8 xgb-default
@@ -73,18 +74,23 @@ def methods(lr: dict[str, float]) -> tuple[list[Method], list[Method]]:
     return core, extra
 
 
-def sweep(base: Setup) -> dict[str, float]:
+def sweep(base: Setup, families: list[str] | None = None, choose: bool = True) -> dict[str, float]:
+    """The best rate of each family on ``base``'s data; with ``choose``, kept as the rates
+    the comparison runs at (the first set's sweep chooses them; another set's only checks)."""
+    families = families or list(SWEEP)
     jobs = []
-    for family, rates in SWEEP.items():
+    for family in families:
+        rates = SWEEP[family]
         kind, rank = ("lora", 8) if family == "lora" else (family, 1)
         jobs += [(Method(f"{family}-lr{lr:g}", kind, lr, rank=rank), replace(base, answer_items=0)) for lr in rates]
     rows = run_all("lr_sweep", jobs)
     best = {}
-    for family in SWEEP:
+    for family in families:
         mine = [r for r in rows if r["method"]["name"].startswith(family + "-")]
         best[family] = min(mine, key=lambda r: r["final_eval_loss"])["method"]["lr"]
-    (RESULTS / "lr_sweep_best.json").write_text(json.dumps(best, indent=1))
-    print("best learning rates:", best)
+    if choose:
+        (RESULTS / "lr_sweep_best.json").write_text(json.dumps(best, indent=1))
+    print(f"best learning rates on {base.data}:", best)
     return best
 
 
@@ -177,9 +183,10 @@ def main() -> None:
     first = next(iter(DATASETS))
     if args.quick:
         base, seeds = replace(base, steps=4, eval_every=2, eval_examples=4, answer_items=2), seeds[:1]
-    if args.sweep:
-        seq_len, steps = DATASETS[first]
-        sweep(replace(base, data=first, seq_len=seq_len, steps=args.steps or steps))
+    if args.sweep:  # on another set (--data) a check of the chosen rates, not a choice: --only FAMILY...
+        data = args.data or first
+        seq_len, steps = DATASETS[data]
+        sweep(replace(base, data=data, seq_len=seq_len, steps=args.steps or steps), args.only, choose=data == first)
         return
     core, extra = methods(chosen_lr())
     datasets = [args.data] if args.data else list(DATASETS)

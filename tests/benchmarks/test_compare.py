@@ -43,3 +43,17 @@ def test_a_table_shows_the_saved_runs_of_the_present_arms_only(monkeypatch, tmp_
     suite.save(tmp_path / "compare_x.json", rows)
     assert [(r["method"]["name"], r["setup"]["seed"]) for r in compare.saved("compare_x", jobs)] == \
         [("lora-r8", 0), ("lora-r8", 1)]
+
+
+def test_a_sweep_on_another_set_checks_the_rates_without_choosing_them(monkeypatch, tmp_path):
+    from benchmarks import compare
+    from benchmarks.harness import Setup
+
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    losses = {5e-4: 3.2, 1e-3: 3.0, 2e-3: 2.9, 5e-3: 3.1}
+    monkeypatch.setattr(compare, "run_all", lambda name, jobs: [
+        {"method": {"name": m.name, "lr": m.lr}, "final_eval_loss": losses[m.lr]} for m, _ in jobs])
+    assert compare.sweep(Setup(data="benchmarks/data/word-definitions.jsonl"), ["lora"], choose=False) == {"lora": 2e-3}
+    assert not (tmp_path / "lr_sweep_best.json").exists()  # the comparison's rates stay the first set's
+    compare.sweep(Setup(), ["lora"])
+    assert (tmp_path / "lr_sweep_best.json").exists()
