@@ -185,7 +185,9 @@ def main() -> None:
         base, seeds = replace(base, steps=4, eval_every=2, eval_examples=4, answer_items=2), seeds[:1]
     if args.sweep:  # on another set (--data) a check of the chosen rates, not a choice: --only FAMILY...
         data = args.data or first
-        seq_len, steps = DATASETS[data]
+        seq_len, steps = DATASETS.get(data, (base.seq_len, base.steps))
+        if unknown := set(args.only or []) - set(SWEEP):
+            ap.error(f"--sweep --only takes method families ({', '.join(SWEEP)}), not {', '.join(sorted(unknown))}")
         sweep(replace(base, data=data, seq_len=seq_len, steps=args.steps or steps), args.only, choose=data == first)
         return
     core, extra = methods(chosen_lr())
