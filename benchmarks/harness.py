@@ -10,7 +10,8 @@ global cosine schedule. Each run reports:
 * exact match and token F1 of greedy answers on held-out items;
 * median step time, wall and CPU (the CPU time is steadier on a shared machine);
 * peak memory during training: sampled RSS on CPU, the allocator's peak on CUDA, and the
-  same minus what the loaded model already held (the training overhead);
+  same minus what the loaded model already held (the training overhead); on CPU with
+  ``Setup.live_memory`` the RSS follows the live tensors, as the CUDA peak does;
 * merge seconds and round seconds (XGBLoRA), trainable parameters.
 
 ``run_isolated`` runs one method in a fresh process, so peaks never leak between methods.
@@ -51,6 +52,7 @@ class Method:
     init_pool: int = 1  # XGBLoRA, init=gradient: A from the top pool·r directions
     lr_ratio_b: float = 1.0  # XGBLoRA: B's learning rate over A's (LoRA+)
     line_search: bool = False  # XGBLoRA: each round merged at the multiple that lowers the loss most
+    schedule: str = "cosine"  # the global decay over the run: cosine (to 0.1×) or constant
 
     @classmethod
     def engine_defaults(cls, name: str, **changes) -> Method:
@@ -62,7 +64,8 @@ class Method:
         method = cls(name, "xgblora", t.lr, rank=b.rank, k=b.layers_per_round, kappa=b.merge_every,
                      sampling=b.sampling, warmup=t.round_warmup, lr_rule=t.lr_rule, init=b.init,
                      optimizer_state=("carry-b" if b.carry_b else "carry") if b.carry else "fresh",
-                     init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b, line_search=b.line_search)
+                     init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b, line_search=b.line_search,
+                     schedule=t.schedule)
         return replace(method, **changes)
 
 
@@ -80,6 +83,11 @@ class Setup:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "none"
+    # CPU: run with glibc handing every block of 64 KiB or more back to the system when it
+    # is freed, so the RSS peak is the peak of live tensors, as CUDA's max_memory_allocated
+    # is; otherwise freed blocks stay in the process and the RSS holds what was live once
+    # plus what the allocator kept. Steps are slower then: time is not read from such a run.
+    live_memory: bool = False
     extra: dict = field(default_factory=dict)  # {section: {key: value}} passed to the RunConfig
 
 
@@ -108,6 +116,7 @@ def run_config(method: Method, setup: Setup):
     t = cfg.train
     t.max_steps, t.batch_size, t.seed, t.lr, t.eval_every = setup.steps, setup.batch, setup.seed, method.lr, setup.eval_every
     t.round_warmup, t.lr_rule, t.lr_ratio_b = method.warmup, method.lr_rule, method.lr_ratio_b
+    t.schedule = method.schedule
     b = cfg.boost
     b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
     b.init, b.init_pool, b.line_search = method.init, method.init_pool, method.line_search
@@ -324,7 +333,7 @@ def summarise(method, setup, cfg, prepared, record, clock, n_trainable, peak, lo
     return {
         "method": asdict(method), "setup": asdict(setup), "k": prepared.k if method.kind == "xgblora" else None,
         "n_layers": len(prepared.targets_by_layer), "device": str(prepared.loaded.model.device),
-        "threads": _threads(),
+        "threads": _threads(), "mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "trainable_params": n_trainable, "final_eval_loss": record.evals[-1]["loss"],
         "initial_eval_loss": record.evals[0]["loss"], "evals": record.evals,
         "train_loss": [s["loss"] for s in record.steps],
@@ -363,11 +372,15 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}  # a fixed threshold: no dynamic raise
+
+
 def run_isolated(method: Method, setup: Setup) -> dict:
     """``run`` in a fresh Python process (clean peak memory); raises with its stderr on failure."""
     payload = json.dumps({"method": asdict(method), "setup": asdict(setup)})
+    env = {**os.environ, **(LIVE_MEMORY_ENV if setup.live_memory else {})}
     out = subprocess.run([sys.executable, "-m", "benchmarks.harness", "--one", payload], cwd=ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{method.name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

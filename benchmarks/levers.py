@@ -5,7 +5,8 @@ word-definitions (larger, everyday English, tuned on by nothing). On the rank 4 
 40, LoRA+ (B's rate ×4 and ×16), layers drawn by gradient norm. On the rank 8 defaults: B
 carried between rounds too (``boost.carry_b``), with and without the per-round warmup,
 and the rate that grows as L/k (``train.lr_rule = linear``), alone and with B carried;
-and the quality preset's k = 2L/3 (20 of the embedded model's 30 layers). Every arm
+the quality preset's k = 2L/3 (20 of the embedded model's 30 layers), the line search, and
+no global decay (the rate held at its peak, every round's warmup kept). Every arm
 changes one thing of its base; each is paired by seed with the base's own run (the
 comparison's ``xgb-r4`` or ``xgb-default`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
@@ -50,6 +51,7 @@ LEVERS = {  # label -> (its base, what changes from that base)
                                                               "warmup": 0}),
     "k 2L/3 (the quality preset)": ("xgb-default", {"k": 20}),
     "line search": ("xgb-default", {"line_search": True}),
+    "no global decay": ("xgb-default", {"schedule": "constant"}),
 }
 
 

@@ -1,9 +1,11 @@
 """The benchmark harness on a real tiny model: every method trains, and what it reports is sound."""
 
+from dataclasses import replace
+
 import pytest
 
-from benchmarks.harness import Method, Setup, run
-from benchmarks.suite import loss_at_seconds, mean_spread, table
+from benchmarks.harness import Method, Setup, run, run_isolated
+from benchmarks.suite import job_key, loss_at_seconds, mean_spread, table
 from tests.conftest import build_tiny_llama
 
 
@@ -76,3 +78,14 @@ def test_a_data_set_is_named_by_its_sample_or_file_and_found_from_any_folder(mon
     assert data_path("benchmarks/data/word-definitions.jsonl") == str(ROOT / "benchmarks/data/word-definitions.jsonl")
     assert data_path("sample:python-topics") == "sample:python-topics"
     assert data_path("/elsewhere/mine.jsonl") == "/elsewhere/mine.jsonl"
+
+
+def test_a_live_memory_run_has_freed_blocks_handed_back_and_is_a_job_of_its_own(tiny_setup):
+    method, live = Method("xgb", lr=3e-2, k=2, kappa=2), replace(tiny_setup, steps=2, answer_items=0)
+    plain = replace(live, live_memory=False)
+    live = replace(live, live_memory=True)
+    row = run_isolated(method, live)  # a fresh process, as the benchmarks run it
+    assert row["mmap_threshold"] == "65536" and row["setup"]["live_memory"] is True
+    assert row["peak_bytes"] >= row["loaded_bytes"] > 0
+    assert run_isolated(method, plain)["mmap_threshold"] is None
+    assert job_key(method, live) != job_key(method, plain)
