@@ -83,7 +83,7 @@ class Setup:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "none"
-    # CPU: run with glibc handing every block of 64 KiB or more back to the system when it
+    # CPU (Linux): run with glibc handing every block of 64 KiB or more back to the system when it
     # is freed, so the RSS peak is the peak of live tensors, as CUDA's max_memory_allocated
     # is; otherwise freed blocks stay in the process and the RSS holds what was live once
     # plus what the allocator kept. Steps are slower then: time is not read from such a run.
