@@ -17,10 +17,8 @@ import argparse
 import collections
 import contextlib
 
-from benchmarks.harness import RESULTS, data_name, data_path
+from benchmarks.harness import RESULTS, Method, data_name, data_path, trainable
 from benchmarks.suite import MB
-
-LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @contextlib.contextmanager
@@ -77,8 +75,6 @@ def report(rows: list[tuple[str, dict[str, float]]], tokens: int, data: str) -> 
 
 
 def main() -> None:
-    from peft import LoraConfig, inject_adapter_in_model
-
     from xgblora_engine.boosting.booster import BoosterLinear, attach_boosters, detach_boosters
     from xgblora_engine.config import RunConfig
     from xgblora_engine.data.dataset import BatchStream
@@ -105,9 +101,7 @@ def main() -> None:
         rows.append((f"XGBLoRA r=8, k={k} (lowest layer {layers[0]})",
                      saved_by_place(model, batch, lambda m: isinstance(m, BoosterLinear))))
         detach_boosters(model, boosters)
-    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=16, target_modules=LINEARS), model)
-    for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
+    trainable(model, prepared, Method("lora-r8", "lora", rank=8))  # as the comparison injects it
     lora_modules = {m for name, m in model.named_modules() if "lora_" in name}
     rows.append(("LoRA r=8", saved_by_place(model, batch, lambda m: m in lora_modules)))
     text = report(rows, batch["input_ids"].numel(), data_name(args.data))
