@@ -18,7 +18,7 @@ from xgblora_engine.boosting.ledger import BoosterLedger
 
 pytestmark = pytest.mark.slow
 
-KILLS = 10  # moments: four during start-up, six spread to past the last checkpoint
+KILLS = 8  # moments: four during start-up, four spread to past the last checkpoint
 MARK = "XGBLORA_KILL_TEST"
 # Two kills run at once, each process on one thread: the machine has two cores.
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

@@ -50,13 +50,6 @@ def test_gguf_and_ollama_f16(tiny_run, tmp_path, gguf_converter):
     assert (folder / "export.json").is_file()
 
 
-def test_gguf_q8_0(tiny_run, tmp_path, gguf_converter):
-    [result] = export_run(tiny_run, tmp_path / "q8", ["gguf"], quant="q8_0")
-    assert result.ok, result.message
-    assert (tmp_path / "q8" / "model-q8_0.gguf").is_file()
-    assert "within q8_0 rounding" in by_name(result)["GGUF weights"].detail
-
-
 @pytest.mark.parametrize("quant", ["q4_0"])  # every 4- and 5-bit type takes the same path (benchmarks/gguf_types runs all)
 def test_gguf_4_and_5_bit_types(tiny_run, tmp_path, gguf_converter, quant):
     from gguf import GGMLQuantizationType as T
