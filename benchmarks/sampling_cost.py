@@ -1,0 +1,82 @@
+"""Step time and peak of uniform against top-biased layer draws, as ratios against LoRA r=8.
+
+Autograd stops at the lowest layer that trains, so where a round's layers are drawn sets
+how far backward runs: ten uniform draws of thirty layers reach layer 1.7 on average,
+ten top-biased ones (weight ∝ depth) layer 6.3. Single 40-step timings on this machine
+move by 20 % from one run to the next, more than the difference sought, so every method
+runs ``--repeats`` times, interleaved (LoRA, uniform, top-biased, LoRA, …: a slow spell
+falls on all of them), each repeat on its own seed, and the table gives the median over
+the repeats of each run's median step. One more run each measures the live peak
+(``Setup.live_memory``: the measure of a GPU's allocator).
+
+    python -m benchmarks.sampling_cost [--data SET] [--repeats 3] [--steps 40] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+
+from benchmarks.compare import DATASETS, chosen_lr, where
+from benchmarks.harness import RESULTS, Method, add_common_flags, data_name, setup_from_args
+from benchmarks.suite import MB, describe, run_all, table
+
+WORD_DEFINITIONS = "benchmarks/data/word-definitions.jsonl"  # the set nothing was tuned on
+
+
+def arms() -> list[Method]:
+    return [Method("lora-r8", "lora", chosen_lr()["lora"], rank=8),
+            Method.engine_defaults("xgb-default"),
+            Method.engine_defaults("xgb-top-biased", sampling="top-biased"),
+            Method.engine_defaults("xgb-top-biased-k15", sampling="top-biased", k=15)]
+
+
+def interleaved(setup, methods: list[Method], repeats: int) -> list[tuple[Method, object]]:
+    return [(m, replace(setup, seed=seed)) for seed in range(repeats) for m in methods]
+
+
+def report(timed: list[dict], live: list[dict]) -> str:
+    def median_of(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in timed if r["method"]["name"] == name)
+
+    base = {key: median_of("lora-r8", key) for key in ("step_wall_s", "peak_bytes")}
+    live_of = {r["method"]["name"]: r["peak_bytes"] for r in live}
+    firsts = list({r["method"]["name"]: r for r in timed}.values())
+    columns = [
+        ("method", ":--", lambda r: describe(r["method"], r.get("k"))),
+        ("runs", "--:", lambda r: sum(x["method"]["name"] == r["method"]["name"] for x in timed)),
+        ("step s (median)", "--:", lambda r: median_of(r["method"]["name"], "step_wall_s")),
+        ("each run's step × LoRA r=8's, same repeat", ":--", lambda r: ", ".join(
+            f"{x['step_wall_s'] / y['step_wall_s']:.2f}" for x, y in zip(
+                [x for x in timed if x["method"]["name"] == r["method"]["name"]],
+                [y for y in timed if y["method"]["name"] == "lora-r8"]))),
+        ("step time ×", "--:", lambda r: median_of(r["method"]["name"], "step_wall_s") / base["step_wall_s"]),
+        ("RSS peak ×", "--:", lambda r: median_of(r["method"]["name"], "peak_bytes") / base["peak_bytes"]),
+        ("live peak MB", "--:", lambda r: live_of[r["method"]["name"]] / MB),
+        ("live peak ×", "--:", lambda r: live_of[r["method"]["name"]] / live_of["lora-r8"]),
+    ]
+    return table(firsts, columns)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(ap)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    setup = setup_from_args(args, data=WORD_DEFINITIONS, steps=40, eval_every=0, eval_examples=8, answer_items=0)
+    setup = replace(setup, seq_len=DATASETS.get(setup.data, (setup.seq_len,))[0])
+    methods, repeats = arms(), args.repeats
+    if args.quick:
+        setup, methods, repeats = replace(setup, steps=4), methods[:2], 1
+    stem = ("sampling_cost_quick_" if args.quick else "sampling_cost_") + data_name(setup.data)
+    timed = run_all(stem, interleaved(setup, methods, repeats))
+    live = run_all(stem, [(m, replace(setup, live_memory=True)) for m in methods])
+    text = (f"### {setup.data} ({setup.steps} steps, batch {setup.batch}, seq {setup.seq_len}, {where(timed[0])}, "
+            f"one run at a time, {repeats} interleaved repeats)\n\n{report(timed, live)}")
+    (RESULTS / f"{stem}.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+from benchmarks.harness import Method, Setup
+from benchmarks.sampling_cost import arms, interleaved, report
+
+
+def row(method: Method, step: float, peak_mb: float) -> dict:
+    return {"method": {"name": method.name, "kind": method.kind, "rank": method.rank, "sampling": method.sampling,
+                       "kappa": method.kappa, "lr": method.lr, "lr_rule": method.lr_rule,
+                       "optimizer_state": method.optimizer_state},
+            "k": method.k, "step_wall_s": step, "peak_bytes": peak_mb * 2**20}
+
+
+def test_repeats_take_turns_each_on_its_own_seed():
+    methods = arms()[:2]
+    jobs = interleaved(Setup(), methods, repeats=2)
+    assert [(m.name, s.seed) for m, s in jobs] == [("lora-r8", 0), ("xgb-default", 0), ("lora-r8", 1), ("xgb-default", 1)]
+
+
+def test_the_ratio_is_of_medians_over_repeats_and_each_repeat_is_paired_with_its_own_lora_run():
+    lora, top = arms()[0], arms()[2]
+    # a slow spell in the second repeat slows both; the medians are 1.0 s and 0.8 s
+    timed = [row(lora, 1.0, 100), row(top, 0.8, 70), row(lora, 2.0, 100), row(top, 1.6, 70),
+             row(lora, 0.9, 100), row(top, 0.7, 70)]
+    live = [row(lora, 0, 50), row(top, 0, 40)]
+    lines = report(timed, live).splitlines()
+    top_line = next(line for line in lines if "top-biased" in line).split(" | ")
+    assert top_line[1:] == ["3", "0.800", "0.80, 0.80, 0.78", "0.800", "0.700", "40.000", "0.800 |"]
