@@ -118,14 +118,13 @@ def count_parameters(cfg) -> tuple[int | None, str]:
     (the model is built on the meta device: no weights are read). (None, "fp32") when the
     config cannot be read this way; the caller then counts after loading."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
+    from xgblora_engine.models.loading import read_config
     from xgblora_engine.models.source import resolve_source
 
     try:
-        source = resolve_source(cfg.model.name)
-        kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-        config = AutoConfig.from_pretrained(source.path, **kwargs)
+        config = read_config(resolve_source(cfg.model.name))
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except Exception:

@@ -180,13 +180,21 @@ def model_info(cfg: ModelConfig, run: RunConfig | None = None) -> ModelInfo:
     return load_model(cfg, run=run).info
 
 
-def _describe_from_config(source: ModelSource, dtype: str, device: str) -> ModelInfo:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def read_config(source: ModelSource):
+    """The model's transformers config, without its weights. A .gguf's is read from the
+    dequantized copy when one is kept: parsing the .gguf reads its whole tokenizer too
+    (seconds for a 49k vocabulary)."""
+    from transformers import AutoConfig
 
-    location, kwargs = _location(source, need_weights=False), _gguf_kwargs(source, for_model=False)
     if source.gguf_file and (copy := gguf_cache.any_weights(source)):
-        location, kwargs = str(copy), {}  # reading a .gguf's config takes seconds
-    config = AutoConfig.from_pretrained(location, **kwargs)
+        return AutoConfig.from_pretrained(str(copy))
+    return AutoConfig.from_pretrained(_location(source, need_weights=False), **_gguf_kwargs(source, for_model=False))
+
+
+def _describe_from_config(source: ModelSource, dtype: str, device: str) -> ModelInfo:
+    from transformers import AutoModelForCausalLM
+
+    config = read_config(source)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=TORCH_DTYPES[dtype])
     return msgspec.structs.replace(describe(model, source, dtype, device, "none"), devices=[device])

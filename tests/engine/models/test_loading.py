@@ -371,3 +371,19 @@ def test_model_info_of_a_broken_folder_reports_the_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="could not load model"):
         model_info(ModelConfig(name=str(tmp_path)))
+
+
+def test_a_gguf_config_is_read_from_its_kept_copy_not_by_parsing_the_gguf_again(tmp_path, monkeypatch, tiny_llama):
+    from xgblora_engine.models import gguf_cache
+    from xgblora_engine.models.loading import read_config
+    from xgblora_engine.models.source import ModelSource
+
+    copy = tmp_path / "float32"
+    tiny_llama.save_pretrained(copy)
+    (tmp_path / "model.gguf").write_bytes(b"not a gguf: reading it would fail")
+    source = ModelSource("gguf", str(tmp_path), "model.gguf")
+    monkeypatch.setattr(gguf_cache, "any_weights", lambda s: None)
+    with pytest.raises(Exception):  # noqa: B017 - whatever transformers raises on a broken .gguf
+        read_config(source)
+    monkeypatch.setattr(gguf_cache, "any_weights", lambda s: copy if s == source else None)
+    assert read_config(source).num_hidden_layers == tiny_llama.config.num_hidden_layers
