@@ -6,7 +6,8 @@ word-definitions (larger, everyday English, tuned on by nothing). On the rank 4 
 carried between rounds too (``boost.carry_b``), with and without the per-round warmup,
 and the rate that grows as L/k (``train.lr_rule = linear``), alone and with B carried;
 the quality preset's k = 2L/3 (20 of the embedded model's 30 layers), the line search, and
-no global decay (the rate held at its peak, every round's warmup kept). Every arm
+no global decay (the rate held at its peak, every round's warmup kept); top-biased layer
+draws (weight ∝ depth: backward stops higher) at k = L/3 and at k = L/2. Every arm
 changes one thing of its base; each is paired by seed with the base's own run (the
 comparison's ``xgb-r4`` or ``xgb-default`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
@@ -52,6 +53,8 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "k 2L/3 (the quality preset)": ("xgb-default", {"k": 20}),
     "line search": ("xgb-default", {"line_search": True}),
     "no global decay": ("xgb-default", {"schedule": "constant"}),
+    "top-biased draws": ("xgb-default", {"sampling": "top-biased"}),
+    "top-biased draws, k L/2": ("xgb-default", {"sampling": "top-biased", "k": 15}),
 }
 
 
