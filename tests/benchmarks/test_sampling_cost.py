@@ -12,7 +12,8 @@ def row(method: Method, step: float, peak_mb: float) -> dict:
 def test_repeats_take_turns_each_on_its_own_seed():
     methods = arms()[:2]
     jobs = interleaved(Setup(), methods, repeats=2)
-    assert [(m.name, s.seed) for m, s in jobs] == [("lora-r8", 0), ("xgb-default", 0), ("lora-r8", 1), ("xgb-default", 1)]
+    assert [(m.name, s.seed) for m, s in jobs] == [("lora-r8", 0), ("xgb-uniform-k10", 0), ("lora-r8", 1),
+                                                 ("xgb-uniform-k10", 1)]
 
 
 def test_the_ratio_is_of_medians_over_repeats_and_each_repeat_is_paired_with_its_own_lora_run():
