@@ -19,22 +19,22 @@ import statistics
 from dataclasses import replace
 
 from benchmarks.compare import DATASETS, chosen_lr, where
-from benchmarks.harness import RESULTS, Method, add_common_flags, data_name, setup_from_args
+from benchmarks.harness import RESULTS, Method, Setup, add_common_flags, data_name, setup_from_args
 from benchmarks.suite import MB, describe, run_all, table
 
 WORD_DEFINITIONS = "benchmarks/data/word-definitions.jsonl"  # the set nothing was tuned on
 
 
 def arms() -> list[Method]:
-    """LoRA r=8, a third of the layers drawn uniformly (the earlier default) and half of
-    them top-biased (the default since): each spelled out, so the arms stay what they are
-    when the defaults move."""
+    """LoRA r=8, a third of the layers drawn uniformly (the defaults) and half of them drawn
+    top-biased (the lever measured against them): each spelled out, so the arms stay what
+    they are if the defaults move."""
     return [Method("lora-r8", "lora", chosen_lr()["lora"], rank=8),
             Method.engine_defaults("xgb-uniform-k10", sampling="uniform", k=10),
             Method.engine_defaults("xgb-top-biased-k15", sampling="top-biased", k=15)]
 
 
-def interleaved(setup, methods: list[Method], repeats: int) -> list[tuple[Method, object]]:
+def interleaved(setup: Setup, methods: list[Method], repeats: int) -> list[tuple[Method, Setup]]:
     return [(m, replace(setup, seed=seed)) for seed in range(repeats) for m in methods]
 
 
