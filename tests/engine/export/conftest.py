@@ -3,6 +3,7 @@ to answer briefly and end its turn) and run folders built around it by hand or b
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -68,16 +69,21 @@ def tiny_chat_dir(pytestconfig, tmp_path_factory, chat_tokenizer):
     """Built once (~10-30 s) and kept in pytest's cache folder between sessions."""
     import shutil
 
-    cached = Path(pytestconfig.cache.mkdir(f"xgblora-{TINY_RECIPE}"))
+    cached = Path(pytestconfig.cache.mkdir("xgblora-models")) / TINY_RECIPE
     path = tmp_path_factory.mktemp("models") / "tiny-chat"
-    if not (cached / "config.json").is_file() or not (cached / "model.safetensors").is_file():
-        model = build_tiny_chat_model(chat_tokenizer)
-        model.save_pretrained(path)
-        chat_tokenizer.save_pretrained(path)
-        shutil.rmtree(cached, ignore_errors=True)
-        shutil.copytree(path, cached)
-    else:
+    if cached.is_dir():
         shutil.copytree(cached, path)
+        return path
+    model = build_tiny_chat_model(chat_tokenizer)
+    model.save_pretrained(path)
+    chat_tokenizer.save_pretrained(path)
+    # copied then renamed whole: parallel workers (pytest -n) may build it at the same time
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+    shutil.copytree(path, partial)
+    try:
+        partial.rename(cached)
+    except OSError:  # another worker's copy landed first
+        shutil.rmtree(partial, ignore_errors=True)
     return path
 
 
