@@ -7,8 +7,9 @@ carried between rounds too (``boost.carry_b``), with and without the per-round w
 and the rate that grows as L/k (``train.lr_rule = linear``), alone and with B carried;
 the quality preset's k = 2L/3 (20 of the embedded model's 30 layers), the line search, and
 no global decay (the rate held at its peak, every round's warmup kept); top-biased layer
-draws (weight ∝ depth: backward stops higher) at k = L/3 and at k = L/2. Every arm
-changes one thing of its base; each is paired by seed with the base's own run (the
+draws (weight ∝ depth: backward stops higher) at k = L/3 and at k = L/2, and the latter
+with B carried and no round warmup (the two levers that gained at the defaults' cost,
+together). Every arm but the last changes one thing of its base; each is paired by seed with the base's own run (the
 comparison's ``xgb-r4`` or ``xgb-default`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
 twice its paired spread on every set it ran on.
@@ -55,6 +56,8 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "no global decay": ("xgb-default", {"schedule": "constant"}),
     "top-biased draws": ("xgb-default", {"sampling": "top-biased"}),
     "top-biased draws, k L/2": ("xgb-default", {"sampling": "top-biased", "k": 15}),
+    "top-biased, k L/2, B carried, no round warmup": ("xgb-default", {"sampling": "top-biased", "k": 15,
+                                                                       "optimizer_state": "carry-b", "warmup": 0}),
 }
 
 
