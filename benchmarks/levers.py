@@ -9,7 +9,8 @@ the quality preset's k = 2L/3 (20 of the embedded model's 30 layers), the line s
 no global decay (the rate held at its peak, every round's warmup kept); top-biased layer
 draws (weight ∝ depth: backward stops higher) at k = L/3 and at k = L/2, and the latter
 with B carried and no round warmup (the two levers that gained at the defaults' cost,
-together). Every arm but the last changes one thing of its base; each is paired by seed with the base's own run (the
+together), as is the quality preset's k = 2L/3. Every arm but these two changes one thing
+of its base; each is paired by seed with the base's own run (the
 comparison's ``xgb-r4`` or ``xgb-default`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
 twice its paired spread on every set it ran on.
@@ -58,6 +59,7 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "top-biased draws, k L/2": ("xgb-default", {"sampling": "top-biased", "k": 15}),
     "top-biased, k L/2, B carried, no round warmup": ("xgb-default", {"sampling": "top-biased", "k": 15,
                                                                        "optimizer_state": "carry-b", "warmup": 0}),
+    "k 2L/3, B carried, no round warmup": ("xgb-default", {"k": 20, "optimizer_state": "carry-b", "warmup": 0}),
 }
 
 
