@@ -1,4 +1,5 @@
-"""Step time and peak of uniform and top-biased layer draws, as ratios against LoRA r=8.
+"""Step time and peak of uniform and top-biased layer draws (and the latter with B carried),
+as ratios against LoRA r=8.
 
 Autograd stops at the lowest layer that trains, so where a round's layers are drawn sets
 how far backward runs: ten uniform draws of thirty layers reach layer 1.7 on average,
@@ -26,12 +27,13 @@ WORD_DEFINITIONS = "benchmarks/data/word-definitions.jsonl"  # the set nothing w
 
 
 def arms() -> list[Method]:
-    """LoRA r=8, a third of the layers drawn uniformly (the defaults) and half of them drawn
-    top-biased (the lever measured against them): each spelled out, so the arms stay what
-    they are if the defaults move."""
-    return [Method("lora-r8", "lora", chosen_lr()["lora"], rank=8),
-            Method.engine_defaults("xgb-uniform-k10", sampling="uniform", k=10),
-            Method.engine_defaults("xgb-top-biased-k15", sampling="top-biased", k=15)]
+    """LoRA r=8, a third of the layers drawn uniformly with B restarted each round, half of
+    them drawn top-biased, and that half with B carried and no round warmup: each spelled
+    out, so the arms stay what they are when the defaults move."""
+    uniform = Method.engine_defaults("xgb-uniform-k10", sampling="uniform", k=10, optimizer_state="carry", warmup=2)
+    top_biased = replace(uniform, name="xgb-top-biased-k15", sampling="top-biased", k=15)
+    return [Method("lora-r8", "lora", chosen_lr()["lora"], rank=8), uniform, top_biased,
+            replace(top_biased, name="xgb-top-biased-k15-carry-b", optimizer_state="carry-b", warmup=0)]
 
 
 def interleaved(setup: Setup, methods: list[Method], repeats: int) -> list[tuple[Method, Setup]]:
