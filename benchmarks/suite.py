@@ -122,6 +122,10 @@ def describe(m: dict, k: int | None) -> str:
         extra += f" B×{m['lr_ratio_b']:g}"
     if m.get("optimizer_state") == "carry":
         extra += " carried"
+    elif m.get("optimizer_state") == "carry-b":
+        extra += " carried with B"
+    if m.get("warmup", 2) != 2:
+        extra += f" warmup {m['warmup']}"
     rate = f"lr {m['lr']:g}" + (" scaled" if m.get("lr_rule") == "scaled" else "")
     return f"XGBLoRA r={m['rank']} k={k} κ={m['kappa']}{extra}, {rate}"
 

@@ -1,6 +1,6 @@
 import json
 
-from benchmarks.suite import add_row
+from benchmarks.suite import add_row, describe
 
 
 def _row(name: str, seed: int, loss: float) -> dict:
@@ -14,3 +14,11 @@ def test_rows_added_by_two_scripts_to_one_file_all_stay(tmp_path):
     add_row(path, _row("a", 0, 1.5))  # the same job again replaces its row
     rows = json.loads(path.read_text())["rows"]
     assert sorted((r["method"]["name"], r["final_eval_loss"]) for r in rows) == [("a", 1.5), ("b", 2.0)]
+
+
+def test_a_method_s_label_says_what_it_carries_and_a_warmup_other_than_two():
+    xgb = {"kind": "xgblora", "rank": 8, "kappa": 20, "sampling": "top-biased", "lr": 6e-3, "lr_rule": "scaled"}
+    assert describe({**xgb, "optimizer_state": "carry", "warmup": 2}, 15) == \
+        "XGBLoRA r=8 k=15 κ=20 top-biased carried, lr 0.006 scaled"
+    assert describe({**xgb, "optimizer_state": "carry-b", "warmup": 0}, 15) == \
+        "XGBLoRA r=8 k=15 κ=20 top-biased carried with B warmup 0, lr 0.006 scaled"
