@@ -91,9 +91,9 @@ def report(rows: list[dict]) -> str:
     for label, (base_name, _) in LEVERS.items():
         for data in DATASETS:
             mine = [r for r in rows if r["method"]["name"] == label and r["setup"]["data"] == data]
-            base = reference(data, base_name)
-            if not mine:
+            if not mine:  # before its base is read: a set may have no comparison yet
                 continue
+            base = reference(data, base_name)
             diff = paired(mine, base, "final_eval_loss")
             spread = statistics.stdev(diff) if len(diff) > 1 else float("nan")
             ratio = -statistics.mean(diff) / spread if spread == spread and spread > 0 else float("nan")
