@@ -233,7 +233,7 @@ def validate(cfg: RunConfig) -> None:
     for ok, message, hint in checks:
         if not ok:
             raise UserError(message, hint)
-    if b.layers is not None and b.sampling not in ("uniform", "explicit"):
+    if b.layers is not None and b.sampling not in (BoostConfig().sampling, "explicit"):  # a strategy set on purpose
         raise UserError("an explicit layer list and a sampling strategy were both given",
                         "drop --layers or the sampling setting")
     if b.layers is not None:

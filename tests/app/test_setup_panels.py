@@ -153,6 +153,10 @@ def test_rounds_and_parameters_update_live(qtbot, panel, studio):
     method.steps.setValue(205)
     method.kappa.setValue(10)
     assert "= 21 rounds" in method.summary.text() and "10 of 30 layers" in method.summary.text()
+    assert "starts from its last A" in method.summary.text()
+    method.carry_b.click()
+    assert "continues its B" in method.summary.text()
+    method.carry_b.click()
     method.k.setValue(5)
     method.rank.setValue(2)
     assert "≈ 80.6k" in method.summary.text()  # 5 layers × r 2 × 7 targets × 2 × 576

@@ -53,9 +53,15 @@ def test_presets_scale_k_with_the_model():
     assert preset_changes("fast", 30)["boost"]["layers_per_round"] == 5
     assert preset_changes("quality", 30)["boost"]["layers_per_round"] == 20
     assert preset_changes("fast", 30)["boost"]["sampling"] == "top-biased"
+
+
+def test_balanced_gives_back_the_engine_defaults_whatever_was_changed_by_hand():
     s = RunSettings()
+    s.update({"boost": {"carry_b": True, "init": "gradient", "rank": 2, "sampling": "cyclic"},
+              "train": {"round_warmup": 0}})
+    s.update(preset_changes("fast", 30))
     s.update(preset_changes("balanced", 30))
-    s.validated()
+    assert s.validated().to_dict() == RunConfig().validate().to_dict()
 
 
 def steps(n, start=1, kappa=2):

@@ -303,7 +303,8 @@ class MethodPanel(QWidget):
             rule = lr_rule_text(cfg.train.lr, cfg.boost.rank, k, n_layers, cfg.train.lr_rule)
             text += f"Boosters train at a peak rate of <b>{booster_lr:.3g}</b> ({rule}). "
         if cfg.boost.carries:
-            text += "A layer drawn again starts from its last A and Adam moments. "
+            text += ("A layer drawn again continues its B from where it stopped, with its A and Adam moments. "
+                     if cfg.boost.carry_b else "A layer drawn again starts from its last A and Adam moments. ")
         effective = cfg.train.batch_size * cfg.train.grad_accum
         text += f"Effective batch {effective} examples per step"
         if n_train:
