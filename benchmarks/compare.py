@@ -19,6 +19,8 @@ measured is what a user gets without tuning.
     python -m benchmarks.compare              # the tables: results/compare.{json,md}, plots
     python -m benchmarks.compare --model HuggingFaceTB/SmolLM2-360M-Instruct --device cuda
     python -m benchmarks.compare --data benchmarks/data/word-definitions.jsonl --only lora-r8 xgb-default
+    python -m benchmarks.compare --data benchmarks/data/word-definitions.jsonl --seeds 3,4,5  # more seeds
+    python -m benchmarks.compare --tables     # the tables and plots of every saved run, nothing run
     python -m benchmarks.compare --quick      # two methods, a few steps: the script works
 """
 
@@ -179,6 +181,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="choose each family's learning rate first")
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--all-seeds", action="store_true", help="run LoRA r=1 and the fast preset on every seed too")
+    ap.add_argument("--tables", action="store_true", help="write the tables and plots of the saved runs, run nothing")
     ap.add_argument("--only", nargs="+", metavar="METHOD", help="run these arms only, e.g. lora-r8 xgb-default "
                     "(the tables show every arm run so far)")
     args = ap.parse_args()
@@ -198,22 +201,34 @@ def main() -> None:
     datasets = [args.data] if args.data else list(DATASETS)
     if args.quick:
         core, extra, datasets = core[:2], [], datasets[:1]
-    # seed-major, core arms first: an interrupted suite still has every core arm on the first seeds
-    order = [(m, s) for s in seeds for m in core] + [(m, s) for s in seeds[:None if args.all_seeds else 1] for m in extra]
     out = "compare_quick" if args.quick else "compare"
 
-    def jobs(data: str) -> list[tuple[Method, Setup]]:
+    def jobs(data: str, seeds: list[int], extra_seeds: list[int]) -> list[tuple[Method, Setup]]:
+        """Seed-major, core arms first: an interrupted suite still has every core arm on the first seeds."""
         seq_len, steps = DATASETS.get(data, (base.seq_len, base.steps))
         setup = replace(base, data=data, seq_len=seq_len, steps=base.steps if args.steps or args.quick else steps)
+        order = [(m, s) for s in seeds for m in core] + [(m, s) for s in extra_seeds for m in extra]
         return [(m, replace(setup, seed=s)) for m, s in order]
 
-    for data in datasets:
-        run_all(f"{out}_{data_name(data)}", [(m, s) for m, s in jobs(data) if not args.only or m.name in args.only])
+    for data in [] if args.tables else datasets:
+        todo = jobs(data, seeds, seeds[:None if args.all_seeds else 1])
+        run_all(f"{out}_{data_name(data)}", [(m, s) for m, s in todo if not args.only or m.name in args.only])
+
+    def tables_of(data: str) -> list[dict]:
+        name = f"{out}_{data_name(data)}"
+        every = table_seeds(seeds, load_rows(name))
+        return saved(name, jobs(data, every, every))
+
     # the tables and plots of every set measured so far, not only of the one just run
-    sections = [section(data, rows, out) for data in dict.fromkeys(datasets + list(DATASETS))
-                if (rows := saved(f"{out}_{data_name(data)}", jobs(data)))]
+    sections = [section(data, rows, out) for data in dict.fromkeys(datasets + list(DATASETS)) if (rows := tables_of(data))]
     (RESULTS / f"{out}.md").write_text("\n".join(sections))
     print("\n".join(sections))
+
+
+def table_seeds(asked: list[int], rows: list[dict]) -> list[int]:
+    """The seeds a set's table shows: those asked for and every one run before, so a call
+    that adds seeds 3 and 4 does not hide seeds 0 to 2."""
+    return sorted(set(asked) | {r["setup"]["seed"] for r in rows})
 
 
 def saved(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:

@@ -57,3 +57,11 @@ def test_a_sweep_on_another_set_checks_the_rates_without_choosing_them(monkeypat
     assert not (tmp_path / "lr_sweep_best.json").exists()  # the comparison's rates stay the first set's
     compare.sweep(Setup(), ["lora"])
     assert (tmp_path / "lr_sweep_best.json").exists()
+
+
+def test_a_table_shows_every_seed_run_so_far_not_only_the_ones_just_asked_for():
+    from benchmarks.compare import table_seeds
+
+    rows = [{"setup": {"seed": s}} for s in (0, 1, 2, 0)]
+    assert table_seeds([3, 4], rows) == [0, 1, 2, 3, 4]
+    assert table_seeds([0], []) == [0]
