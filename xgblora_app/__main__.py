@@ -11,8 +11,8 @@ def main(argv: list[str] | None = None) -> int:
     # In a frozen bundle the worker is spawned by re-running this executable: this call
     # turns such a re-run into the worker instead of a second window. No-op otherwise.
     multiprocessing.freeze_support()
-    if missing := missing_display_library():
-        print(f"xgblora-studio: {missing}", file=sys.stderr)
+    if problem := no_display() or missing_display_library():
+        print(f"xgblora-studio: {problem}", file=sys.stderr)
         return 2
     from xgblora_app.main_window import run_app
 
@@ -23,6 +23,20 @@ def main(argv: list[str] | None = None) -> int:
 XCB_LIBRARIES = {"xcb-cursor": "libxcb-cursor0", "xcb-icccm": "libxcb-icccm4", "xcb-keysyms": "libxcb-keysyms1",
                  "xcb-image": "libxcb-image0", "xcb-render-util": "libxcb-render-util0",
                  "xkbcommon-x11": "libxkbcommon-x11-0", "xcb-shape": "libxcb-shape0", "xcb-xkb": "libxcb-xkb1"}
+
+
+def no_display() -> str | None:
+    """On Linux with neither DISPLAY nor WAYLAND_DISPLAY (an SSH session, a server), Qt
+    aborts with "could not connect to display" and advice to reinstall. Say what is wrong."""
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM", "xcb") not in ("xcb", "wayland"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("there is no display to open the window on: neither DISPLAY nor WAYLAND_DISPLAY is set. "
+            "Start it from a desktop session (over SSH: ssh -X); on a machine without one, the "
+            "engine does everything from the command line (xgblora train --help).")
 
 
 def missing_display_library() -> str | None:
