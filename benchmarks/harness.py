@@ -53,6 +53,7 @@ class Method:
     lr_ratio_b: float = 1.0  # XGBLoRA: B's learning rate over A's (LoRA+)
     line_search: bool = False  # XGBLoRA: each round merged at the multiple that lowers the loss most
     schedule: str = "cosine"  # the global decay over the run: cosine (to 0.1×) or constant
+    layers: list[int] | None = None  # XGBLoRA: the same layers every round (boost.layers) instead of drawn ones
 
     @classmethod
     def engine_defaults(cls, name: str, **changes) -> Method:
@@ -119,7 +120,7 @@ def run_config(method: Method, setup: Setup):
     t.schedule = method.schedule
     b = cfg.boost
     b.rank, b.layers_per_round, b.merge_every, b.sampling = method.rank, method.k, method.kappa, method.sampling
-    b.init, b.init_pool, b.line_search = method.init, method.init_pool, method.line_search
+    b.init, b.init_pool, b.line_search, b.layers = method.init, method.init_pool, method.line_search, method.layers
     b.carry, b.carry_b = method.optimizer_state.startswith("carry"), method.optimizer_state == "carry-b"
     if method.kind != "xgblora":  # one round of the whole run: warmup once, then cosine
         b.merge_every = setup.steps
