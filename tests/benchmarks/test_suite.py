@@ -22,3 +22,14 @@ def test_a_method_s_label_says_what_it_carries_and_a_warmup_other_than_two():
         "XGBLoRA r=8 k=15 κ=20 top-biased carried, lr 0.006 scaled"
     assert describe({**xgb, "optimizer_state": "carry-b", "warmup": 0}, 15) == \
         "XGBLoRA r=8 k=15 κ=20 top-biased carried with B warmup 0, lr 0.006 scaled"
+
+
+def test_a_method_with_fixed_layers_is_labelled_and_trains_exactly_those():
+    from dataclasses import asdict
+
+    from benchmarks.harness import Method, Setup, run_config
+
+    fixed = Method.engine_defaults("top", layers=[2, 3], optimizer_state="carry-b", warmup=0)
+    assert describe({**asdict(fixed)}, 2).startswith("XGBLoRA r=8 k=2 κ=20 layers 2–3 only carried with B")
+    cfg = run_config(fixed, Setup())
+    assert cfg.boost.layers == [2, 3] and cfg.boost.sampling == "explicit"
