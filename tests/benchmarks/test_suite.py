@@ -30,6 +30,6 @@ def test_a_method_with_fixed_layers_is_labelled_and_trains_exactly_those():
     from benchmarks.harness import Method, Setup, run_config
 
     fixed = Method.engine_defaults("top", layers=[2, 3], optimizer_state="carry-b", warmup=0)
-    assert describe({**asdict(fixed)}, 2).startswith("XGBLoRA r=8 k=2 κ=20 layers 2–3 only carried with B")
+    assert describe(asdict(fixed), 2).startswith("XGBLoRA r=8 k=2 κ=20 layers 2–3 only carried with B")
     cfg = run_config(fixed, Setup())
     assert cfg.boost.layers == [2, 3] and cfg.boost.sampling == "explicit"
