@@ -2,7 +2,7 @@
 target linear), on the same model, data order, steps, batch and sequence length, each arm
 on several seeds (mean and spread in every table).
 
-Three data sets, built offline and redistributable: the bundled ``unicode-names`` (a
+Four data sets, built offline and redistributable: the bundled ``unicode-names`` (a
 checkable answer: the character's Unicode name, scored by exact match of the greedy
 answer) and ``python-topics`` (instruction following: the first sentences of the official
 documentation, scored by token F1), ``word-definitions`` (3000 WordNet definitions of
@@ -124,7 +124,7 @@ def report(rows: list[dict], data: str) -> str:
     def ratio(key):
         return lambda g: mean_spread([r[key] for r in g], scale=1 / _mean([r[key] for r in base]))
 
-    score = "exact_match" if data in EXACT_ANSWERS else "token_f1"
+    score, score_label = ("exact_match", "exact match") if data in EXACT_ANSWERS else ("token_f1", "token F1")
     columns = [
         ("method", ":--", lambda g: describe(g[0]["method"], g[0].get("k"))),
         ("seeds", "--:", lambda g: str(len(g))),
@@ -133,7 +133,7 @@ def report(rows: list[dict], data: str) -> str:
         ("− LoRA r=8, same seed", "--:", lambda g: mean_spread(paired(g, base, "final_eval_loss"))),
         (f"@ equal CPU time ({budget:.0f} s)", "--:",
          lambda g: mean_spread([loss_at_seconds(r, budget, "train_cpu") for r in g])),
-        (score.replace("_", " ").replace("f1", "F1"), "--:", lambda g: mean_spread([r[score] for r in g])),
+        (score_label, "--:", lambda g: mean_spread([r[score] for r in g])),
         ("step time ×", "--:", ratio("step_wall_s")),
         ("step CPU ×", "--:", ratio("step_cpu_s")),
         ("peak MB", "--:", lambda g: f"{_mean([r['peak_bytes'] for r in g]) / MB:.0f}"),

@@ -8,12 +8,12 @@ and the rate that grows as L/k (``train.lr_rule = linear``), alone and with B ca
 the quality preset's k = 2L/3 (20 of the embedded model's 30 layers), the line search, and
 no global decay (the rate held at its peak, every round's warmup kept); top-biased layer
 draws (weight ∝ depth: backward stops higher) at k = L/3 and at k = L/2. Besides the
-L/k rate with B carried, two arms combine levers: the top-biased half with B carried and no round warmup (the two that had
-gained at the defaults' cost), and the quality preset's k = 2L/3 with the same carry. One arm is a diagnostic, not a
-candidate: the top half of the layers every round with B carried (LoRA on the top half,
-merged every κ steps), against the top-biased half, which draws a low layer now and then.
-Every
-other arm changes one thing of its base; each is paired by seed with the base's own run (the
+L/k rate with B carried, two arms combine levers: the top-biased half with B carried and
+no round warmup (the two that had gained at the defaults' cost), and the quality preset's
+k = 2L/3 with the same carry. One arm is a diagnostic, not a candidate: the top half of
+the layers every round with B carried (LoRA on the top half, merged every κ steps),
+against the top-biased half, which draws a low layer now and then. Every other arm
+changes one thing of its base; each is paired by seed with the base's own run (the
 comparison's ``xgb-r4`` or ``xgb-default`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
 twice its paired spread on every set it ran on.
