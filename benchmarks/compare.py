@@ -45,11 +45,13 @@ from benchmarks.suite import (
     table,
 )
 
-# data -> seq_len, steps; the third and fourth are larger and of other kinds, tuned on by
-# nothing (benchmarks/word_definitions.py, benchmarks/number_words.py)
+# data -> seq_len, steps; the third to fifth are larger and of other kinds, tuned on by
+# nothing (benchmarks/word_definitions.py, number_words.py, iso_codes.py)
 DATASETS = {"sample:unicode-names": (128, 150), "sample:python-topics": (192, 100),
-            "benchmarks/data/word-definitions.jsonl": (128, 150), "benchmarks/data/number-words.jsonl": (128, 150)}
-EXACT_ANSWERS = {"sample:unicode-names", "benchmarks/data/number-words.jsonl"}  # one right answer: exact match
+            "benchmarks/data/word-definitions.jsonl": (128, 150), "benchmarks/data/number-words.jsonl": (128, 150),
+            "benchmarks/data/iso-codes.jsonl": (128, 150)}
+EXACT_ANSWERS = {  # one right answer: exact match
+    "sample:unicode-names", "benchmarks/data/number-words.jsonl", "benchmarks/data/iso-codes.jsonl"}
 SEEDS = (0, 1, 2)
 SWEEP = {  # family -> learning rates tried
     "xgblora": [2e-3, 5e-3, 1e-2, 2e-2],
