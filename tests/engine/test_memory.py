@@ -110,8 +110,13 @@ def test_every_device_is_checked_against_its_own_free_memory():
 def test_a_measured_peak_replaces_the_estimate_of_its_device_only():
     cfg, shares = run_config(), two_gpu_shares(LLAMA8B)
     checks = memory.device_checks(LLAMA8B, cfg, shares, "bf16", lambda d: 80 * GB, measured={"cuda:1": 30 * GB})
-    assert checks[1].predicted_peak == checks[1].measured_peak == 30 * GB
+    # plus what a trial's steps do not hold yet: every drawn layer's carried booster
+    carried = memory.estimate_share(LLAMA8B, cfg, shares[1], "bf16").parts["carried boosters"]
+    assert checks[1].measured_peak == 30 * GB and checks[1].predicted_peak == 30 * GB + carried > 30 * GB
     assert checks[0].predicted_peak == memory.estimate_share(LLAMA8B, cfg, shares[0], "bf16").total
+    cfg.boost.carry = False
+    assert memory.device_checks(LLAMA8B, cfg, shares, "bf16", lambda d: 80 * GB,
+                                measured={"cuda:1": 30 * GB})[1].predicted_peak == 30 * GB
 
 
 def test_remedies_of_a_shard_are_priced_on_its_tightest_gpu():

@@ -140,16 +140,20 @@ def estimate_share(shape: Shape, cfg, share: DeviceShare, dtype: str, labelled_t
     return est
 
 
+LATER = ("merge originals", "carried boosters")  # parts that grow after a trial's steps
+
+
 def device_checks(shape: Shape, cfg, shares: list[DeviceShare], dtype: str, available_on, labelled: int | None = None,
                   tokens: int | None = None, measured: dict[str, int] | None = None) -> list[DeviceCheck]:
     """Each device's predicted peak against its own free memory (``available_on(device)``).
-    A measured trial peak replaces the estimate, plus the merge originals that only
-    accumulate later."""
+    A measured trial peak replaces the estimate, plus what only accumulates later: the
+    merge originals and the carried boosters of every layer drawn so far (the trial trains
+    one round's boosters and carries nothing)."""
     checks = []
     for share in shares:
         est = estimate_share(shape, cfg, share, dtype, labelled, tokens)
         peak = (measured or {}).get(share.device)
-        predicted = est.total if peak is None else peak + est.parts.get("merge originals", 0)
+        predicted = est.total if peak is None else peak + sum(est.parts.get(p, 0) for p in LATER)
         avail = available_on(share.device)
         checks.append(DeviceCheck(device=share.device, predicted_peak=int(predicted), available=int(avail),
                                   verdict=verdict(predicted, avail), parts=est.parts, measured_peak=peak))
