@@ -21,7 +21,7 @@ from benchmarks.suite import MB, mean_spread, run_all, table
 # The reference: rank 4, k ≈ L/3 uniform, κ = 20, 2 warmup steps per round, fresh Adam
 # state, kaiming start, at 5e-3 (the best of the rank-4 learning rates below; the
 # engine's rule gives 5.2e-3 here).
-REFERENCE = Method("reference", lr=5e-3, rank=4, kappa=20)
+REFERENCE = Method("reference", lr=5e-3, rank=4, kappa=20, k_share=1 / 3)
 
 # group -> variants: (label, changes to the method, changes to the run config)
 GROUPS: dict[str, list[tuple[str, dict, dict]]] = {

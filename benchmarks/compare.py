@@ -68,16 +68,18 @@ def methods(lr: dict[str, float]) -> tuple[list[Method], list[Method]]:
     core = [
         Method("lora-r8", "lora", lora, rank=8),  # the baseline every ratio is taken against
         Method.engine_defaults("xgb-default"),
-        # the defaults before rank 8 boosters (r = 4, carried), and before boost.carry (r = 4,
-        # every round a fresh A and fresh Adam moments)
-        Method.engine_defaults("xgb-r4", rank=4),
-        Method.engine_defaults("xgb-fresh", rank=4, optimizer_state="fresh"),
+        # the defaults before the top-biased half (a third of the layers drawn uniformly, B
+        # restarted), before that at rank 4, and before boost.carry (every round a fresh A
+        # and fresh Adam moments)
+        Method.previous_defaults("xgb-third"),
+        Method.previous_defaults("xgb-r4", rank=4),
+        Method.previous_defaults("xgb-fresh", rank=4, optimizer_state="fresh"),
     ]
     extra = [
         Method("lora-r1", "lora", lora, rank=1),
-        Method.engine_defaults("xgb-fast", k=5, sampling="top-biased"),  # the "fast" preset, 30 layers
+        Method.previous_defaults("xgb-fast", k=5, sampling="top-biased"),  # the "fast" preset, 30 layers
         # the defaults before the learning-rate rule: r=4, k≈L/3, κ=20 at a literal 1e-2, fresh rounds
-        Method.engine_defaults("xgb-lr1e-2", rank=4, lr=1e-2, lr_rule="fixed", optimizer_state="fresh"),
+        Method.previous_defaults("xgb-lr1e-2", rank=4, lr=1e-2, lr_rule="fixed", optimizer_state="fresh"),
     ]
     return core, extra
 
@@ -90,7 +92,9 @@ def sweep(base: Setup, families: list[str] | None = None, choose: bool = True) -
     for family in families:
         rates = SWEEP[family]
         kind, rank = ("lora", 8) if family == "lora" else (family, 1)
-        jobs += [(Method(f"{family}-lr{lr:g}", kind, lr, rank=rank), replace(base, answer_items=0)) for lr in rates]
+        share = 1 / 3 if kind == "xgblora" else None  # XGBLoRA's sweep ran at k = L/3
+        jobs += [(Method(f"{family}-lr{lr:g}", kind, lr, rank=rank, k_share=share), replace(base, answer_items=0))
+                 for lr in rates]
     rows = run_all("lr_sweep", jobs)
     best = {}
     for family in families:

@@ -42,7 +42,8 @@ class Method:
     kind: str = "xgblora"  # xgblora | lora | full
     lr: float = 2e-3
     rank: int = 1
-    k: int | None = None  # XGBLoRA layers per round (None: the engine default)
+    k: int | None = None  # XGBLoRA layers per round (None: k_share of the layers, else the engine default)
+    k_share: float | None = None  # XGBLoRA: k as a share of the model's layers (an earlier default's k)
     kappa: int = 10  # XGBLoRA steps per round
     sampling: str = "uniform"
     warmup: int = 2  # XGBLoRA: per round; baselines: once at the start
@@ -68,6 +69,15 @@ class Method:
                      init_pool=b.init_pool, lr_ratio_b=t.lr_ratio_b, line_search=b.line_search,
                      schedule=t.schedule)
         return replace(method, **changes)
+
+    @classmethod
+    def previous_defaults(cls, name: str, **changes) -> Method:
+        """The engine's defaults before the top-biased half became them (up to d591e7c): a
+        third of the layers drawn uniformly, B restarted at 0 after a 2-step warmup. Every
+        earlier result named "xgb-default" was run with these, and the levers change them."""
+        share = None if changes.get("k") is not None or changes.get("layers") else 1 / 3
+        previous = {"k_share": share, "sampling": "uniform", "optimizer_state": "carry", "warmup": 2}
+        return cls.engine_defaults(name, **{**previous, **changes})
 
 
 @dataclass
@@ -302,6 +312,8 @@ def run(method: Method, setup: Setup) -> dict:
     torch.manual_seed(setup.seed)
     cfg = run_config(method, setup)
     prepared = prepare(cfg, lambda event: None)
+    if method.kind == "xgblora" and method.k is None and method.layers is None and method.k_share:
+        prepared.k = cfg.boost.layers_per_round = max(1, round(len(prepared.targets_by_layer) * method.k_share))
     device = str(prepared.loaded.model.device)
     gc.collect()
     loaded = _memory_now(device)

@@ -2,7 +2,8 @@
 both bundled sets; the quality preset and the linear rule also on the third set,
 word-definitions (larger, everyday English, tuned on by nothing). On the rank 4 defaults
 (before rank 8 passed here and became the default): rank 8, 16 and 32 boosters, κ 10 and
-40, LoRA+ (B's rate ×4 and ×16), layers drawn by gradient norm. On the rank 8 defaults: B
+40, LoRA+ (B's rate ×4 and ×16), layers drawn by gradient norm. On the rank 8 defaults of then
+(a third of the layers drawn uniformly, B restarted; ``Method.previous_defaults``): B
 carried between rounds too (``boost.carry_b``), with and without the per-round warmup,
 and the rate that grows as L/k (``train.lr_rule = linear``), alone and with B carried;
 the quality preset's k = 2L/3 (20 of the embedded model's 30 layers), the line search, and
@@ -14,7 +15,7 @@ k = 2L/3 with the same carry. One arm is a diagnostic, not a candidate: the top 
 the layers every round with B carried (LoRA on the top half, merged every κ steps),
 against the top-biased half, which draws a low layer now and then. Every other arm
 changes one thing of its base; each is paired by seed with the base's own run (the
-comparison's ``xgb-r4`` or ``xgb-default`` rows, the same runs: a run is deterministic
+comparison's ``xgb-r4`` or ``xgb-third`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
 twice its paired spread on every set it ran on.
 
@@ -39,7 +40,7 @@ from benchmarks.suite import load_rows, mean_spread, run_all
 
 BASES = {  # the comparison's rows a lever is paired with -> (what they are, what they change of the defaults)
     "xgb-r4": ("rank 4", {"rank": 4}),
-    "xgb-default": ("rank 8", {}),
+    "xgb-third": ("rank 8", {}),
 }
 LEVERS = {  # label -> (its base, what changes from that base)
     "rank 8": ("xgb-r4", {"rank": 8}),
@@ -50,28 +51,28 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "B ×4 (LoRA+)": ("xgb-r4", {"lr_ratio_b": 4.0}),
     "B ×16 (LoRA+)": ("xgb-r4", {"lr_ratio_b": 16.0}),
     "layers ∝ gradient norm": ("xgb-r4", {"sampling": "gradient"}),
-    "B carried too": ("xgb-default", {"optimizer_state": "carry-b"}),
-    "B carried too, no round warmup": ("xgb-default", {"optimizer_state": "carry-b", "warmup": 0}),
-    "lr ∝ L/k": ("xgb-default", {"lr_rule": "linear"}),
-    "lr ∝ L/k, B carried, no round warmup": ("xgb-default", {"lr_rule": "linear", "optimizer_state": "carry-b",
+    "B carried too": ("xgb-third", {"optimizer_state": "carry-b"}),
+    "B carried too, no round warmup": ("xgb-third", {"optimizer_state": "carry-b", "warmup": 0}),
+    "lr ∝ L/k": ("xgb-third", {"lr_rule": "linear"}),
+    "lr ∝ L/k, B carried, no round warmup": ("xgb-third", {"lr_rule": "linear", "optimizer_state": "carry-b",
                                                               "warmup": 0}),
-    "k 2L/3 (the quality preset)": ("xgb-default", {"k": 20}),
-    "line search": ("xgb-default", {"line_search": True}),
-    "no global decay": ("xgb-default", {"schedule": "constant"}),
-    "top-biased draws": ("xgb-default", {"sampling": "top-biased"}),
-    "top-biased draws, k L/2": ("xgb-default", {"sampling": "top-biased", "k": 15}),
-    "top-biased, k L/2, B carried, no round warmup": ("xgb-default", {"sampling": "top-biased", "k": 15,
+    "k 2L/3 (the quality preset)": ("xgb-third", {"k": 20}),
+    "line search": ("xgb-third", {"line_search": True}),
+    "no global decay": ("xgb-third", {"schedule": "constant"}),
+    "top-biased draws": ("xgb-third", {"sampling": "top-biased"}),
+    "top-biased draws, k L/2": ("xgb-third", {"sampling": "top-biased", "k": 15}),
+    "top-biased, k L/2, B carried, no round warmup": ("xgb-third", {"sampling": "top-biased", "k": 15,
                                                                        "optimizer_state": "carry-b", "warmup": 0}),
-    "k 2L/3, B carried, no round warmup": ("xgb-default", {"k": 20, "optimizer_state": "carry-b", "warmup": 0}),
+    "k 2L/3, B carried, no round warmup": ("xgb-third", {"k": 20, "optimizer_state": "carry-b", "warmup": 0}),
     # a diagnostic, not a candidate: the top half every round, so the low layers never train
-    "top half only, B carried, no round warmup": ("xgb-default", {"layers": list(range(15, 30)),
+    "top half only, B carried, no round warmup": ("xgb-third", {"layers": list(range(15, 30)),
                                                                    "optimizer_state": "carry-b", "warmup": 0}),
 }
 
 
 def lever_method(label: str) -> Method:
     base, changes = LEVERS[label]
-    return Method.engine_defaults(label, **{**BASES[base][1], **changes})
+    return Method.previous_defaults(label, **{**BASES[base][1], **changes})
 
 
 def setups(seeds: list[int], sets: list[str]) -> list[Setup]:
@@ -118,7 +119,7 @@ def report(rows: list[dict]) -> str:
 def cost(label: str) -> str:
     """Step time and peak of the lever and of its base, one run at a time."""
     base = LEVERS[label][0]
-    pair = [Method.engine_defaults(base, **BASES[base][1]), lever_method(label)]
+    pair = [Method.previous_defaults(base, **BASES[base][1]), lever_method(label)]
     lines = [f"#### {label}", "", "| set | method | step s | step time × | peak MB | peak × |",
              "|:--|:--|--:|--:|--:|--:|"]
     for data, (seq_len, _) in DATASETS.items():

@@ -103,7 +103,7 @@ def main() -> None:
     add_common_flags(ap)
     args = ap.parse_args()
     setup = setup_from_args(args, data="sample:unicode-names", steps=100, eval_every=0)
-    method = Method("xgb-kappa5", lr=chosen_lr()["xgblora"], kappa=5)  # many rounds: many roundings
+    method = Method("xgb-kappa5", lr=chosen_lr()["xgblora"], kappa=5, k_share=1 / 3)  # many rounds: many roundings
     if args.quick:
         setup = replace(setup, steps=4, eval_examples=4)
         method = replace(method, kappa=2)

@@ -27,7 +27,7 @@ def main() -> None:
                             eval_examples=8, answer_items=0)
     if args.quick:
         setup = replace(setup, steps=2, eval_every=1, eval_examples=2)
-    method = Method("xgb-kappa3", lr=chosen_lr()["xgblora"], kappa=3)  # two merges even in a short run
+    method = Method("xgb-kappa3", lr=chosen_lr()["xgblora"], kappa=3, k_share=1 / 3)  # two merges even in a short run
     name = "quantized_base_quick" if args.quick else "quantized_base"
     rows = run_all(name, [(method, setup), (method, replace(setup, quantize="4bit"))])
     base = rows[0]

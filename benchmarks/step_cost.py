@@ -56,7 +56,7 @@ def main() -> None:
     base = setup_from_args(args, steps=40, eval_every=0, eval_examples=8, answer_items=0)
     core, extra = methods(chosen_lr())
     # LoRA r=8, the defaults, LoRA r=1, the fast preset, and the quality preset (30 layers)
-    chosen = core[:2] + extra[:2] + [Method.engine_defaults("xgb-quality", k=20)]
+    chosen = core[:2] + extra[:2] + [Method.engine_defaults("xgb-quality", k=20, sampling="uniform")]
     if args.quick:
         base, chosen = replace(base, steps=4), chosen[:2]
     sections = []

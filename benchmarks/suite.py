@@ -115,9 +115,10 @@ def describe(m: dict, k: int | None) -> str:
         return "full fine-tuning"
     if m["kind"] == "lora":
         return f"LoRA r={m['rank']}"
-    extra = "" if m["sampling"] == "uniform" else f" {m['sampling']}"
-    if m.get("layers"):
-        extra += f" layers {m['layers'][0]}–{m['layers'][-1]} only"
+    if m.get("layers"):  # the same layers every round: nothing is drawn
+        extra = f" layers {m['layers'][0]}–{m['layers'][-1]} only"
+    else:
+        extra = "" if m["sampling"] == "uniform" else f" {m['sampling']}"
     if m.get("init", "kaiming") != "kaiming":
         extra += f" {m['init']} start"
     if m.get("lr_ratio_b", 1.0) != 1.0:

@@ -52,15 +52,15 @@ class BoostConfig:
     rank: int = field(default=8, metadata={"help": "rank r of each booster; the paper uses r=1, r=8 learned more per step than r=4 at the same step time and memory, on three seeds of two data sets (docs/benchmarks.md)"})
     alpha: float | None = field(default=None, metadata={"help": "booster scale is alpha/r; default 2r (scale 2)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the booster's input"})
-    layers_per_round: int | None = field(default=None, metadata={"help": "k, layers boosted per round; default about a third of the layers"})
+    layers_per_round: int | None = field(default=None, metadata={"help": "k, layers boosted per round; default half the layers, drawn top-biased"})
     layers: list[int] | None = field(default=None, metadata={"help": "explicit layer list used every round instead of sampling"})
     merge_every: int = field(default=20, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
-    sampling: str = field(default="uniform", metadata={"help": "how layers are drawn: uniform, cyclic (every layer once per ⌈L/k⌉ rounds), stratified (spread over depth), top-biased (cheaper backward) or gradient (∝ each layer's gradient norm, measured by one extra pass per round)"})
+    sampling: str = field(default="top-biased", metadata={"help": "how layers are drawn: top-biased (weight ∝ depth: backward stops higher, so rounds are cheaper; every layer stays drawable), uniform, cyclic (every layer once per ⌈L/k⌉ rounds), stratified (spread over depth) or gradient (∝ each layer's gradient norm, measured by one extra pass per round)"})
     init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (A along the top directions of the round's first weight gradient) or offset (A and B both random, their start subtracted)"})
     init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
     carry: bool = field(default=True, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (B still starts at 0), instead of a fresh A and fresh moments; with the kaiming start (the gradient and offset starts set A themselves)"})
     line_search: bool = field(default=False, metadata={"help": "merge each round's update at the multiple (0 to 2) that lowers the loss of the next batch most, a parabola through 0, 1 and 2 (gradient boosting's line search), instead of as trained; three forward passes a round. Measured worse than merging as trained on three data sets (seed 0): one batch is too noisy a judge (docs/method.md)"})
-    carry_b: bool = field(default=False, metadata={"help": "with carry: B too resumes from the layer's last booster, and that start B0·A0 is subtracted, so attaching still changes nothing; a layer drawn again continues where it stopped instead of growing B from 0"})
+    carry_b: bool = field(default=True, metadata={"help": "with carry: B too resumes from the layer's last booster, and that start B0·A0 is subtracted, so attaching still changes nothing; a layer drawn again continues where it stopped instead of growing B from 0"})
 
     @property
     def carries(self) -> bool:
@@ -78,7 +78,7 @@ class TrainConfig:
     lr: float = field(default=6e-3, metadata={"help": "peak learning rate; with the scaled rule, the rate of a rank-1 booster on every layer (boosters train at lr·sqrt(L/(k·r)))"})
     batch_size: int = field(default=4, metadata={"help": "examples per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    round_warmup: int = field(default=2, metadata={"help": "warmup steps at the start of every round (fresh Adam state)"})
+    round_warmup: int = field(default=0, metadata={"help": "warmup steps at the start of every round; for rounds that start cold (no carry, or B restarted at 0), 2 tames the first steps of fresh Adam state"})
     schedule: str = field(default="cosine", metadata={"help": "global LR decay over the run: cosine or constant"})
     lr_rule: str = field(default="scaled", metadata={"help": "scaled: the boosters train at lr·sqrt(L/(k·r)), so lr carries across rank and layers per round; fixed: at lr as given"})
     lr_ratio_b: float = field(default=1.0, metadata={"help": "learning rate of the boosters' B factors relative to A's (LoRA+; 1 = the same)"})
@@ -121,12 +121,14 @@ class RunConfig:
 def as_then(raw: dict[str, Any]) -> dict[str, Any]:
     """Saved settings (a run's config.yaml, the window's last settings) with what they
     predate made explicit: settings written before the learning-rate rule meant lr
-    literally, and those written before boost.carry started every round fresh."""
+    literally, those written before boost.carry started every round fresh, and those
+    written before boost.carry_b restarted B at 0."""
     train, boost = raw.get("train") or {}, raw.get("boost") or {}
     if isinstance(train, dict) and "lr" in train and "lr_rule" not in train:
         raw = {**raw, "train": {**train, "lr_rule": "fixed"}}
-    if isinstance(boost, dict) and boost and "carry" not in boost:
-        raw = {**raw, "boost": {**boost, "carry": False}}
+    if isinstance(boost, dict) and boost:
+        then = {"carry": False, "carry_b": False}
+        raw = {**raw, "boost": {**{key: v for key, v in then.items() if key not in boost}, **boost}}
     return raw
 
 

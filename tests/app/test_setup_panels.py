@@ -152,10 +152,10 @@ def test_rounds_and_parameters_update_live(qtbot, panel, studio):
     method = panel(MethodPanel)
     method.steps.setValue(205)
     method.kappa.setValue(10)
-    assert "= 21 rounds" in method.summary.text() and "10 of 30 layers" in method.summary.text()
-    assert "starts from its last A" in method.summary.text()
-    method.carry_b.click()
+    assert "= 21 rounds" in method.summary.text() and "15 of 30 layers" in method.summary.text()
     assert "continues its B" in method.summary.text()
+    method.carry_b.click()
+    assert "starts from its last A" in method.summary.text()
     method.carry_b.click()
     method.k.setValue(5)
     method.rank.setValue(2)
@@ -194,7 +194,7 @@ def test_carrying_between_rounds_is_a_click(qtbot, panel, studio):
     studio.settings.set("boost", "carry", not carry)  # and back, from the settings
     assert method.carry.isChecked() is (not carry)
     studio.settings.set("boost", "carry", True)
-    qtbot.mouseClick(method.carry_b, Qt.MouseButton.LeftButton)  # B too
+    qtbot.mouseClick(method.carry_b, Qt.MouseButton.LeftButton)  # B toggled
     assert studio.settings.get("boost", "carry_b") is not RunConfig().boost.carry_b
     assert "Cost:" in method.carry_b.toolTip()
     studio.settings.set("boost", "carry", False)

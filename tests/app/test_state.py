@@ -33,7 +33,7 @@ def test_rounds_and_trainable_parameters_follow_the_settings():
     assert s.trainable_params(INFO) == 10 * 2 * 7 * 2 * 576  # hidden × hidden estimate per target
     assert s.trainable_params(None) is None
     s.set("boost", "layers_per_round", None)
-    assert s.k(30) == 10 and s.k(None) is None
+    assert s.k(30) == 15 and s.k(None) is None
 
 
 def test_changes_are_announced_once_and_bad_values_rejected():
@@ -53,12 +53,20 @@ def test_presets_scale_k_with_the_model():
     assert preset_changes("fast", 30)["boost"]["layers_per_round"] == 5
     assert preset_changes("quality", 30)["boost"]["layers_per_round"] == 20
     assert preset_changes("fast", 30)["boost"]["sampling"] == "top-biased"
+    assert preset_changes("balanced", 30)["boost"]["layers_per_round"] is None  # the engine's own: half
+
+
+def test_each_preset_sets_what_it_was_measured_with():
+    fast, quality = preset_changes("fast", 30), preset_changes("quality", 30)
+    assert (fast["boost"]["carry_b"], fast["train"]["round_warmup"]) == (False, 2)
+    assert (quality["boost"]["carry_b"], quality["train"]["round_warmup"], quality["boost"]["sampling"]) == \
+        (True, 0, "uniform")
 
 
 def test_balanced_gives_back_the_engine_defaults_whatever_was_changed_by_hand():
     s = RunSettings()
-    s.update({"boost": {"carry_b": True, "init": "gradient", "rank": 2, "sampling": "cyclic"},
-              "train": {"round_warmup": 0}})
+    s.update({"boost": {"carry_b": False, "init": "gradient", "rank": 2, "sampling": "cyclic"},
+              "train": {"round_warmup": 3}})
     s.update(preset_changes("fast", 30))
     s.update(preset_changes("balanced", 30))
     assert s.validated().to_dict() == RunConfig().validate().to_dict()

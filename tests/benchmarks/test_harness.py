@@ -42,6 +42,15 @@ def test_every_method_trains_and_reports(tiny_setup, method):
         assert r["merge_fraction"] is None
 
 
+def test_the_previous_defaults_keep_a_third_of_the_layers_drawn_uniformly_with_b_restarted(tiny_setup):
+    setup = replace(tiny_setup, steps=2, answer_items=0)
+    before = Method.previous_defaults("before", kappa=2)
+    assert (before.sampling, before.optimizer_state, before.warmup) == ("uniform", "carry", 2)
+    assert run(before, setup)["k"] == 1  # a third of the tiny model's 4 layers
+    assert run(Method.engine_defaults("now", kappa=2), setup)["k"] == 2  # the engine's own: half
+    assert run(Method.previous_defaults("explicit", k=3, kappa=2), setup)["k"] == 3
+
+
 def test_carried_adam_moments_change_only_the_rounds_after_the_first(tiny_setup):
     every_layer = Method("fresh", lr=3e-2, k=4, kappa=2)  # each round boosts the same modules again
     fresh = run(every_layer, tiny_setup)

@@ -54,7 +54,7 @@ def test_tiny_run_and_flags_win_over_config(capsys, tmp_path, tiny_model_dir, ti
 
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["boost"]["rank"] == 2 and resolved["boost"]["merge_every"] == 2
-    assert resolved["train"]["max_steps"] == 6 and resolved["boost"]["layers_per_round"] == 1
+    assert resolved["train"]["max_steps"] == 6 and resolved["boost"]["layers_per_round"] == 2  # half of 4
     code, err = run_cli(capsys, "train", "--model", str(tiny_model_dir), "--data", str(tiny_data), "--out", str(out))
     assert code == 2 and "already holds a run" in err
 

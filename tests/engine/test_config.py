@@ -67,6 +67,13 @@ def test_a_saved_run_config_from_before_carry_starts_every_round_fresh():
     assert RunConfig.from_saved(RunConfig().to_dict()).boost.carry is True
 
 
+def test_a_saved_run_config_from_before_carry_b_restarts_b_at_zero():
+    saved = RunConfig().to_dict()
+    del saved["boost"]["carry_b"]
+    assert RunConfig.from_saved(saved).boost.carry_b is False and RunConfig().boost.carry_b is True
+    assert RunConfig.from_saved(RunConfig().to_dict()).boost.carry_b is True
+
+
 def test_only_the_kaiming_start_carries():
     cfg = RunConfig()
     assert cfg.boost.carries

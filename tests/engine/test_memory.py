@@ -135,7 +135,7 @@ def test_the_estimate_counts_boosters_with_the_run_s_own_k_rule():
         return memory.estimate(LLAMA8B, cfg, "cuda", "bf16").parts["boosters + optimizer"]
 
     assert boosters(layers=[0, 5, 31]) == boosters(k=3)  # an explicit list trains its own length
-    assert boosters() == boosters(k=11)  # unset: about a third of 32 layers
+    assert boosters() == boosters(k=16)  # unset: half of 32 layers
     first = two_gpu_shares(LLAMA8B)[0]
     cfg = run_config(k=None)
     cfg.boost.layers = list(range(20))  # 20 layers, at most 16 of them on one GPU

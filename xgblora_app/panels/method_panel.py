@@ -42,7 +42,7 @@ COSTS = {
     "batch_size": "activation memory grows linearly; the biggest memory lever",
     "grad_accum": "same memory as one micro-batch, proportionally slower steps",
     "seq_len": "activation and logits memory grow linearly with the sequence length",
-    "round_warmup": "a few damped steps at the start of every round",
+    "round_warmup": "a few damped steps at the start of every round: for rounds that start cold (B restarted or nothing carried)",
     "init": "gradient: one sketch of the first step's gradient per round, well under 1% of a round",
     "lr_rule": "scaled and linear keep one learning rate right when rank or layers per round change "
                "(scaled: lr·√(L/(k·r)); linear: lr·(L/k)/√r); fixed trains at the rate as given",
@@ -111,7 +111,7 @@ class MethodPanel(QWidget):
         box = QGroupBox("Boosting")
         form = QFormLayout(box)
         self.rank = b.spin("boost", "rank", 1, 256)
-        self.k = b.spin("boost", "layers_per_round", 0, 1024, auto_text="auto (≈ a third)")
+        self.k = b.spin("boost", "layers_per_round", 0, 1024, auto_text="auto (≈ half)")
         self.sampling = b.combo("boost", "sampling", SAMPLINGS)
         self.kappa = b.spin("boost", "merge_every", 1, 100_000)
         self.warmup = b.spin("train", "round_warmup", 0, 10_000)
@@ -289,7 +289,7 @@ class MethodPanel(QWidget):
         self.carry_b.setEnabled(cfg.boost.carries)
         text = (f"<b>T = ⌈{cfg.train.max_steps} / {cfg.boost.merge_every}⌉ = {s.rounds()} rounds</b> of "
                 f"{cfg.boost.merge_every} steps, each boosting "
-                + (f"<b>{k} of {n_layers} layers</b>" if k and n_layers else "about a third of the layers")
+                + (f"<b>{k} of {n_layers} layers</b>" if k and n_layers else "about half the layers")
                 + f" with rank-{cfg.boost.rank} boosters. ")
         params = s.trainable_params(info)
         if params is not None:

@@ -61,8 +61,8 @@ def test_k_out_of_range_and_explicit_layers():
         sample_layers(30, 0, 0, 1, "explicit", [30])
 
 
-def test_default_k_is_a_third():
-    assert default_k(30) == 10 and default_k(32) == 11 and default_k(2) == 1
+def test_default_k_is_half():
+    assert default_k(30) == 15 and default_k(32) == 16 and default_k(2) == 1 and default_k(1) == 1
 
 
 def test_k_is_the_explicit_list_then_the_chosen_k_then_the_default():

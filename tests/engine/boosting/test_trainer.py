@@ -197,7 +197,7 @@ def test_batches_go_to_the_input_embeddings_and_targets_follow_the_logits(tiny_l
 
 def test_carry_starts_a_layer_drawn_again_from_its_last_a_and_moments(tiny_llama):
     cfg = config()
-    cfg.boost.layers, cfg.boost.sampling, cfg.boost.carry = [1, 2], "explicit", True
+    cfg.boost.layers, cfg.boost.sampling, cfg.boost.carry, cfg.boost.carry_b = [1, 2], "explicit", True, False
     trainer = make_trainer(tiny_llama, cfg)
     started, attach = [], trainer.attach
 

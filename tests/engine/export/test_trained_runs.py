@@ -45,4 +45,4 @@ def test_trained_run_exports_full_precision_merged_weights(tiny_chat_dir, tmp_pa
         key = ledger.modules()[0] + ".weight"
         packed, state = bnbf.quantize_4bit(original[key], quant_type="nf4")
         nf4_error = (bnbf.dequantize_4bit(packed, state) - original[key]).abs().max()
-        assert nf4_error > 100 * ledger.delta(ledger.modules()[0]).abs().max()
+        assert nf4_error > 20 * ledger.delta(ledger.modules()[0]).abs().max()

@@ -211,7 +211,8 @@ def test_plan_from_a_model_folder_with_made_up_gpus(tiny_model_dir, monkeypatch)
     monkeypatch.setattr(sharding, "free_memory", lambda gpus: {i: memory.CUDA_RUNTIME + 400 * KB for i in gpus})
     cfg = RunConfig()
     cfg.train.batch_size, cfg.data.seq_len = 1, 16
-    cfg.boost.rank = 4  # the made-up budget is sized for the boosters' reserve at rank 4
+    # the made-up budget is sized for the boosters' reserve at rank 4, one layer a round
+    cfg.boost.rank, cfg.boost.layers_per_round = 4, 1
     device_map = sharding.shard_device_map(str(tiny_model_dir), {}, cfg, "fp32", torch.float32, [0, 1], "none")
     assert {device_map[f"model.layers.{i}"] for i in range(4)} == {0, 1}
     model = empty_model(str(tiny_model_dir), {})
