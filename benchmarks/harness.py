@@ -72,7 +72,7 @@ class Method:
 
     @classmethod
     def previous_defaults(cls, name: str, **changes) -> Method:
-        """The engine's defaults before the top-biased half became them (up to d591e7c): a
+        """The engine's defaults before the top-biased half became them (up to b4dfa7d): a
         third of the layers drawn uniformly, B restarted at 0 after a 2-step warmup. Every
         earlier result named "xgb-default" was run with these, and the levers change them."""
         share = None if changes.get("k") is not None or changes.get("layers") else 1 / 3

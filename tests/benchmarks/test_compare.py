@@ -45,6 +45,28 @@ def test_a_table_shows_the_saved_runs_of_the_present_arms_only(monkeypatch, tmp_
         [("lora-r8", 0), ("lora-r8", 1)]
 
 
+def test_a_run_without_greedy_answers_stands_in_for_its_job_and_its_score_shows_as_missing(monkeypatch, tmp_path):
+    from dataclasses import asdict, replace
+
+    from benchmarks import compare, suite
+    from benchmarks.harness import Method, Setup
+
+    monkeypatch.setattr(suite, "RESULTS", tmp_path)
+    lora, xgb, setup = Method("lora-r8", "lora", rank=8), Method.engine_defaults("xgb-default"), Setup(answer_items=16)
+    rows = [{"method": asdict(lora), "setup": asdict(setup), "final_eval_loss": 2.0, "exact_match": 0.5},
+            {"method": asdict(xgb), "setup": asdict(replace(setup, answer_items=0)), "final_eval_loss": 2.1},
+            {"method": asdict(xgb), "setup": asdict(replace(setup, seed=1, steps=7)), "final_eval_loss": 9.0}]
+    suite.save(tmp_path / "compare_x.json", rows)
+    found = compare.saved("compare_x", [(lora, setup), (xgb, setup)])
+    assert [r["final_eval_loss"] for r in found] == [2.0, 2.1]  # not the run of other steps
+    for row in found:
+        row.update(evals=[{"step": 0, "loss": 3.0, "train_cpu": 0.0}, {"step": 10, "loss": row["final_eval_loss"],
+                                                                       "train_cpu": 10.0}],
+                   train_cpu_s=10.0, step_wall_s=1.0, step_cpu_s=1.0, peak_bytes=1, merge_fraction=None)
+    xgb_line = compare.report(found, "sample:unicode-names").splitlines()[-1]
+    assert xgb_line.split(" | ")[5] == "–"  # exact match: not scored in that run
+
+
 def test_a_sweep_on_another_set_checks_the_rates_without_choosing_them(monkeypatch, tmp_path):
     from benchmarks import compare
     from benchmarks.harness import Setup
