@@ -1,5 +1,6 @@
-"""Build benchmarks/data/iso-codes.jsonl: a fifth data set for the comparisons, added after
-every default and lever was chosen, so nothing was tuned on it. It asks for the names
+"""Build benchmarks/data/iso-codes.jsonl: a fifth data set for the comparisons, built to
+test the second decision on the default after the rule for it was written down
+(benchmarks/results/default_rule.md); nothing was tuned on it. It asks for the names
 behind the codes of ISO 3166 and 4217, in three forms:
 
     "What is the ISO 3166-2 subdivision 'AD-02'?" -> "Canillo, a parish of Andorra"

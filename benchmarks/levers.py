@@ -55,18 +55,18 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "B carried too, no round warmup": ("xgb-third", {"optimizer_state": "carry-b", "warmup": 0}),
     "lr ∝ L/k": ("xgb-third", {"lr_rule": "linear"}),
     "lr ∝ L/k, B carried, no round warmup": ("xgb-third", {"lr_rule": "linear", "optimizer_state": "carry-b",
-                                                              "warmup": 0}),
+                                                           "warmup": 0}),
     "k 2L/3 (the quality preset)": ("xgb-third", {"k": 20}),
     "line search": ("xgb-third", {"line_search": True}),
     "no global decay": ("xgb-third", {"schedule": "constant"}),
     "top-biased draws": ("xgb-third", {"sampling": "top-biased"}),
     "top-biased draws, k L/2": ("xgb-third", {"sampling": "top-biased", "k": 15}),
     "top-biased, k L/2, B carried, no round warmup": ("xgb-third", {"sampling": "top-biased", "k": 15,
-                                                                       "optimizer_state": "carry-b", "warmup": 0}),
+                                                                    "optimizer_state": "carry-b", "warmup": 0}),
     "k 2L/3, B carried, no round warmup": ("xgb-third", {"k": 20, "optimizer_state": "carry-b", "warmup": 0}),
     # a diagnostic, not a candidate: the top half every round, so the low layers never train
     "top half only, B carried, no round warmup": ("xgb-third", {"layers": list(range(15, 30)),
-                                                                   "optimizer_state": "carry-b", "warmup": 0}),
+                                                                "optimizer_state": "carry-b", "warmup": 0}),
 }
 
 
