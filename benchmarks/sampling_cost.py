@@ -1,5 +1,6 @@
-"""Step time and peak of uniform and top-biased layer draws (and the latter with B carried),
-as ratios against LoRA r=8.
+"""Step time and peak of uniform and top-biased layer draws (the latter also with B carried,
+the defaults, and two thirds uniform with B carried, the quality preset), as ratios against
+LoRA r=8.
 
 Autograd stops at the lowest layer that trains, so where a round's layers are drawn sets
 how far backward runs: ten uniform draws of thirty layers reach layer 1.7 on average,
@@ -27,13 +28,16 @@ WORD_DEFINITIONS = "benchmarks/data/word-definitions.jsonl"  # the set nothing w
 
 
 def arms() -> list[Method]:
-    """LoRA r=8, a third of the layers drawn uniformly with B restarted each round, half of
-    them drawn top-biased, and that half with B carried and no round warmup: each spelled
-    out, so the arms stay what they are when the defaults move."""
+    """LoRA r=8, a third of the layers drawn uniformly with B restarted each round (the
+    previous defaults), half of them drawn top-biased, that half with B carried and no round
+    warmup (the defaults now), and two thirds drawn uniformly with B carried (the quality
+    preset now): each spelled out, so the arms stay what they are when the defaults move."""
     uniform = Method.engine_defaults("xgb-uniform-k10", sampling="uniform", k=10, optimizer_state="carry", warmup=2)
     top_biased = replace(uniform, name="xgb-top-biased-k15", sampling="top-biased", k=15)
+    carried = {"optimizer_state": "carry-b", "warmup": 0}
     return [Method("lora-r8", "lora", chosen_lr()["lora"], rank=8), uniform, top_biased,
-            replace(top_biased, name="xgb-top-biased-k15-carry-b", optimizer_state="carry-b", warmup=0)]
+            replace(top_biased, name="xgb-top-biased-k15-carry-b", **carried),
+            replace(uniform, name="xgb-uniform-k20-carry-b", k=20, **carried)]
 
 
 def interleaved(setup: Setup, methods: list[Method], repeats: int) -> list[tuple[Method, Setup]]:

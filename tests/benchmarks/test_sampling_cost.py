@@ -28,7 +28,8 @@ def test_the_ratio_is_of_medians_over_repeats_and_each_repeat_is_paired_with_its
 
 
 def test_the_arms_are_spelled_out_so_they_stay_what_they_are_when_the_defaults_move():
-    _, uniform, top, carried = arms()
+    _, uniform, top, carried, quality = arms()
     assert (uniform.sampling, uniform.k, uniform.optimizer_state, uniform.warmup) == ("uniform", 10, "carry", 2)
     assert (top.sampling, top.k, top.optimizer_state, top.warmup) == ("top-biased", 15, "carry", 2)
     assert (carried.sampling, carried.k, carried.optimizer_state, carried.warmup) == ("top-biased", 15, "carry-b", 0)
+    assert (quality.sampling, quality.k, quality.optimizer_state, quality.warmup) == ("uniform", 20, "carry-b", 0)
