@@ -139,7 +139,7 @@ def report(rows: list[dict], data: str) -> str:
         ("− LoRA r=8, same seed", "--:", lambda g: mean_spread(paired(g, base, "final_eval_loss"))),
         (f"@ equal CPU time ({budget:.0f} s)", "--:",
          lambda g: mean_spread([loss_at_seconds(r, budget, "train_cpu") for r in g])),
-        (score_label, "--:", lambda g: mean_spread([r[score] for r in g]) if all(score in r for r in g) else "–"),
+        (score_label, "--:", lambda g: scored(g, score)),
         ("step time ×", "--:", ratio("step_wall_s")),
         ("step CPU ×", "--:", ratio("step_cpu_s")),
         ("peak MB", "--:", lambda g: f"{_mean([r['peak_bytes'] for r in g]) / MB:.0f}"),
@@ -235,6 +235,15 @@ def table_seeds(asked: list[int], rows: list[dict]) -> list[int]:
     """The seeds a set's table shows: those asked for and every one run before, so a call
     that adds seeds 3 and 4 does not hide seeds 0 to 2."""
     return sorted(set(asked) | {r["setup"]["seed"] for r in rows})
+
+
+def scored(group: list[dict], score: str) -> str:
+    """The greedy answers' score over the seeds that answered ("–" if none did; a run that
+    stands in for its job has no answers)."""
+    values = [r[score] for r in group if score in r]
+    if not values:
+        return "–"
+    return mean_spread(values) + ("" if len(values) == len(group) else f" ({len(values)} of {len(group)} seeds)")
 
 
 def saved(name: str, jobs: list[tuple[Method, Setup]]) -> list[dict]:

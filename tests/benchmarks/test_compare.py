@@ -65,6 +65,7 @@ def test_a_run_without_greedy_answers_stands_in_for_its_job_and_its_score_shows_
                    train_cpu_s=10.0, step_wall_s=1.0, step_cpu_s=1.0, peak_bytes=1, merge_fraction=None)
     xgb_line = compare.report(found, "sample:unicode-names").splitlines()[-1]
     assert xgb_line.split(" | ")[5] == "–"  # exact match: not scored in that run
+    assert compare.scored([{"exact_match": 0.5}, {}], "exact_match") == "0.500 (1 of 2 seeds)"
 
 
 def test_a_sweep_on_another_set_checks_the_rates_without_choosing_them(monkeypatch, tmp_path):
