@@ -127,8 +127,7 @@ def as_then(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(train, dict) and "lr" in train and "lr_rule" not in train:
         raw = {**raw, "train": {**train, "lr_rule": "fixed"}}
     if isinstance(boost, dict) and boost:
-        then = {"carry": False, "carry_b": False}
-        raw = {**raw, "boost": {**{key: v for key, v in then.items() if key not in boost}, **boost}}
+        raw = {**raw, "boost": {"carry": False, "carry_b": False, **boost}}
     return raw
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from xgblora_engine.config import BoostConfig, TrainConfig
+
 # What every preset was measured with besides what it sets itself; set too, so a preset
 # gives what was measured even after these were changed by hand.
 MEASURED = {"boost": {"rank": 8, "merge_every": 20, "init": "kaiming", "carry": True, "line_search": False}}
@@ -37,7 +39,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "label": "Balanced",
         "tooltip": "the engine defaults: k ≈ L/2 top-biased, B continued, rank 8, κ = 20 (docs/benchmarks.md)",
         "k_fraction": None,  # the engine's own k: half the layers
-        "changes": {"boost": {"sampling": "top-biased", "carry_b": True}, "train": {"round_warmup": 0}},
+        # read from the engine, so Balanced stays the defaults wherever they move
+        "changes": {"boost": {"sampling": BoostConfig.sampling, "carry_b": BoostConfig.carry_b},
+                    "train": {"round_warmup": TrainConfig.round_warmup}},
     },
     "quality": {
         "label": "Quality",
@@ -51,8 +55,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_changes(name: str, n_layers: int | None) -> dict[str, dict[str, Any]]:
     preset = PRESETS[name]
-    sections = {**MEASURED, **preset["changes"]}
-    changes = {section: {**MEASURED.get(section, {}), **preset["changes"].get(section, {})} for section in sections}
+    own = preset["changes"]
+    changes = {section: {**MEASURED.get(section, {}), **own.get(section, {})} for section in MEASURED.keys() | own.keys()}
     fraction = preset["k_fraction"]
     k = max(1, round(n_layers * fraction)) if n_layers and fraction else None
     changes["boost"]["layers_per_round"] = k
