@@ -38,9 +38,10 @@ from benchmarks.compare import DATASETS, paired
 from benchmarks.harness import RESULTS, Method, Setup, data_name
 from benchmarks.suite import load_rows, mean_spread, run_all
 
-BASES = {  # the comparison's rows a lever is paired with -> (what they are, what they change of the defaults)
-    "xgb-r4": ("rank 4", {"rank": 4}),
-    "xgb-third": ("rank 8", {}),
+BASES = {  # the comparison's rows a lever is paired with -> (what they are, the defaults they start from, their changes)
+    "xgb-r4": ("rank 4", Method.previous_defaults, {"rank": 4}),
+    "xgb-third": ("rank 8", Method.previous_defaults, {}),
+    "xgb-default": ("defaults now", Method.engine_defaults, {}),
 }
 LEVERS = {  # label -> (its base, what changes from that base)
     "rank 8": ("xgb-r4", {"rank": 8}),
@@ -67,12 +68,23 @@ LEVERS = {  # label -> (its base, what changes from that base)
     # a diagnostic, not a candidate: the top half every round, so the low layers never train
     "top half only, B carried, no round warmup": ("xgb-third", {"layers": list(range(15, 30)),
                                                                 "optimizer_state": "carry-b", "warmup": 0}),
+    # on the defaults now: with A, B and the moments carried, κ only sets how often the drawn
+    # layers change, no longer how often a booster starts cold
+    "κ 10, defaults now": ("xgb-default", {"kappa": 10}),
+    "κ 5, defaults now": ("xgb-default", {"kappa": 5}),
+    "rank 16, defaults now": ("xgb-default", {"rank": 16}),
+    "lr ×1.5, defaults now": ("xgb-default", {"lr": 9e-3}),
 }
+
+
+def base_method(base: str, name: str | None = None, **changes) -> Method:
+    _, defaults, own = BASES[base]
+    return defaults(name or base, **{**own, **changes})
 
 
 def lever_method(label: str) -> Method:
     base, changes = LEVERS[label]
-    return Method.previous_defaults(label, **{**BASES[base][1], **changes})
+    return base_method(base, label, **changes)
 
 
 def setups(seeds: list[int], sets: list[str]) -> list[Setup]:
@@ -119,7 +131,7 @@ def report(rows: list[dict]) -> str:
 def cost(label: str) -> str:
     """Step time and peak of the lever and of its base, one run at a time."""
     base = LEVERS[label][0]
-    pair = [Method.previous_defaults(base, **BASES[base][1]), lever_method(label)]
+    pair = [base_method(base), lever_method(label)]
     lines = [f"#### {label}", "", "| set | method | step s | step time × | peak MB | peak × |",
              "|:--|:--|--:|--:|--:|--:|"]
     for data, (seq_len, _) in DATASETS.items():

@@ -1,8 +1,9 @@
-"""Learning rate: a global decay over the whole run times a short warmup in every round.
+"""Learning rate: a global decay over the whole run times an optional warmup in every round.
 
-Each round starts a fresh booster with zeroed Adam moments, whose first steps are
-over-large; ramping the LR over ``round_warmup`` steps (ReLoRA's jagged schedule) tames
-them. With one round (T = 1) this is the usual warmup + cosine of plain LoRA.
+A round that starts cold (a fresh booster with zeroed Adam moments, when nothing is
+carried) takes over-large first steps; ramping the LR over ``round_warmup`` steps
+(ReLoRA's jagged schedule) tames them. The defaults carry A, B and the moments, so they
+need none (``round_warmup = 0``: one cosine over the run, as plain LoRA's).
 """
 
 from __future__ import annotations
