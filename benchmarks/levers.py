@@ -74,9 +74,6 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "κ 5, defaults now": ("xgb-default", {"kappa": 5}),
     "rank 16, defaults now": ("xgb-default", {"rank": 16}),
     "lr ×1.5, defaults now": ("xgb-default", {"lr": 9e-3}),
-    "lr ×2, defaults now": ("xgb-default", {"lr": 1.2e-2}),  # added after the screen: the shape of the rate's curve
-    # the quality preset (k 2L/3 uniform; B carried, no round warmup as the defaults) at that rate
-    "k 2L/3 uniform, lr ×1.5, defaults now": ("xgb-default", {"k": 20, "sampling": "uniform", "lr": 9e-3}),
 }
 
 
