@@ -74,6 +74,9 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "κ 5, defaults now": ("xgb-default", {"kappa": 5}),
     "rank 16, defaults now": ("xgb-default", {"rank": 16}),
     "lr ×1.5, defaults now": ("xgb-default", {"lr": 9e-3}),
+    # a diagnostic, not a candidate: every layer every round, which with A, B and the moments
+    # carried is LoRA r=8 merged every κ steps; level with LoRA if the gap is the share of layers
+    "every layer, defaults now": ("xgb-default", {"k_share": 1.0}),
 }
 
 
