@@ -24,3 +24,15 @@ def test_a_lever_passes_only_with_a_clear_gain_on_every_set_it_ran_on(monkeypatc
     one_set = [_row("rank 32", sets[0], s, 2.0 - g) for s, g in zip((0, 1, 2), (0.10, 0.11, 0.12))]
     verdict = levers.report(clear + noisy + one_set).splitlines()[-1]
     assert verdict.endswith(": κ 40.")
+
+
+def test_a_lever_changes_only_its_own_setting_of_its_base():
+    from benchmarks.harness import Method
+    from benchmarks.levers import lever_method
+
+    now, then = Method.engine_defaults("x"), Method.previous_defaults("x")
+    assert lever_method("rank 16, defaults now") == Method.engine_defaults("rank 16, defaults now", rank=16)
+    assert lever_method("κ 40") == Method.previous_defaults("κ 40", rank=4, kappa=40)
+    # the two bases differ where the defaults moved, so a lever's base is not a detail
+    assert (now.sampling, now.optimizer_state, now.k_share) == ("top-biased", "carry-b", None)
+    assert (then.sampling, then.optimizer_state, then.k_share) == ("uniform", "carry", 1 / 3)
