@@ -11,12 +11,12 @@ no global decay (the rate held at its peak, every round's warmup kept); top-bias
 draws (weight ∝ depth: backward stops higher) at k = L/3 and at k = L/2. Besides the
 L/k rate with B carried, two arms combine levers: the top-biased half with B carried and
 no round warmup (the two that had gained at the defaults' cost), and the quality preset's
-k = 2L/3 with the same carry. One arm is a diagnostic, not a candidate: the top half of
+k = 2L/3 with the same carry. Two arms are diagnostics, not candidates: the top half of
 the layers every round with B carried (LoRA on the top half, merged every κ steps),
 against the top-biased half, which draws a low layer now and then. On the defaults now
 (the top-biased half with A, B and the moments carried, whose rounds no longer start
-cold): κ 10 and 5, rank 16, the rate ×1.5, and a diagnostic, every layer every round
-(LoRA r=8 merged every κ steps). Every other arm
+cold): κ 10 and 5, rank 16, the rate ×1.5, and the second diagnostic, every layer every
+round (LoRA r=8 merged every κ steps). Every other arm
 changes one thing of its base; each is paired by seed with the base's own run (the
 comparison's ``xgb-r4``, ``xgb-third`` or ``xgb-default`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
