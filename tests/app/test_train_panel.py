@@ -19,6 +19,7 @@ def short_run(studio, steps=20, kappa=5):
 def test_start_sends_the_settings_and_the_plots_fill(qtbot, panel, studio, fake):
     short_run(studio)
     train = panel(TrainPanel)
+    assert train.progress.text() == "no run yet"  # not the bar's own "0 of 100"
     qtbot.mouseClick(train.start_button, Qt.MouseButton.LeftButton)
     start = fake.sent[-1]
     assert isinstance(start, P.StartRun) and start.config.train.max_steps == 20
@@ -31,7 +32,7 @@ def test_start_sends_the_settings_and_the_plots_fill(qtbot, panel, studio, fake)
     assert len(train.plots.merges.data) == 4  # a marker per merge
     assert xs(train.plots.rss_curve) and train.plots.predicted_line.isVisible()
     assert len(xs(train.plots.speed)) == 20 and len(xs(train.plots.lr)) == 20
-    assert train.progress.value() == 20 and train.start_button.isEnabled()
+    assert train.progress.value() == 20 and train.progress.text() == "step 20 of 20" and train.start_button.isEnabled()
     assert studio.session.run_dir == start.run_dir
 
 

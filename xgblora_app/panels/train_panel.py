@@ -107,7 +107,8 @@ class TrainPanel(QWidget):
         row.addStretch(1)
         layout.addLayout(row)
         self.progress = QProgressBar()
-        self.progress.setFormat("step %v of %m")
+        # no step count before a run: the bar's own range (100) is not the run's length
+        self.progress.setFormat("no run yet")
         self.progress.setValue(0)
         layout.addWidget(self.progress)
         self.status = QLabel("Ready. Pick the model, data and method, then press Start.")
