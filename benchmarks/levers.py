@@ -80,6 +80,8 @@ LEVERS = {  # label -> (its base, what changes from that base)
     # a diagnostic, not a candidate: every layer every round, which with A, B and the moments
     # carried is LoRA r=8 merged every κ steps; level with LoRA if the gap is the share of layers
     "every layer, defaults now": ("xgb-default", {"k_share": 1.0}),
+    # between the two: two thirds of the layers, still drawn top-biased (backward stops higher)
+    "k 2L/3, defaults now": ("xgb-default", {"k_share": 2 / 3}),
 }
 
 
