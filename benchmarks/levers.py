@@ -82,6 +82,8 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "every layer, defaults now": ("xgb-default", {"k_share": 1.0}),
     # between the two: two thirds of the layers, still drawn top-biased (backward stops higher)
     "k 2L/3, defaults now": ("xgb-default", {"k_share": 2 / 3}),
+    # the fast preset's share of the layers with the defaults' carry: a candidate for that preset
+    "k L/6, defaults now": ("xgb-default", {"k_share": 1 / 6}),
 }
 
 
