@@ -12,11 +12,12 @@ the repeats of each run's median step. One more run each measures the live peak
 (``Setup.live_memory``: the measure of a GPU's allocator).
 
     python -m benchmarks.sampling_cost [--data SET] [--repeats 3] [--steps 40] [--quick]
-    python -m benchmarks.sampling_cost --quality     # the candidates for the quality preset instead
+    python -m benchmarks.sampling_cost --presets     # the presets' candidates instead
 
-``--quality`` times LoRA r=8, the defaults, the quality preset of before and the two
-candidates for it (every layer every round; two thirds drawn top-biased), all carried,
-into results/quality_cost_<set>.{json,md}.
+``--presets`` times LoRA r=8, the defaults, the quality preset of before and its two
+candidates (every layer every round; two thirds drawn top-biased), the fast preset of
+before and its candidate (a sixth with the defaults' carry), into
+results/preset_cost_<set>.{json,md}.
 """
 
 from __future__ import annotations
@@ -45,13 +46,17 @@ def arms() -> list[Method]:
             replace(uniform, name="xgb-uniform-k20-carry-b", k=20, **carried)]
 
 
-def quality_arms() -> list[Method]:
-    """LoRA r=8, the defaults now, the quality preset before (two thirds uniform) and its
-    two candidates: every layer, and two thirds drawn top-biased; A, B and moments carried."""
-    lora, *_, carried_k15, uniform_k20 = arms()
+def preset_arms() -> list[Method]:
+    """LoRA r=8; the defaults now; the quality preset before (two thirds uniform) and its
+    two candidates, every layer and two thirds drawn top-biased, carried as the defaults;
+    the fast preset before (a sixth top-biased, B restarted after a 2-step warmup) and its
+    candidate, the same sixth carried as the defaults."""
+    lora, _, top_biased, carried_k15, uniform_k20 = arms()
     every = replace(carried_k15, name="xgb-every-layer", k=None, k_share=1.0)
     top_k20 = replace(carried_k15, name="xgb-top-biased-k20-carry-b", k=20)
-    return [lora, carried_k15, uniform_k20, every, top_k20]
+    fast = replace(top_biased, name="xgb-top-biased-k5", k=5)
+    fast_carried = replace(carried_k15, name="xgb-top-biased-k5-carry-b", k=5)
+    return [lora, carried_k15, uniform_k20, every, top_k20, fast, fast_carried]
 
 
 def interleaved(setup: Setup, methods: list[Method], repeats: int) -> list[tuple[Method, Setup]]:
@@ -85,14 +90,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(ap)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quality", action="store_true", help="the quality preset's candidates instead")
+    ap.add_argument("--presets", action="store_true", help="the presets' candidates instead")
     args = ap.parse_args()
     setup = setup_from_args(args, data=WORD_DEFINITIONS, steps=40, eval_every=0, eval_examples=8, answer_items=0)
     setup = replace(setup, seq_len=DATASETS.get(setup.data, (setup.seq_len,))[0])
-    methods, repeats = quality_arms() if args.quality else arms(), args.repeats
+    methods, repeats = preset_arms() if args.presets else arms(), args.repeats
     if args.quick:
         setup, methods, repeats = replace(setup, steps=4), methods[:2], 1
-    stem = ("quality_cost_" if args.quality else "sampling_cost_") + ("quick_" if args.quick else "")
+    stem = ("preset_cost_" if args.presets else "sampling_cost_") + ("quick_" if args.quick else "")
     stem += data_name(setup.data)
     timed = run_all(stem, interleaved(setup, methods, repeats))
     live = run_all(stem, [(m, replace(setup, live_memory=True)) for m in methods])

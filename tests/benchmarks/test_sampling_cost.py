@@ -1,7 +1,7 @@
 from dataclasses import replace
 
 from benchmarks.harness import Method, Setup
-from benchmarks.sampling_cost import arms, interleaved, quality_arms, report
+from benchmarks.sampling_cost import arms, interleaved, preset_arms, report
 
 
 def row(method: Method, step: float, peak_mb: float) -> dict:
@@ -37,9 +37,10 @@ def test_the_arms_are_spelled_out_so_they_stay_what_they_are_when_the_defaults_m
     assert (quality.sampling, quality.k, quality.optimizer_state, quality.warmup) == ("uniform", 20, "carry-b", 0)
 
 
-def test_the_quality_candidates_change_only_the_share_of_layers_of_the_defaults():
-    lora, defaults, before, every, top_two_thirds = quality_arms()
+def test_the_presets_candidates_change_only_the_share_of_layers_of_the_defaults():
+    lora, defaults, before, every, top_two_thirds, fast, fast_carried = preset_arms()
     assert lora.kind == "lora" and before == arms()[4]
-    assert (every.k, every.k_share, top_two_thirds.k) == (None, 1.0, 20)
-    for arm in (every, top_two_thirds):
+    assert (fast.k, fast.sampling, fast.optimizer_state, fast.warmup) == (5, "top-biased", "carry", 2)
+    assert (every.k, every.k_share, top_two_thirds.k, fast_carried.k) == (None, 1.0, 20, 5)
+    for arm in (every, top_two_thirds, fast_carried):
         assert replace(arm, name=defaults.name, k=defaults.k, k_share=defaults.k_share) == defaults
