@@ -36,3 +36,14 @@ def test_a_lever_changes_only_its_own_setting_of_its_base():
     # the two bases differ where the defaults moved, so a lever's base is not a detail
     assert (now.sampling, now.optimizer_state, now.k_share) == ("top-biased", "carry-b", None)
     assert (then.sampling, then.optimizer_state, then.k_share) == ("uniform", "carry", 1 / 3)
+
+
+def test_the_equal_time_arm_is_the_defaults_given_more_steps_and_only_it():
+    from benchmarks.harness import Method
+    from benchmarks.levers import jobs
+
+    sets = ["sample:unicode-names", "sample:python-topics"]
+    longer = jobs([0], ["1.25x the steps, defaults now"], sets)
+    same = jobs([0], ["rank 16, defaults now"], sets)
+    assert [s.steps for _, s in longer] == [188, 125] and [s.steps for _, s in same] == [150, 100]
+    assert longer[0][0] == Method.engine_defaults("1.25x the steps, defaults now")
