@@ -253,7 +253,7 @@ def test_presets_and_tooltips(qtbot, panel, studio):
     studio.session.set_model_info(SMOLLM2_INFO)
     method = panel(MethodPanel)
     qtbot.mouseClick(method.preset_buttons["quality"], Qt.MouseButton.LeftButton)
-    assert method.rank.value() == 8 and method.sampling.currentText() == "uniform" and method.k.value() == 20
+    assert method.rank.value() == 8 and method.sampling.currentText() == "top-biased" and method.k.value() == 30
     assert method.kappa.value() == 20
     assert help_text("boost", "merge_every") in method.kappa.toolTip() and "Cost:" in method.kappa.toolTip()
 

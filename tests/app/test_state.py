@@ -51,7 +51,7 @@ def test_changes_are_announced_once_and_bad_values_rejected():
 
 def test_presets_scale_k_with_the_model():
     assert preset_changes("fast", 30)["boost"]["layers_per_round"] == 5
-    assert preset_changes("quality", 30)["boost"]["layers_per_round"] == 20
+    assert preset_changes("quality", 30)["boost"]["layers_per_round"] == 30  # every layer
     assert preset_changes("fast", 30)["boost"]["sampling"] == "top-biased"
     assert preset_changes("balanced", 30)["boost"]["layers_per_round"] is None  # the engine's own: half
 
@@ -60,7 +60,7 @@ def test_each_preset_sets_what_it_was_measured_with():
     fast, quality = preset_changes("fast", 30), preset_changes("quality", 30)
     assert (fast["boost"]["carry_b"], fast["train"]["round_warmup"]) == (False, 2)
     assert (quality["boost"]["carry_b"], quality["train"]["round_warmup"], quality["boost"]["sampling"]) == \
-        (True, 0, "uniform")
+        (True, 0, "top-biased")
 
 
 def test_balanced_gives_back_the_engine_defaults_whatever_was_changed_by_hand():
