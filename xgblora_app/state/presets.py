@@ -49,8 +49,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "quality": {
         "label": "Quality",
-        "tooltip": "every layer every round (k = L), B continued, rank 8, κ = 20: LoRA r=8's held-out loss "
-                   "or lower on four data sets, at 0.9× its step time and about its memory "
+        "tooltip": "every layer every round (k = L), B continued, rank 8, κ = 20: held-out loss below LoRA "
+                   "r=8's on two data sets and level on two more, at 0.9× its step time and about its memory "
                    "(Balanced: 0.7× and 0.9×; docs/benchmarks.md)",
         "k_fraction": 1.0,
         # with k = L the draw picks every layer whatever the sampling; top-biased is what was measured
