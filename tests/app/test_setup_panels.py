@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from PySide6 import QtGui
 from PySide6.QtCore import Qt
 
 from xgblora_app.demo_engine import DEMO_CPU, SMOLLM2_INFO, demo_data_report
@@ -255,6 +256,9 @@ def test_presets_and_tooltips(qtbot, panel, studio):
     qtbot.mouseClick(method.preset_buttons["quality"], Qt.MouseButton.LeftButton)
     assert method.rank.value() == 8 and method.sampling.currentText() == "top-biased" and method.k.value() == 30
     assert method.kappa.value() == 20
+    # the presets' long tooltips are rich text, which Qt wraps; plain text runs off the screen
+    tip = method.preset_buttons["quality"].toolTip()
+    assert QtGui.Qt.mightBeRichText(tip) and "every layer every round" in tip
     assert help_text("boost", "merge_every") in method.kappa.toolTip() and "Cost:" in method.kappa.toolTip()
 
 

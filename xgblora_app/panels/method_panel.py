@@ -4,6 +4,7 @@ and trainable parameter count, updated as the settings change."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -77,7 +78,7 @@ class MethodPanel(QWidget):
         self.preset_buttons = {}
         for name, preset in PRESETS.items():
             button = QPushButton(preset["label"])
-            button.setToolTip(preset["tooltip"])
+            button.setToolTip(f"<p>{html.escape(preset['tooltip'])}</p>")  # rich text: Qt wraps it
             button.clicked.connect(lambda _=False, n=name: self.apply_preset(n))
             presets.addWidget(button)
             self.preset_buttons[name] = button
