@@ -6,6 +6,12 @@ saved twice counts once. "adapter paths" are the boosters' or LoRA's own matmuls
 what the base model keeps so that backward can pass through it, which every method needs
 down to its lowest trained layer.
 
+A second table asks what recomputing layers in backward would save at the defaults (a
+top-biased draw of half the layers): the pass-through layers only (those between the
+lowest drawn layer and the top that train nothing, which backward only passes through),
+or every layer from the lowest drawn one (gradient checkpointing where backward goes),
+with the forward + backward time of each against none recomputed, interleaved repeats.
+
     python -m benchmarks.saved_tensors [--model default] [--data FILE] [--seq-len 128]
 
 Writes results/saved_tensors.md.
@@ -65,6 +71,64 @@ def saved_by_place(model, batch, is_adapter) -> dict[str, float]:
     return dict(by_place)
 
 
+@contextlib.contextmanager
+def recomputed(model, indices: set[int]):
+    """Decoder layers ``indices`` recompute their forward in backward (non-reentrant
+    checkpointing, transformers' per-layer switch) instead of keeping what it saved."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = i in indices
+        layer._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.gradient_checkpointing = False
+
+
+def step_seconds(model, batch, repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` forward + backward passes."""
+    import time
+
+    from xgblora_engine.boosting.loss import summed_loss
+
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        summed_loss(model, batch).backward()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def recompute_rows(model, batch, layers: list[int], n_layers: int, repeats: int = 5) -> list[tuple[str, float, float]]:
+    """(arm, saved MB, median fwd+bwd seconds × none recomputed) for boosters on ``layers``."""
+    import statistics
+
+    from xgblora_engine.boosting.booster import BoosterLinear
+
+    below = set(range(layers[0], n_layers))
+    arms = {"none recomputed": set(), f"the {len(below) - len(layers)} pass-through layers recomputed":
+            below - set(layers), f"every layer from {layers[0]} recomputed": below}
+    saved, times = {}, {arm: [] for arm in arms}
+    was_training = model.training
+    model.train()  # as the engine trains: a layer recomputes only in training mode
+    for arm, indices in arms.items():
+        with recomputed(model, indices):
+            saved[arm] = sum(saved_by_place(model, batch, lambda m: isinstance(m, BoosterLinear)).values())
+    for _ in range(repeats):  # interleaved, so drifts of the machine fall on every arm alike
+        for arm, indices in arms.items():
+            with recomputed(model, indices):
+                times[arm] += step_seconds(model, batch, 1)
+    model.train(was_training)
+    base = statistics.median(times["none recomputed"])
+    return [(arm, saved[arm], statistics.median(times[arm]) / base) for arm in arms]
+
+
 def report(rows: list[tuple[str, dict[str, float]]], tokens: int, data: str) -> str:
     places = sorted({p for _, by in rows for p in by}, key=lambda p: -max(by.get(p, 0) for _, by in rows))
     lines = [f"#### {data}: one batch of {tokens} tokens", "",
@@ -74,8 +138,17 @@ def report(rows: list[tuple[str, dict[str, float]]], tokens: int, data: str) -> 
     return "\n".join(lines) + "\n"
 
 
+def recompute_report(rows: list[tuple[str, float, float]], drawn: list[int], n_layers: int) -> str:
+    lines = [f"#### Recomputing in backward: XGBLoRA r=8, k={len(drawn)} of {n_layers} drawn top-biased "
+             f"(lowest layer {drawn[0]})", "", "| recomputed | saved MB | forward + backward time × none |",
+             "|:--|--:|--:|"]
+    lines += [f"| {arm} | {mb:.0f} | {ratio:.2f} |" for arm, mb, ratio in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     from xgblora_engine.boosting.booster import BoosterLinear, attach_boosters, detach_boosters
+    from xgblora_engine.boosting.sampling import sample_layers
     from xgblora_engine.config import RunConfig
     from xgblora_engine.data.dataset import BatchStream
     from xgblora_engine.models.targets import find_targets
@@ -101,10 +174,15 @@ def main() -> None:
         rows.append((f"XGBLoRA r=8, k={k} (lowest layer {layers[0]})",
                      saved_by_place(model, batch, lambda m: isinstance(m, BoosterLinear))))
         detach_boosters(model, boosters)
+    drawn = sample_layers(n, n // 2, 0, 1, "top-biased")  # the defaults' first round
+    boosters = attach_boosters(model, find_targets(model, drawn), 8, 2.0, 0.0, 0, 1)
+    recompute = recompute_rows(model, batch, drawn, n)
+    detach_boosters(model, boosters)
     trainable(model, prepared, Method("lora-r8", "lora", rank=8))  # as the comparison injects it
     lora_modules = {m for name, m in model.named_modules() if "lora_" in name}
     rows.append(("LoRA r=8", saved_by_place(model, batch, lambda m: m in lora_modules)))
-    text = report(rows, batch["input_ids"].numel(), data_name(args.data))
+    text = report(rows, batch["input_ids"].numel(), data_name(args.data)) + "\n" + \
+        recompute_report(recompute, drawn, n)
     (RESULTS / "saved_tensors.md").write_text(text, encoding="utf-8")
     print(text)
 

@@ -31,3 +31,28 @@ def test_boosters_save_their_paths_and_backward_from_a_higher_layer_keeps_less_o
     assert sum(base_top.values()) < 0.5 * sum(base.values())  # backward passes through one layer, not four
     text = report([("bottom", bottom), ("top", top)], tokens, "tiny")
     assert "| bottom |" in text and "adapter paths" in text.splitlines()[2]
+
+
+def test_recomputing_pass_through_layers_keeps_less_and_leaves_the_gradients_as_they_were():
+    from benchmarks.saved_tensors import recompute_rows, recomputed
+
+    model = build_tiny_llama().requires_grad_(False).train()
+    ids = torch.randint(0, 128, (2, 16))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    boosters = attach_boosters(model, find_targets(model, [0, 3]), 4, 2.0, 0.0, 0, 1)
+    for b in boosters.values():  # B = 0 would give A no gradient to compare
+        torch.nn.init.normal_(b.B)
+
+    def gradients(indices):
+        for b in boosters.values():
+            b.A.grad = b.B.grad = None
+        with recomputed(model, indices):
+            saved_by_place(model, batch, lambda m: isinstance(m, BoosterLinear))
+        return [g.clone() for b in boosters.values() for g in (b.A.grad, b.B.grad)]
+
+    for mine, theirs in zip(gradients({1, 2}), gradients(set())):
+        torch.testing.assert_close(mine, theirs)
+    (none, mb_none, one), (middle, mb_middle, _), (every, mb_every, _) = recompute_rows(model, batch, [0, 3], 4, 1)
+    assert (none, one, middle, every) == ("none recomputed", 1.0, "the 2 pass-through layers recomputed",
+                                          "every layer from 0 recomputed")
+    assert mb_every < mb_middle < mb_none
