@@ -1,0 +1,29 @@
+"""The timing compares like with like: PEFT's LoRA and the boosters, on a real tiny Llama,
+compute the same function and train the same number of values."""
+
+from types import SimpleNamespace
+
+import torch
+
+from benchmarks.adapter_overhead import BOOSTERS, PEFT, twin_models
+from tests.conftest import build_tiny_llama
+from xgblora_engine.boosting.loss import summed_loss
+from xgblora_engine.models.targets import find_targets, layer_index_of
+
+
+def test_the_twins_compute_the_same_function_with_the_same_trainable_values():
+    model = build_tiny_llama()
+    targets_by_layer = {}
+    for name in find_targets(model):
+        targets_by_layer.setdefault(layer_index_of(name), []).append(name)
+    models = twin_models(model, SimpleNamespace(targets_by_layer=targets_by_layer))
+    ids = torch.randint(0, 128, (2, 16))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    peft_loss, boosted_loss = (summed_loss(models[name], batch) for name in (PEFT, BOOSTERS))
+    torch.testing.assert_close(peft_loss, boosted_loss)
+    with torch.no_grad():
+        base = summed_loss(build_tiny_llama().train(), batch)
+    assert abs(float(peft_loss.detach() - base)) > 1e-6  # the adapters do change the output
+    counts = [sum(p.numel() for p in models[name].parameters() if p.requires_grad) for name in (PEFT, BOOSTERS)]
+    rank_8 = sum(8 * (m.in_features + m.out_features) for m in find_targets(build_tiny_llama()).values())
+    assert counts == [rank_8, rank_8]
