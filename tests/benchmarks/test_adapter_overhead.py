@@ -27,3 +27,16 @@ def test_the_twins_compute_the_same_function_with_the_same_trainable_values():
     counts = [sum(p.numel() for p in models[name].parameters() if p.requires_grad) for name in (PEFT, BOOSTERS)]
     rank_8 = sum(8 * (m.in_features + m.out_features) for m in find_targets(build_tiny_llama()).values())
     assert counts == [rank_8, rank_8]
+
+
+def test_the_defaults_copy_boosts_only_the_layers_the_defaults_draw():
+    from benchmarks.adapter_overhead import defaults_model
+    from xgblora_engine.boosting.booster import BoosterLinear
+    from xgblora_engine.boosting.sampling import sample_layers
+
+    model = build_tiny_llama()
+    prepared = SimpleNamespace(targets_by_layer={i: [] for i in range(4)})
+    boosted, drawn = defaults_model(model, prepared, 2)
+    assert drawn == sample_layers(4, 2, 0, 2, "top-biased")
+    boosted_layers = {layer_index_of(n) for n, m in boosted.named_modules() if isinstance(m, BoosterLinear)}
+    assert boosted_layers == set(drawn) and not any(isinstance(m, BoosterLinear) for m in model.modules())

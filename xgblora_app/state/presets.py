@@ -17,8 +17,9 @@ benchmarks/levers.py, tables in docs/benchmarks.md) with every setting below:
   three seeds below LoRA r=8's held-out loss on both bundled sets (−0.019 ± 0.037 and
   −0.015 ± 0.008, paired by seed) and level with it on two more (+0.012 ± 0.026,
   +0.002 ± 0.017), where the k ≈ 2L/3 uniform preset before it ended 0.03–0.04 behind;
-  at 0.90× LoRA r=8's step time and 0.99× its live peak (Balanced: 0.72× and 0.89×;
-  benchmarks/results/preset_cost_iso-codes.md).
+  at about LoRA r=8's step time and live peak (0.90× and 0.99× in separate runs, 1.0–1.07×
+  the step in one process; Balanced: 0.72× and 0.89× in separate runs, 0.85–0.97× the step
+  in one process; benchmarks/results/preset_cost_iso-codes.md, adapter_overhead.md).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quality": {
         "label": "Quality",
         "tooltip": "every layer every round (k = L), B continued, rank 8, κ = 20: held-out loss below LoRA "
-                   "r=8's on two data sets and level on two more, at 0.9× its step time and about its memory "
-                   "(Balanced: 0.7× and 0.9×; docs/benchmarks.md)",
+                   "r=8's on two data sets and level on two more, at about its step time and memory "
+                   "(Balanced: 0.7–0.97× the step time, 0.9× the memory; docs/benchmarks.md)",
         "k_fraction": 1.0,
         # with k = L the draw picks every layer whatever the sampling; top-biased is what was measured
         "changes": {"boost": {"sampling": "top-biased", "carry_b": True}, "train": {"round_warmup": 0}},
