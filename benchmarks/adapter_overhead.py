@@ -1,7 +1,8 @@
 """Step time in one process, on one batch: PEFT's LoRA r=8 against the same rank-8 adapters
 as the engine's boosters on the same linears (what the quality preset trains every round:
 is PEFT's wrapper the cost?), and against the boosters of the defaults' first three draws
-(half the layers, top-biased: the time target measured without a second process). Forward
+(half the layers, top-biased: the time target measured without a second process) and of
+the fast preset's (a sixth, top-biased). Forward
 + backward, and the whole step (clipping, AdamW, freeing the gradients); the models are
 interleaved in each repeat, in alternating order, so drifts of the machine fall on all.
 PEFT's copy and the every-layer copy hold the same nonzero A and B, so they compute the
@@ -48,9 +49,10 @@ def twin_models(model, prepared, seed: int = 0) -> dict:
     return {PEFT: model, BOOSTERS: boosted}
 
 
-def defaults_model(model, prepared, round_index: int):
+def defaults_model(model, prepared, round_index: int, share: float = 1 / 2):
     """A copy of the base with boosters on the layers the defaults draw in ``round_index``
-    (half, top-biased), B nonzero as a few steps in; and those layers."""
+    (half, top-biased; ``share`` 1/6 for the fast preset's), B nonzero as a few steps in;
+    and those layers."""
     import torch
 
     from xgblora_engine.boosting.booster import attach_boosters
@@ -59,7 +61,7 @@ def defaults_model(model, prepared, round_index: int):
     from xgblora_engine.models.targets import find_targets
 
     n = len(prepared.targets_by_layer)
-    drawn = sample_layers(n, n // 2, 0, round_index, RunConfig().boost.sampling)
+    drawn = sample_layers(n, round(n * share), 0, round_index, RunConfig().boost.sampling)
     boosted = copy.deepcopy(model).requires_grad_(False)
     boosters = attach_boosters(boosted, find_targets(boosted, drawn), 8, 2.0, 0.0, 0, round_index)
     with torch.no_grad():
@@ -104,9 +106,10 @@ def main() -> None:
     prepared = prepare(cfg, lambda event: None)
     batch = BatchStream(prepared.data.train, 4, 0, prepared.pad_id).next_batch()
     models = {}
-    for round_index in (1, 2, 3):
-        boosted, drawn = defaults_model(prepared.loaded.model, prepared, round_index)
-        models[f"the defaults' round {round_index} draw ({len(drawn)} layers, lowest {drawn[0]})"] = boosted
+    for who, share in (("the defaults'", 1 / 2), ("the fast preset's", 1 / 6)):
+        for round_index in (1, 2, 3):
+            boosted, drawn = defaults_model(prepared.loaded.model, prepared, round_index, share)
+            models[f"{who} round {round_index} draw ({len(drawn)} layers, lowest {drawn[0]})"] = boosted
     models = {**twin_models(prepared.loaded.model, prepared), **models}
     optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-6)
                   for name, m in models.items()}
