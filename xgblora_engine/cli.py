@@ -127,12 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--memory-limit", metavar="SIZE", help="treat this as the usable memory, e.g. 6GB")
 
     resume = sub.add_parser("resume", help="continue a stopped, crashed or killed run")
-    resume.add_argument("run_dir", help="the run folder")
+    resume.add_argument("run_dir", type=named_run_arg, help="the run folder, or its name as `xgblora runs` lists it")
     _add_run_options(resume)
 
     export = sub.add_parser("export", help="write a merged model, adapter, GGUF or Ollama model from a run",
                             description="Export a run and verify the export in its own runtime.")
-    export.add_argument("run_dir", help="the run folder")
+    export.add_argument("run_dir", type=named_run_arg, help="the run folder, or its name as `xgblora runs` lists it")
     export.add_argument("--out", metavar="DIR",
                         help="folder to create (with several formats: one sub-folder per format); default: a new "
                              "folder in the run's exports/ named FORMAT-N, so exporting again never collides")
@@ -266,6 +266,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         return code
     return drive(P.StartRun(config=cfg, run_dir=args.out, force=args.force, stop_after=args.stop_after,
                             memory_limit_bytes=_memory_limit(args)))
+
+
+def named_run_arg(spec: str) -> str:
+    """A run folder, or a run's name in the runs folder, as the folder's path."""
+    from xgblora_engine.rundir import named_run
+
+    return str(named_run(spec))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -28,6 +28,16 @@ def runs_root() -> Path:
     return Path(platformdirs.user_data_dir("xgblora-studio", appauthor=False)) / "runs"
 
 
+def named_run(spec: str | Path, root: Path | None = None) -> Path:
+    """A run folder given as a path, or by its name in the runs folder (as `xgblora runs`
+    lists it); a path that exists wins."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    named = Path(root or runs_root()) / str(spec)
+    return named if named.is_dir() else path
+
+
 def new_run_name(model_name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(model_name).name).strip("-")[:40] or "model"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
@@ -75,7 +85,7 @@ class RunDir:
                             "so nothing was trained",
                             f"start it again with `xgblora train ... --out {run.path}` (the folder is reused)")
         raise UserError(f"{run.path} is not a run folder (no config.yaml)",
-                        "pass the folder a `xgblora train` run wrote (see --out)")
+                        "pass the folder a `xgblora train` run wrote (see --out), or a name `xgblora runs` lists")
 
     LEFTOVER_FILES = frozenset({"run.json", "events.jsonl", "metrics.jsonl"})
 

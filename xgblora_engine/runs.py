@@ -15,7 +15,7 @@ from typing import Any
 from xgblora_engine.config import load_config_file
 from xgblora_engine.errors import UserError
 from xgblora_engine.memory.units import human_bytes
-from xgblora_engine.rundir import RunDir
+from xgblora_engine.rundir import RunDir, named_run
 
 # "training"/"preparing" on a run nobody is running means its worker died mid-run.
 RESUMABLE = {"stopped", "failed", "training", "preparing"}
@@ -118,9 +118,7 @@ def list_runs(root: Path) -> list[RunSummary]:
 
 def find_run(name_or_path: str, root: Path) -> RunSummary:
     """A run by its folder, or by its name in the runs root."""
-    path = Path(name_or_path).expanduser()
-    if not (path / "run.json").is_file():
-        path = Path(root) / name_or_path
+    path = named_run(name_or_path, root)
     if not (path / "run.json").is_file():
         raise UserError(f"no run called {name_or_path!r}: neither a run folder nor a run in {root}",
                         "`xgblora runs` lists the runs there; give a name from it or a run folder")

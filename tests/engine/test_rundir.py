@@ -1,6 +1,7 @@
 """Run folders left at any moment: each is resumable, or reused by `train`, never a dead end."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,20 @@ def test_past_exports_are_read_from_their_records_oldest_first(tmp_path):
     (exports / "hf-2").mkdir()
     (exports / "hf-2" / EXPORT_RECORD).write_text("{not json")  # damaged: skipped, not fatal
     assert [(e.format, e.ok) for e in past_exports(tmp_path)] == [("hf", True), ("gguf", False)]
+
+
+def test_a_run_is_found_by_its_name_in_the_runs_folder_and_a_path_that_exists_wins(tmp_path, monkeypatch):
+    from xgblora_engine.rundir import named_run
+
+    root = tmp_path / "runs"
+    run = RunDir.create(root / "20261204-120100-default", "default")
+    save_config(RunConfig(), run.config_path)
+    assert named_run("20261204-120100-default", root) == run.path
+    assert RunDir.open(named_run("20261204-120100-default", root)).path == run.path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "20261204-120100-default").mkdir()  # a folder of that name here is what was meant
+    assert named_run("20261204-120100-default", root) == Path("20261204-120100-default")
+    assert named_run("no-such-run", root) == Path("no-such-run")
+    with pytest.raises(UserError, match="not a run folder") as info:
+        RunDir.open(named_run("no-such-run", root))
+    assert "xgblora runs" in info.value.hint
