@@ -86,6 +86,8 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "k 2L/3, defaults now": ("xgb-default", {"k_share": 2 / 3}),
     # the fast preset's share of the layers with the defaults' carry: a candidate for that preset
     "k L/6, defaults now": ("xgb-default", {"k_share": 1 / 6}),
+    # LoRA-GA's start of A, aimed once per module: a module's later boosters continue its first
+    "gradient start, defaults now": ("xgb-default", {"init": "gradient-first"}),
     # not a lever but the equal-time target: the defaults given the steps that LoRA r=8's
     # time buys at 0.8x its step time (the time target), the schedule spanning them all
     "1.25x the steps, defaults now": ("xgb-default", {}),

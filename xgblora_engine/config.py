@@ -19,7 +19,8 @@ QUANTIZE = ("none", "4bit", "8bit")
 REPORT_TO = ("none", "tensorboard")
 SAMPLING = ("uniform", "cyclic", "stratified", "top-biased", "gradient", "explicit")
 TRAIN_ON = ("response", "all")
-INITS = ("kaiming", "gradient", "offset")
+INITS = ("kaiming", "gradient", "gradient-first", "offset")
+CARRYING_INITS = ("kaiming", "gradient-first")  # the starts a layer's next booster can continue
 LR_RULES = ("scaled", "linear", "fixed")
 FORMATS = ("auto", "alpaca", "chat", "prompt_completion", "text")
 
@@ -56,16 +57,16 @@ class BoostConfig:
     layers: list[int] | None = field(default=None, metadata={"help": "explicit layer list used every round instead of sampling"})
     merge_every: int = field(default=20, metadata={"help": "kappa, optimizer steps per round before the booster is merged"})
     sampling: str = field(default="top-biased", metadata={"help": "how layers are drawn: top-biased (weight ∝ depth: backward stops higher, so rounds are cheaper; every layer stays drawable), uniform, cyclic (every layer once per ⌈L/k⌉ rounds), stratified (spread over depth) or gradient (∝ each layer's gradient norm, measured by one extra pass per round)"})
-    init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (A along the top directions of the round's first weight gradient) or offset (A and B both random, their start subtracted)"})
+    init: str = field(default="kaiming", metadata={"help": "how a booster starts: kaiming (A random, B zero, as LoRA), gradient (every booster's A along the top directions of its round's first weight gradient), gradient-first (only a module's first booster aimed so; with carry, later ones continue it) or offset (A and B both random, their start subtracted)"})
     init_pool: int = field(default=1, metadata={"help": "with init=gradient: draw A's r directions at random from the gradient's top pool*r (1: exactly the top r)"})
-    carry: bool = field(default=True, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (and its B, with carry_b), instead of a fresh A and fresh moments; with the kaiming start (the gradient and offset starts set A themselves)"})
+    carry: bool = field(default=True, metadata={"help": "a layer drawn again starts from its last booster's A and the Adam moments of both factors (and its B, with carry_b), instead of a fresh A and fresh moments; with the kaiming and gradient-first starts (the gradient and offset starts set A every round)"})
     line_search: bool = field(default=False, metadata={"help": "merge each round's update at the multiple (0 to 2) that lowers the loss of the next batch most, a parabola through 0, 1 and 2 (gradient boosting's line search), instead of as trained; three forward passes a round. Measured worse than merging as trained on three data sets (seed 0): one batch is too noisy a judge (docs/method.md)"})
     carry_b: bool = field(default=True, metadata={"help": "with carry: B too resumes from the layer's last booster, and that start B0·A0 is subtracted, so attaching still changes nothing; a layer drawn again continues where it stopped instead of growing B from 0"})
 
     @property
     def carries(self) -> bool:
-        """Whether rounds hand A and the moments on: the other starts set A themselves."""
-        return self.carry and self.init == "kaiming"
+        """Whether rounds hand A and the moments on: the other starts set A every round."""
+        return self.carry and self.init in CARRYING_INITS
 
     @property
     def scaling(self) -> float:

@@ -28,7 +28,7 @@ def assert_same_ledger(a, b):
 @pytest.mark.parametrize("stop_after,init,carry,sampling", [
     (3, "kaiming", False, "uniform"), (4, "kaiming", False, "uniform"),  # mid-round, boundary
     (3, "gradient", False, "uniform"), (5, "kaiming", True, "uniform"), (3, "kaiming", True, "gradient"),
-    (5, "kaiming", "with B", "uniform")])
+    (5, "kaiming", "with B", "uniform"), (5, "gradient-first", "with B", "uniform")])
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, tiny_config, stop_after, init, carry, sampling):
     cfg = copy.deepcopy(tiny_config)
     cfg.train.max_steps, cfg.boost.init, cfg.boost.carry, cfg.boost.sampling = 8, init, bool(carry), sampling

@@ -286,7 +286,7 @@ class MethodPanel(QWidget):
             self.epochs.setValue(s.steps_to_epochs(n_train))
             self.epochs.blockSignals(False)
         cfg = s.cfg
-        self.carry.setEnabled(cfg.boost.init == "kaiming")  # the other starts set A themselves
+        self.carry.setEnabled(cfg.boost.init in C.CARRYING_INITS)  # the other starts set A every round
         self.carry_b.setEnabled(cfg.boost.carries)
         text = (f"<b>T = ⌈{cfg.train.max_steps} / {cfg.boost.merge_every}⌉ = {s.rounds()} rounds</b> of "
                 f"{cfg.boost.merge_every} steps, each boosting "

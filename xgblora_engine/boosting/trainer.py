@@ -233,11 +233,14 @@ class BoostingTrainer:
         return optimizer
 
     def aim(self, boosters: dict[str, BoosterLinear], round_index: int) -> GradientAim | None:
-        """Sketches the round's first gradient to start each A along it (boost.init=gradient)."""
+        """Sketches the round's first gradient to start each A along it (boost.init=gradient),
+        or only the A of modules that have no booster to continue (gradient-first)."""
         b = self.cfg.boost
-        if b.init != "gradient":
+        if b.init == "gradient-first" and b.carries:  # a module's later boosters continue its first
+            boosters = {name: bst for name, bst in boosters.items() if name not in self.state.carried.by_module}
+        elif b.init not in ("gradient", "gradient-first"):
             return None
-        return GradientAim(boosters, self.cfg.train.seed, round_index, b.init_pool)
+        return GradientAim(boosters, self.cfg.train.seed, round_index, b.init_pool) if boosters else None
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float,
                        aim: GradientAim | None = None) -> StepResult:

@@ -270,3 +270,34 @@ def test_carry_b_starts_a_layer_drawn_again_unchanged(tiny_llama):
         after = tiny_llama(input_ids=ids).logits
     assert all(b.B.abs().sum() > 0 for b in boosters.values())  # B resumed, not zero
     assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_gradient_first_aims_a_module_once_and_later_boosters_continue_it(tiny_llama):
+    """boost.init=gradient-first: round 1 aims every A (not kaiming's); a layer drawn again
+    starts from its last A, and only a layer drawn for the first time is aimed."""
+    cfg = config()
+    cfg.boost.layers, cfg.boost.sampling, cfg.boost.init = [1, 2], "explicit", "gradient-first"
+    assert cfg.boost.carries
+    trainer = make_trainer(tiny_llama, cfg)
+    aimed, started, aim, attach = [], [], trainer.aim, trainer.attach
+
+    def aim_and_look(boosters, round_index):
+        found = aim(boosters, round_index)
+        aimed.append(set(found.boosters) if found else set())
+        return found
+
+    def attach_and_look(round_index, layers):
+        boosters = attach(round_index, layers)
+        started.append({name: b.A.detach().clone() for name, b in boosters.items()})
+        return boosters
+
+    trainer.aim, trainer.attach = aim_and_look, attach_and_look
+    state = trainer.fit()
+    assert aimed == [set(targets()[1] + targets()[2]), set(), set()]
+    first_round = {e.module: e.A for e in state.ledger.entries if e.round == 1}
+    kaiming = attach_boosters(copy.deepcopy(tiny_llama), targets()[1], 2, 1.0, 0.0, 0, 1)
+    for name in targets()[1]:  # round 1 trained an aimed A, not the kaiming draw it attached with
+        assert torch.equal(started[0][name], kaiming[name].A.detach())
+        assert not torch.allclose(first_round[name], kaiming[name].A.detach(), atol=1e-2)
+    for name, a in started[1].items():  # round 2 continues round 1's A
+        assert torch.equal(a, first_round[name])
