@@ -206,6 +206,8 @@ def test_carrying_between_rounds_is_a_click(qtbot, panel, studio):
     assert help_text("boost", "line_search") in method.line_search.toolTip() and "Cost:" in method.line_search.toolTip()
     method.init.setCurrentText("gradient")  # a start that sets A itself: nothing to carry
     assert not method.carry.isEnabled() and not method.carry_b.isEnabled()
+    method.init.setCurrentText("gradient-first")  # aims a layer's first booster only: the rest carry
+    assert method.carry.isEnabled() and method.carry_b.isEnabled()
 
 
 def test_the_advanced_settings_are_folded_and_edit_the_settings(qtbot, panel, studio):
