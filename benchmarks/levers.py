@@ -77,6 +77,7 @@ LEVERS = {  # label -> (its base, what changes from that base)
     # layers change, no longer how often a booster starts cold
     "κ 10, defaults now": ("xgb-default", {"kappa": 10}),
     "κ 5, defaults now": ("xgb-default", {"kappa": 5}),
+    "κ 40, defaults now": ("xgb-default", {"kappa": 40}),
     "rank 16, defaults now": ("xgb-default", {"rank": 16}),
     "lr ×1.5, defaults now": ("xgb-default", {"lr": 9e-3}),
     # a diagnostic, not a candidate: every layer every round, which with A, B and the moments
@@ -86,6 +87,8 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "k 2L/3, defaults now": ("xgb-default", {"k_share": 2 / 3}),
     # the fast preset's share of the layers with the defaults' carry: a candidate for that preset
     "k L/6, defaults now": ("xgb-default", {"k_share": 1 / 6}),
+    # the scaled rule per layer, with each layer's share of the draws for k/L
+    "rate by draw share, defaults now": ("xgb-default", {"lr_rule": "drawn"}),
     # LoRA-GA's start of A, aimed once per module: a module's later boosters continue its first
     "gradient start, defaults now": ("xgb-default", {"init": "gradient-first"}),
     # not a lever but the equal-time target: the defaults given the steps that LoRA r=8's

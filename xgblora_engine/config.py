@@ -21,7 +21,7 @@ SAMPLING = ("uniform", "cyclic", "stratified", "top-biased", "gradient", "explic
 TRAIN_ON = ("response", "all")
 INITS = ("kaiming", "gradient", "gradient-first", "offset")
 CARRYING_INITS = ("kaiming", "gradient-first")  # the starts a layer's next booster can continue
-LR_RULES = ("scaled", "linear", "fixed")
+LR_RULES = ("scaled", "drawn", "linear", "fixed")
 FORMATS = ("auto", "alpaca", "chat", "prompt_completion", "text")
 
 
@@ -81,7 +81,7 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     round_warmup: int = field(default=0, metadata={"help": "warmup steps at the start of every round; for rounds that start cold (no carry, or B restarted at 0), 2 tames the first steps of fresh Adam state"})
     schedule: str = field(default="cosine", metadata={"help": "global LR decay over the run: cosine or constant"})
-    lr_rule: str = field(default="scaled", metadata={"help": "scaled: the boosters train at lr·sqrt(L/(k·r)), so lr carries across rank and layers per round; fixed: at lr as given"})
+    lr_rule: str = field(default="scaled", metadata={"help": "scaled: the boosters train at lr·sqrt(L/(k·r)), so lr carries across rank and layers per round; drawn: the same per layer with the layer's share of the draws p for k/L, lr·sqrt(1/(p·r)); linear: lr·(L/k)/sqrt(r); fixed: at lr as given"})
     lr_ratio_b: float = field(default=1.0, metadata={"help": "learning rate of the boosters' B factors relative to A's (LoRA+; 1 = the same)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on booster factors"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})

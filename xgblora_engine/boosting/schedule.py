@@ -22,6 +22,8 @@ def booster_lr(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled"
     "linear" scales with L/k instead, lr·(L/k)/√r: a round trains k of L layers, so Adam's
     first-order loss decrease per step (lr·Σ|g| over the trained values) matches training
     every layer only if the rate grows by L/k. "fixed" takes ``lr`` as it is.
+    "drawn" is "scaled" per layer, with the layer's own draw share p_l for k/L
+    (``layer_rate_factors``); this is its mean, the rate of a layer drawn k/L of the rounds.
     """
     if rule == "fixed":
         return lr
@@ -30,12 +32,26 @@ def booster_lr(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled"
     return lr * math.sqrt(n_layers / (k * rank))
 
 
+def layer_rate_factors(rule: str, n_layers: int, k: int, sampling: str) -> list[float]:
+    """Each layer's rate over ``booster_lr``'s. The "drawn" rule trains layer l at
+    lr·√(1/(p_l·r)): a layer drawn in fewer rounds moves further when it is, so that
+    top-biased draws, which pick the top layers in three rounds of four and the lowest in
+    one of twenty, do not leave the low layers nearly where they started."""
+    from xgblora_engine.boosting.sampling import draw_shares
+
+    if rule != "drawn":
+        return [1.0] * n_layers
+    return [math.sqrt((k / n_layers) / p) for p in draw_shares(n_layers, k, sampling)]
+
+
 def lr_rule_text(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled") -> str:
     """How ``booster_lr`` got its value, for the Method panel and the train log."""
     if rule == "fixed":
         return "as given"
     if rule == "linear":
         return f"lr·(L/k)/√r = {lr:g}·({n_layers}/{k})/√{rank}"
+    if rule == "drawn":
+        return f"lr·√(1/(p·r)) per layer, p its share of draws; k/L = {k}/{n_layers} gives this"
     return f"lr·√(L/(k·r)) = {lr:g}·√({n_layers}/({k}·{rank}))"
 
 

@@ -37,7 +37,7 @@ from xgblora_engine.boosting.loss import (
 from xgblora_engine.boosting.merge import Merger
 from xgblora_engine.boosting.probe import layer_gradient_norms
 from xgblora_engine.boosting.sampling import sample_layers
-from xgblora_engine.boosting.schedule import run_schedule
+from xgblora_engine.boosting.schedule import layer_rate_factors, run_schedule
 from xgblora_engine.config import RunConfig
 from xgblora_engine.control import RunControl
 from xgblora_engine.distributed import SingleProcess
@@ -89,6 +89,7 @@ class BoostingTrainer:
         self.device = input_device(model)  # a sharded model's layers sit on other GPUs too
         self.schedule = run_schedule(cfg, k, self.n_layers)
         self.peak_lr = self.schedule.peak_lr
+        self.layer_rates = layer_rate_factors(cfg.train.lr_rule, self.n_layers, k, cfg.boost.sampling)
         self.merger = Merger(model)
         self.on_round_end = on_round_end or (lambda round_index: None)
         self.dist = dist or SingleProcess()  # data-parallel collectives; identities in one process
@@ -223,10 +224,15 @@ class BoostingTrainer:
 
     def optimizer(self, boosters: dict[str, BoosterLinear]) -> torch.optim.Optimizer:
         """The round's AdamW, with the carried moments of layers drawn before (boost.carry)
-        or fresh; B may train faster than A (LoRA+'s ratio)."""
+        or fresh; B may train faster than A (LoRA+'s ratio), and each layer at its own rate
+        (the "drawn" rule)."""
         t = self.cfg.train
-        groups = [{"params": [b.A for b in boosters.values()], "lr_scale": 1.0},
-                  {"params": [b.B for b in boosters.values()], "lr_scale": t.lr_ratio_b}]
+        by_layer: dict[int, list[BoosterLinear]] = {}
+        for name, b in boosters.items():
+            by_layer.setdefault(_layer_of(name, self.targets_by_layer), []).append(b)
+        groups = [{"params": [getattr(b, factor) for b in layer_boosters],
+                   "lr_scale": self.layer_rates[layer] * (t.lr_ratio_b if factor == "B" else 1.0)}
+                  for factor in ("A", "B") for layer, layer_boosters in sorted(by_layer.items())]
         optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, weight_decay=t.weight_decay)
         if self.cfg.boost.carries:
             self.state.carried.restore_moments(optimizer, boosters)

@@ -1,8 +1,15 @@
 import statistics
+from collections import Counter
 
 import pytest
 
-from xgblora_engine.boosting.sampling import checked_k, default_k, resolve_k, sample_layers
+from xgblora_engine.boosting.sampling import (
+    checked_k,
+    default_k,
+    draw_shares,
+    resolve_k,
+    sample_layers,
+)
 from xgblora_engine.errors import UserError
 
 
@@ -96,3 +103,13 @@ def test_gradient_draws_follow_the_weights_and_keep_every_layer_drawable():
 def test_gradient_draws_need_the_measured_weights():
     with pytest.raises(UserError, match="gradient norm"):
         sample_layers(30, 10, 0, 1, "gradient")
+
+
+def test_draw_shares_are_k_of_l_for_even_strategies_and_grow_with_depth_when_top_biased():
+    assert draw_shares(30, 15, "uniform") == [0.5] * 30
+    shares = draw_shares(30, 15, "top-biased")
+    assert sum(shares) == pytest.approx(15, abs=1e-9)  # k layers a round
+    assert shares[0] < 0.1 < 0.7 < shares[-1]
+    assert all(a < b + 0.03 for a, b in zip(shares, shares[1:]))  # rising, up to counting noise
+    seen = Counter(layer for r in range(1, 2001) for layer in sample_layers(30, 15, 3, r, "top-biased"))
+    assert [seen[i] / 2000 for i in range(30)] == pytest.approx(shares, abs=0.04)  # what a run draws

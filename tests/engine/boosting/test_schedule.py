@@ -1,6 +1,9 @@
+import math
+
 import pytest
 
-from xgblora_engine.boosting.schedule import Schedule
+from xgblora_engine.boosting.sampling import draw_shares
+from xgblora_engine.boosting.schedule import Schedule, booster_lr, layer_rate_factors
 
 
 def test_rounds_partition_the_steps():
@@ -44,3 +47,13 @@ def test_the_linear_rule_grows_with_the_share_of_layers_left_out():
     assert booster_lr(4e-3, rank=4, k=10, n_layers=30, rule="linear") == pytest.approx(6e-3)
     assert lr_rule_text(4e-3, 4, 10, 30, "linear") == "lr·(L/k)/√r = 0.004·(30/10)/√4"
     assert lr_rule_text(4e-3, 4, 10, 30, "fixed") == "as given"
+
+
+def test_the_drawn_rule_is_the_scaled_one_per_layer_with_its_share_of_draws():
+    assert layer_rate_factors("scaled", 30, 15, "top-biased") == [1.0] * 30
+    assert layer_rate_factors("drawn", 30, 15, "uniform") == [1.0] * 30  # p = k/L: the scaled rule
+    factors = layer_rate_factors("drawn", 30, 15, "top-biased")
+    shares = draw_shares(30, 15, "top-biased")
+    assert factors == pytest.approx([math.sqrt(0.5 / p) for p in shares])
+    assert factors[0] > 3 and factors[-1] < 0.85  # layer 0 is drawn in 1 round of 25, the top in 3 of 4
+    assert booster_lr(6e-3, 8, 15, 30, "drawn") == booster_lr(6e-3, 8, 15, 30, "scaled")

@@ -8,9 +8,9 @@ from peft import LoraConfig, get_peft_model
 from tests.engine.conftest import llama_device_map, place_with_hooks
 from xgblora_engine import protocol as P
 from xgblora_engine.boosting import trainer as trainer_module
-from xgblora_engine.boosting.booster import attach_boosters, detach_boosters
+from xgblora_engine.boosting.booster import attach_boosters, booster_parameters, detach_boosters
 from xgblora_engine.boosting.loss import summed_loss
-from xgblora_engine.boosting.schedule import Schedule
+from xgblora_engine.boosting.schedule import Schedule, layer_rate_factors
 from xgblora_engine.boosting.trainer import BoostingTrainer
 from xgblora_engine.config import RunConfig
 from xgblora_engine.errors import UserError
@@ -301,3 +301,18 @@ def test_gradient_first_aims_a_module_once_and_later_boosters_continue_it(tiny_l
         assert not torch.allclose(first_round[name], kaiming[name].A.detach(), atol=1e-2)
     for name, a in started[1].items():  # round 2 continues round 1's A
         assert torch.equal(a, first_round[name])
+
+
+def test_the_drawn_rule_trains_each_layer_at_its_own_rate(tiny_llama):
+    cfg = config(lr_rule="drawn")
+    cfg.boost.sampling = "top-biased"
+    trainer = make_trainer(tiny_llama, cfg)
+    boosters = trainer.attach(1, [0, 3])
+    optimizer = trainer.optimizer(boosters)
+    trainer.optimizer_step(optimizer, booster_parameters(boosters), 1e-2)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    low, high = boosters["model.layers.0.mlp.up_proj"], boosters["model.layers.3.mlp.up_proj"]
+    factors = layer_rate_factors("drawn", 4, 2, "top-biased")
+    assert rate[id(low.A)] == pytest.approx(1e-2 * factors[0]) and rate[id(low.B)] == rate[id(low.A)]
+    assert rate[id(high.A)] == pytest.approx(1e-2 * factors[3])
+    assert factors[0] > 1 > factors[3]  # layer 0 is drawn least, so it moves furthest when it is
