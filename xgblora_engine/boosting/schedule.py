@@ -35,7 +35,7 @@ def booster_lr(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled"
 def layer_rate_factors(rule: str, n_layers: int, k: int, sampling: str) -> list[float]:
     """Each layer's rate over ``booster_lr``'s. The "drawn" rule trains layer l at
     lr·√(1/(p_l·r)): a layer drawn in fewer rounds moves further when it is, so that
-    top-biased draws, which pick the top layers in three rounds of four and the lowest in
+    top-biased draws, which pick the top layer in four rounds of five and the lowest in
     one of twenty, do not leave the low layers nearly where they started."""
     from xgblora_engine.boosting.sampling import draw_shares
 

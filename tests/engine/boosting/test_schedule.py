@@ -55,5 +55,5 @@ def test_the_drawn_rule_is_the_scaled_one_per_layer_with_its_share_of_draws():
     factors = layer_rate_factors("drawn", 30, 15, "top-biased")
     shares = draw_shares(30, 15, "top-biased")
     assert factors == pytest.approx([math.sqrt(0.5 / p) for p in shares])
-    assert factors[0] > 3 and factors[-1] < 0.85  # layer 0 is drawn in 1 round of 25, the top in 3 of 4
+    assert factors[0] > 3 and factors[-1] < 0.85  # layer 0 is drawn in 1 round of 20, the top in 4 of 5
     assert booster_lr(6e-3, 8, 15, 30, "drawn") == booster_lr(6e-3, 8, 15, 30, "scaled")
