@@ -15,10 +15,12 @@ k = 2L/3 with the same carry. Two arms are diagnostics, not candidates: the top 
 the layers every round with B carried (LoRA on the top half, merged every κ steps),
 against the top-biased half, which draws a low layer now and then. On the defaults now
 (the top-biased half with A, B and the moments carried, whose rounds no longer start
-cold): κ 10 and 5, rank 16, the rate ×1.5; every layer every round (LoRA r=8 merged every
-κ steps, a diagnostic that became the quality preset) and two thirds drawn top-biased, its
-rival; a sixth of the layers, a candidate for the fast preset; and the defaults given
-1.25× the steps, what LoRA r=8's time buys at 0.8× its step time. Every other arm
+cold): κ 5, 10 and 40, rank 16, the rate ×1.5, the rate per layer by its share of the
+draws, the gradient start aimed once per module; every layer every round (LoRA r=8 merged
+every κ steps, a diagnostic that became the quality preset) and two thirds drawn
+top-biased, its rival; a sixth of the layers, a candidate for the fast preset; and the
+defaults given 1.25× and 1.11× the steps, what LoRA r=8's time buys at 0.8× and 0.9× its
+step time. Every other arm
 changes one thing of its base; each is paired by seed with the base's own run (the
 comparison's ``xgb-r4``, ``xgb-third`` or ``xgb-default`` rows, the same runs: a run is deterministic
 per seed), and a lever passes the bar for a default only when its mean gain exceeds
