@@ -51,7 +51,7 @@ def lr_rule_text(lr: float, rank: int, k: int, n_layers: int, rule: str = "scale
     if rule == "linear":
         return f"lr·(L/k)/√r = {lr:g}·({n_layers}/{k})/√{rank}"
     if rule == "drawn":
-        return f"lr·√(1/(p·r)) per layer, p its share of draws; k/L = {k}/{n_layers} gives this"
+        return f"lr·√(1/(p·r)) per layer, p its share of the draws; this at p = k/L = {k}/{n_layers}"
     return f"lr·√(L/(k·r)) = {lr:g}·√({n_layers}/({k}·{rank}))"
 
 
