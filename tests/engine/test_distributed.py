@@ -34,11 +34,12 @@ def metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-# The gradient start sums its sketches over ranks (and trains fresh rounds); the line search
-# its losses, on top of the defaults (kaiming start, carried A and moments), which it thereby
-# covers too: a data-parallel fault in the plain path shows in its losses and ledger alike.
-@pytest.mark.parametrize("extra", [["--booster-init", "gradient"], ["--line-search"]],
-                         ids=["gradient", "line-search"])
+# The gradient start sums its sketches over ranks (and trains fresh rounds; gradient-first
+# only a module's first, the rest carried); the line search its losses, on top of the
+# defaults (kaiming start, carried A and moments), which it thereby covers too: a
+# data-parallel fault in the plain path shows in its losses and ledger alike.
+@pytest.mark.parametrize("extra", [["--booster-init", "gradient"], ["--booster-init", "gradient-first"],
+                                   ["--line-search"]], ids=["gradient", "gradient-first", "line-search"])
 def test_two_processes_match_one_process_with_the_whole_batch(tmp_path, tiny_model_dir, tiny_data, extra):
     single, double = tmp_path / "single", tmp_path / "double"
     train(single, tiny_model_dir, tiny_data, "--batch-size", "4", *extra)
