@@ -103,10 +103,14 @@ def _weighted(weights: list[float], k: int, rng: random.Random) -> list[int]:
     return sorted(sorted(range(len(weights)), key=keys.__getitem__, reverse=True)[:k])
 
 
+SHARE_ROUNDS = 4000  # the shares to about ±0.01
+
+
 def draw_shares(n_layers: int, k: int, strategy: str) -> list[float]:
-    """How often each layer is drawn, as a share of rounds. k/L for strategies that treat
-    layers alike; top-biased draws are counted over many rounds of a fixed seed (their
-    inclusion probabilities have no closed form); the same every time it is asked."""
+    """How often each layer is drawn, as a share of rounds: k/L for the strategies that
+    treat layers alike (and for gradient draws, whose weights are measured as the run
+    goes); top-biased draws are counted over many rounds of a fixed seed (their inclusion
+    probabilities have no closed form), the same every time it is asked."""
     if strategy != "top-biased":
         return [k / n_layers] * n_layers
     counts = [0] * n_layers
@@ -114,9 +118,6 @@ def draw_shares(n_layers: int, k: int, strategy: str) -> list[float]:
         for layer in _top_biased(n_layers, k, round_rng(-7, round_index)):
             counts[layer] += 1
     return [max(c, 1) / SHARE_ROUNDS for c in counts]
-
-
-SHARE_ROUNDS = 4000  # the shares to about ±0.01
 
 
 def default_k(n_layers: int) -> int:

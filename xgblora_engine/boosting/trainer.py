@@ -242,10 +242,10 @@ class BoostingTrainer:
         """Sketches the round's first gradient to start each A along it (boost.init=gradient),
         or only the A of modules that have no booster to continue (gradient-first)."""
         b = self.cfg.boost
-        if b.init == "gradient-first" and b.carries:  # a module's later boosters continue its first
-            boosters = {name: bst for name, bst in boosters.items() if name not in self.state.carried.by_module}
-        elif b.init not in ("gradient", "gradient-first"):
+        if b.init not in ("gradient", "gradient-first"):
             return None
+        if b.carries:  # gradient-first: a module's later boosters continue its first
+            boosters = {name: bst for name, bst in boosters.items() if name not in self.state.carried.by_module}
         return GradientAim(boosters, self.cfg.train.seed, round_index, b.init_pool) if boosters else None
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float,
