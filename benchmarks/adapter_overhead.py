@@ -10,6 +10,9 @@ same function, as a few steps into training. Merges (a few percent of a round) a
 in it.
 
     python -m benchmarks.adapter_overhead [--model default] [--data FILE] [--seq-len 128] [--repeats 15]
+                                          [--device auto|cpu|cuda] [--dtype auto|fp32|bf16]
+
+On a GPU every timer waits for the queued kernels first (``settle``).
 
 Writes results/adapter_overhead.md.
 """
@@ -21,7 +24,7 @@ import copy
 import statistics
 
 from benchmarks.harness import RESULTS, Method, data_name, data_path, trainable
-from benchmarks.saved_tensors import step_seconds
+from benchmarks.saved_tensors import settle, step_seconds
 
 PEFT, BOOSTERS = "PEFT LoRA r=8", "boosters r=8 on every layer"
 
@@ -80,17 +83,20 @@ def whole_step_seconds(model, batch, optimizer) -> float:
     from xgblora_engine.boosting.loss import summed_loss
 
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    settle(model)
     started = time.perf_counter()
     summed_loss(model, batch).backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    settle(model)
     return time.perf_counter() - started
 
 
 def main() -> None:
     import torch
 
+    from xgblora_engine.boosting.loss import batch_to, input_device
     from xgblora_engine.config import RunConfig
     from xgblora_engine.data.dataset import BatchStream
     from xgblora_engine.session import prepare
@@ -100,11 +106,15 @@ def main() -> None:
     ap.add_argument("--data", default="benchmarks/data/iso-codes.jsonl")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]: where a user's GPU would train")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU that has it), fp32, bf16 or fp16")
     args = ap.parse_args()
     cfg = RunConfig()
     cfg.model.name, cfg.data.path, cfg.data.seq_len = args.model, data_path(args.data), args.seq_len
+    cfg.model.device, cfg.model.dtype = args.device, args.dtype
     prepared = prepare(cfg, lambda event: None)
-    batch = BatchStream(prepared.data.train, 4, 0, prepared.pad_id).next_batch()
+    batch = batch_to(BatchStream(prepared.data.train, 4, 0, prepared.pad_id).next_batch(),
+                     input_device(prepared.loaded.model))
     models = {}
     for who, share in (("the defaults'", 1 / 2), ("the fast preset's", 1 / 6)):
         for round_index in (1, 2, 3):
@@ -119,8 +129,10 @@ def main() -> None:
             passes[name] += step_seconds(models[name], batch, 1)
             optimizers[name].zero_grad(set_to_none=True)
             steps[name].append(whole_step_seconds(models[name], batch, optimizers[name]))
+    where = batch["input_ids"].device
     lines = [f"#### {data_name(args.data)}: batch 4 × {args.seq_len} ({batch['input_ids'].numel()} tokens), "
-             f"{torch.get_num_threads()} threads, {args.repeats} interleaved repeats", "",
+             f"{torch.cuda.get_device_name(where) if where.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}, "
+             f"{args.repeats} interleaved repeats", "",
              "| adapters | forward + backward s (median) | × PEFT LoRA r=8 | the whole step s (median) | × PEFT LoRA r=8 |",
              "|:--|--:|--:|--:|--:|"]
     base_pass, base_step = statistics.median(passes[PEFT][1:]), statistics.median(steps[PEFT][1:])

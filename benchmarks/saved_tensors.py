@@ -91,6 +91,16 @@ def recomputed(model, indices: set[int]):
             layer.gradient_checkpointing = False
 
 
+def settle(model) -> None:
+    """Wait for the kernels queued on the model's GPU: CUDA runs asynchronously, so a timer
+    read without this measures the launches, not the work. Nothing to wait for on a CPU."""
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def step_seconds(model, batch, repeats: int) -> list[float]:
     """Wall time of each of ``repeats`` forward + backward passes."""
     import time
@@ -99,8 +109,10 @@ def step_seconds(model, batch, repeats: int) -> list[float]:
 
     seconds = []
     for _ in range(repeats):
+        settle(model)
         started = time.perf_counter()
         summed_loss(model, batch).backward()
+        settle(model)
         seconds.append(time.perf_counter() - started)
     return seconds
 

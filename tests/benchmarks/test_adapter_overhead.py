@@ -40,3 +40,17 @@ def test_the_defaults_copy_boosts_only_the_layers_the_defaults_draw():
     assert drawn == sample_layers(4, 2, 0, 2, "top-biased")
     boosted_layers = {layer_index_of(n) for n, m in boosted.named_modules() if isinstance(m, BoosterLinear)}
     assert boosted_layers == set(drawn) and not any(isinstance(m, BoosterLinear) for m in model.modules())
+
+
+def test_timers_wait_for_the_gpu_and_not_for_the_cpu(monkeypatch):
+    """CUDA queues kernels and returns at once: a step timed without waiting for them would
+    measure their launch. A parameter that says it lives on cuda:0 stands in for the GPU."""
+    from benchmarks.saved_tensors import settle
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    settle(build_tiny_llama())
+    assert waited == []
+    on_gpu = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda", 0))]))
+    settle(on_gpu)
+    assert waited == [torch.device("cuda", 0)]
