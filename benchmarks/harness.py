@@ -55,6 +55,7 @@ class Method:
     line_search: bool = False  # XGBLoRA: each round merged at the multiple that lowers the loss most
     schedule: str = "cosine"  # the global decay over the run: cosine (to 0.1×) or constant
     layers: list[int] | None = None  # XGBLoRA: the same layers every round (boost.layers) instead of drawn ones
+    warm_rounds: int = 0  # XGBLoRA, a diagnostic: the first rounds train every layer (WarmStartTrainer)
 
     @classmethod
     def engine_defaults(cls, name: str, **changes) -> Method:
@@ -163,7 +164,7 @@ class Record:
 
 
 # --- methods ------------------------------------------------------------------------
-def train_xgblora(prepared, cfg, record: Record, clock: Clock) -> int:
+def train_xgblora(prepared, cfg, record: Record, clock: Clock, warm_rounds: int = 0) -> int:
     from xgblora_engine import protocol as P
     from xgblora_engine.boosting.trainer import BoostingTrainer
     from xgblora_engine.data.dataset import BatchStream, eval_batches
@@ -188,13 +189,38 @@ def train_xgblora(prepared, cfg, record: Record, clock: Clock) -> int:
         last[:] = now
 
     stream = BatchStream(prepared.data.train, cfg.train.batch_size, cfg.train.seed, prepared.pad_id)
-    trainer = BoostingTrainer(prepared.loaded.model, prepared.targets_by_layer, stream,
-                              lambda: _timed_out(eval_batches(prepared.data.eval, cfg.train.batch_size, prepared.pad_id), clock),
-                              cfg, prepared.k, emit)
+    trainer = (_warm_start_trainer(warm_rounds) if warm_rounds else BoostingTrainer)(
+        prepared.loaded.model, prepared.targets_by_layer, stream,
+        lambda: _timed_out(eval_batches(prepared.data.eval, cfg.train.batch_size, prepared.pad_id), clock),
+        cfg, prepared.k, emit)
     clock.start()
     trainer.fit()
     clock.stop()
     return trainer_param_count(prepared, cfg)
+
+
+def _warm_start_trainer(warm_rounds: int):
+    import math
+
+    from xgblora_engine.boosting.trainer import BoostingTrainer
+
+    class WarmStartTrainer(BoostingTrainer):
+        """A diagnostic, not an engine option: the first ``warm_rounds`` rounds train every
+        layer, at the rate the rule gives k = L (√(k/L) of the drawn rounds'), the later
+        ones draw as the engine does. Its live peak is LoRA's."""
+
+        def sample(self, round_index: int) -> list[int]:
+            self.warm = round_index <= warm_rounds
+            return list(range(self.n_layers)) if self.warm else super().sample(round_index)
+
+        def optimizer(self, boosters):
+            optimizer = super().optimizer(boosters)
+            if self.warm:
+                for group in optimizer.param_groups:
+                    group["lr_scale"] *= math.sqrt(self.k / self.n_layers)
+            return optimizer
+
+    return WarmStartTrainer
 
 
 def _timed_out(batches, clock: Clock):
@@ -320,7 +346,7 @@ def run(method: Method, setup: Setup) -> dict:
     record, clock = Record(), Clock()
     with memory.PeakRSS(every=0.02) as rss:
         if method.kind == "xgblora":
-            n_trainable = train_xgblora(prepared, cfg, record, clock)
+            n_trainable = train_xgblora(prepared, cfg, record, clock, method.warm_rounds)
         else:
             n_trainable = train_baseline(prepared, cfg, method, record, clock)
     peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else rss.peak

@@ -91,6 +91,8 @@ LEVERS = {  # label -> (its base, what changes from that base)
     "k L/6, defaults now": ("xgb-default", {"k_share": 1 / 6}),
     # the scaled rule per layer, with each layer's share of the draws for k/L
     "rate by draw share, defaults now": ("xgb-default", {"lr_rule": "drawn"}),
+    # a diagnostic, not a candidate (its peak is LoRA's): is the gap made in the first round?
+    "every layer in round 1, defaults now": ("xgb-default", {"warm_rounds": 1}),
     # LoRA-GA's start of A, aimed once per module: a module's later boosters continue its first
     "gradient start, defaults now": ("xgb-default", {"init": "gradient-first"}),
     # not a lever but the equal-time target: the defaults given the steps that LoRA r=8's

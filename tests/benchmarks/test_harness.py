@@ -59,6 +59,16 @@ def test_carried_adam_moments_change_only_the_rounds_after_the_first(tiny_setup)
     assert carry["train_loss"][3] != fresh["train_loss"][3]
 
 
+def test_a_warm_round_is_a_first_round_on_every_layer_then_the_draws(tiny_setup):
+    """The diagnostic's first round trains exactly what k = L trains, at k = L's rate."""
+    setup = replace(tiny_setup, answer_items=0)
+    warm = run(Method.engine_defaults("warm", kappa=2, warm_rounds=1), setup)
+    every = run(Method.engine_defaults("every", kappa=2, k=4), setup)
+    half = run(Method.engine_defaults("half", kappa=2), setup)
+    assert warm["train_loss"][:2] == every["train_loss"][:2] != half["train_loss"][:2]
+    assert warm["train_loss"][2:] != every["train_loss"][2:]  # round 2 draws half the layers
+
+
 def test_loss_at_seconds_interpolates_between_evaluations():
     row = {"evals": [{"train_seconds": 0.0, "loss": 4.0}, {"train_seconds": 10.0, "loss": 2.0},
                      {"train_seconds": 20.0, "loss": 1.0}]}
