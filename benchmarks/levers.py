@@ -16,7 +16,8 @@ the layers every round with B carried (LoRA on the top half, merged every κ ste
 against the top-biased half, which draws a low layer now and then. On the defaults now
 (the top-biased half with A, B and the moments carried, whose rounds no longer start
 cold): κ 5, 10 and 40, rank 16, the rate ×1.5, the rate per layer by its share of the
-draws, the gradient start aimed once per module; every layer every round (LoRA r=8 merged
+draws, the gradient start aimed once per module; a first round on every layer (a
+diagnostic of where the gap is made); every layer every round (LoRA r=8 merged
 every κ steps, a diagnostic that became the quality preset) and two thirds drawn
 top-biased, its rival; a sixth of the layers, a candidate for the fast preset; and the
 defaults given 1.25× and 1.11× the steps, what LoRA r=8's time buys at 0.8× and 0.9× its
