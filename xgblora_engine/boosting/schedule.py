@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from xgblora_engine.boosting.sampling import draw_shares
+
 
 def booster_lr(lr: float, rank: int, k: int, n_layers: int, rule: str = "scaled") -> float:
     """The boosters' peak learning rate for rank r and k of L layers per round.
@@ -37,8 +39,6 @@ def layer_rate_factors(rule: str, n_layers: int, k: int, sampling: str) -> list[
     lr·√(1/(p_l·r)): a layer drawn in fewer rounds moves further when it is, so that
     top-biased draws, which pick the top layer in four rounds of five and the lowest in
     one of twenty, do not leave the low layers nearly where they started."""
-    from xgblora_engine.boosting.sampling import draw_shares
-
     if rule != "drawn":
         return [1.0] * n_layers
     return [math.sqrt((k / n_layers) / p) for p in draw_shares(n_layers, k, sampling)]
